@@ -1,0 +1,10 @@
+//! Runs the MQTT connector locally.
+//!
+//! # Layout
+//!
+//! - [`broker`]: the built-in MQTT 3.1.1 + 5.0 broker the shim starts on
+//!   loopback for tests and local flows. It has no dependency on the
+//!   WebAssembly runtime.
+#![warn(missing_docs)]
+
+pub mod broker;

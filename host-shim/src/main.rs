@@ -1,0 +1,2 @@
+//! The `host-shim` command line.
+fn main() {}
