@@ -1,2 +1,207 @@
 //! The `host-shim` command line.
-fn main() {}
+//!
+//! Each subcommand has its own argument struct; `main` parses, sets up
+//! logging on stderr (filtered by `RUST_LOG`, default `warn`), runs the
+//! command and turns an error into `host-shim: {error chain}` and exit
+//! code 2.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use host_shim::broker::{self, BrokerConfig};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Runs the MQTT connector locally.
+#[derive(Debug, Parser)]
+#[command(name = "host-shim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the built-in MQTT 3.1.1 + 5.0 broker until Ctrl-C or SIGTERM
+    Broker(BrokerArgs),
+}
+
+/// `host-shim broker`.
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, value_name = "ADDR")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free port [default: 1883]
+    #[arg(long)]
+    port: Option<u16>,
+    /// JSON file of broker settings; --host and --port override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("host-shim: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Broker(args) => run_broker(args),
+    }
+}
+
+/// Settles the broker configuration: the file, then the flags over it.
+fn broker_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => load_config(path)?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(host) = &args.host {
+        config.host.clone_from(host);
+    }
+    if let Some(port) = args.port {
+        config.port = port;
+    }
+    Ok(config)
+}
+
+/// Reads a JSON broker configuration; errors name the file, the line and
+/// the column.
+fn load_config(path: &Path) -> anyhow::Result<BrokerConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let config = broker_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let broker = broker::start(config).await?;
+        announce(&format!("listening on mqtt://{}", broker.local_addr()))?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Prints one line on stdout, flushed, for whoever waits for it. A closed
+/// stdout is not an error: nobody is listening, the broker still runs.
+fn announce(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Waits for Ctrl-C, or SIGTERM on Unix.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot listen for Ctrl-C"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("host-shim").chain(args.iter().copied())).unwrap()
+    }
+
+    fn broker_args(args: &[&str]) -> BrokerArgs {
+        match parse(args).command {
+            Command::Broker(args) => args,
+        }
+    }
+
+    #[test]
+    fn broker_defaults() {
+        let config = broker_config(&broker_args(&["broker"])).unwrap();
+        assert_eq!(config, BrokerConfig::default());
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let path = std::env::temp_dir().join(format!("host-shim-cli-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"host": "0.0.0.0", "port": 1999, "max_inflight": 7}"#,
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+
+        let config = broker_config(&broker_args(&["broker", "--config", file])).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 1999));
+
+        let args = broker_args(&["broker", "--config", file, "--port", "0", "--host", "::1"]);
+        let config = broker_config(&args).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("::1", 0));
+        assert_eq!(config.max_inflight, 7);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_line() {
+        let path =
+            std::env::temp_dir().join(format!("host-shim-cli-bad-{}.json", std::process::id()));
+        std::fs::write(&path, "{\n  \"port\": 1,\n  \"colour\": 2\n}").unwrap();
+        let args = broker_args(&["broker", "--config", path.to_str().unwrap()]);
+        let err = format!("{:#}", broker_config(&args).unwrap_err());
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("colour") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn help_lines_fit_in_80_columns() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        for sub in ["broker"] {
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for line in help.lines() {
+                assert!(line.len() < 80, "too long: {line:?}");
+            }
+        }
+    }
+}

@@ -29,7 +29,8 @@ pub struct BrokerConfig {
     /// Default 100000.
     pub max_queued_messages: usize,
     /// Highest keep alive accepted, in seconds; a 5.0 client asking for more
-    /// is told this value as Server Keep Alive. 0 means no limit. Default 0.
+    /// is told this value as Server Keep Alive (a 3.1.1 client cannot be
+    /// told, so its own value holds). 0 means no limit. Default 60.
     pub max_keep_alive: u16,
     /// Highest session expiry interval honoured, in seconds. Default
     /// 4294967295 (the 5.0 "never expires" value).
@@ -44,6 +45,10 @@ pub struct BrokerConfig {
     pub shared_subscriptions: bool,
     /// Accept 5.0 subscription identifiers. Default true.
     pub subscription_identifiers: bool,
+    /// Topic filters whose subscription is refused (SUBACK 0x80). Default
+    /// `["test/nosubscribe"]`, the filter interoperability suites use to
+    /// check that a refused subscription is reported.
+    pub deny_subscribe: Vec<String>,
     /// Let clients connect without a username. Default true.
     pub allow_anonymous: bool,
     /// Accounts accepted, inline. Default none.
@@ -84,13 +89,14 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_inflight: 100,
             max_queued_messages: 100_000,
-            max_keep_alive: 0,
+            max_keep_alive: 60,
             max_session_expiry: u32::MAX,
             topic_alias_maximum: 64,
             maximum_qos: 2,
             wildcard_subscriptions: true,
             shared_subscriptions: true,
             subscription_identifiers: true,
+            deny_subscribe: vec!["test/nosubscribe".to_owned()],
             allow_anonymous: true,
             users: Vec::new(),
             password_file: None,

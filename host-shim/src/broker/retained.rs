@@ -1,9 +1,26 @@
-//! The retained message store. (Interface stub: being implemented.)
-#![allow(dead_code, unused_variables)]
+//! The retained message store: at most one message per topic name
+//! (MQTT-3.3.1-5), kept in a trie keyed by topic level so that a new
+//! subscription's filter walks only the branches it can match.
+//!
+//! Children are kept in a `BTreeMap`, so a walk visits topics in a stable
+//! order: level by level, each level compared byte by byte, a parent before
+//! its children (`a`, `a/b`, `a-b`). That order is what subscribers see,
+//! and it is also what a later listing with a cursor will need.
+//!
+//! Expiry is checked on every read, so an expired message is never handed
+//! out even if [`RetainedStore::purge_expired`] has not run yet; the purge
+//! only gives the memory back.
+//!
+//! Topic names can be more than 30,000 levels deep, so walks use loops with
+//! an explicit stack and nodes are dismantled iteratively on drop: a hostile
+//! topic must not overflow the router task's stack.
+
+#![allow(dead_code)]
 
 use rumqttc::v5::mqttbytes::v5::Publish;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A retained message as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,9 +34,59 @@ pub struct RetainedMessage {
     pub expires_at: Option<Instant>,
 }
 
+impl RetainedMessage {
+    /// A message stored at `now`, expiring after the PUBLISH's Message
+    /// Expiry Interval if it has one (MQTT 5.0 3.3.2.3.3).
+    pub fn new(publish: Publish, now: Instant) -> Self {
+        let interval = publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval);
+        // An interval too large for the clock is as good as none.
+        let expires_at =
+            interval.and_then(|secs| now.checked_add(Duration::from_secs(secs.into())));
+        RetainedMessage {
+            publish,
+            stored_at: now,
+            expires_at,
+        }
+    }
+
+    /// Whether the message has expired at `now`: it is gone at its expiry
+    /// instant, not one tick later.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
 /// Retained messages by topic name, with wildcard lookup.
+///
+/// The router task owns it, so it is plain data: no locks. Messages are
+/// behind `Arc` so that handing them to many subscribers copies nothing.
 #[derive(Debug, Default)]
-pub struct RetainedStore {}
+pub struct RetainedStore {
+    /// The node for the empty path; its children are first levels.
+    root: Node,
+    /// Messages stored, expired ones not yet purged included.
+    len: usize,
+}
+
+/// One topic level.
+#[derive(Debug, Default)]
+struct Node {
+    /// The next levels, in order.
+    children: BTreeMap<Box<str>, Node>,
+    /// The message retained for the topic ending here.
+    message: Option<Arc<RetainedMessage>>,
+}
+
+/// Work left in a [`RetainedStore::matching`] walk.
+enum Visit<'a> {
+    /// Match the filter from level `.1` on against the subtree at `.0`.
+    Filter(&'a Node, usize),
+    /// A `#` covers this whole subtree.
+    All(&'a Node),
+}
 
 impl RetainedStore {
     /// An empty store.
@@ -29,32 +96,479 @@ impl RetainedStore {
 
     /// Stores `message` for `topic`, replacing any earlier one.
     pub fn insert(&mut self, topic: &str, message: Arc<RetainedMessage>) {
-        todo!()
+        let mut node = &mut self.root;
+        for level in topic.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        if node.message.replace(message).is_none() {
+            self.len += 1;
+        }
     }
 
     /// Deletes the retained message of `topic`; true if there was one.
+    ///
+    /// Levels left with neither a message nor children are pruned, so the
+    /// store does not keep the shape of every topic ever retained.
     pub fn remove(&mut self, topic: &str) -> bool {
-        todo!()
+        let levels: Vec<&str> = topic.split('/').collect();
+
+        // First walk: take the message out.
+        let mut node = &mut self.root;
+        for level in &levels {
+            match node.children.get_mut(*level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        if node.message.take().is_none() {
+            return false;
+        }
+        self.len -= 1;
+
+        // Second walk: find the highest level from which the rest of the
+        // path holds nothing else, and cut the branch there.
+        let mut cut = None;
+        let mut node = &self.root;
+        for (depth, level) in levels.iter().enumerate() {
+            let Some(child) = node.children.get(*level) else {
+                break;
+            };
+            // Along the path a node may only keep the child that continues
+            // the path; the last node may keep nothing.
+            let allowed = usize::from(depth + 1 < levels.len());
+            if child.message.is_none() && child.children.len() <= allowed {
+                cut.get_or_insert(depth);
+            } else {
+                cut = None;
+            }
+            node = child;
+        }
+        if let Some(cut) = cut {
+            let mut parent = &mut self.root;
+            for level in &levels[..cut] {
+                match parent.children.get_mut(*level) {
+                    Some(child) => parent = child,
+                    None => return true,
+                }
+            }
+            if let Some(level) = levels.get(cut) {
+                parent.children.remove(*level);
+            }
+        }
+        true
     }
 
     /// The retained message of exactly `topic`, unless expired at `now`.
     pub fn get(&self, topic: &str, now: Instant) -> Option<Arc<RetainedMessage>> {
-        todo!()
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.live(now).cloned()
     }
 
     /// Appends every unexpired retained message whose topic matches `filter`
     /// (a valid filter without `$share/`), in topic order.
+    ///
+    /// The wildcard rules are the subscription trie's: `+` is one level, the
+    /// empty one included; `#` is the parent level and everything below it
+    /// (`a/#` matches `a`); and a filter starting with a wildcard does not
+    /// match topics starting with `$` (MQTT-4.7.2-1).
     pub fn matching(&self, filter: &str, now: Instant, out: &mut Vec<Arc<RetainedMessage>>) {
-        todo!()
+        let levels: Vec<&str> = filter.split('/').collect();
+        let last = levels.len().saturating_sub(1);
+
+        // Depth-first, children pushed in reverse so that they pop in order:
+        // the output comes out sorted with no sort step.
+        let mut stack = vec![Visit::Filter(&self.root, 0)];
+        while let Some(visit) = stack.pop() {
+            match visit {
+                Visit::All(node) => {
+                    out.extend(node.live(now).cloned());
+                    stack.extend(node.children.values().rev().map(Visit::All));
+                }
+                Visit::Filter(node, depth) => {
+                    let Some(level) = levels.get(depth) else {
+                        out.extend(node.live(now).cloned());
+                        continue;
+                    };
+                    // MQTT-4.7.2-1: a first-level wildcard skips `$` topics.
+                    let visible = |key: &str| depth > 0 || !key.starts_with('$');
+                    match *level {
+                        // '#' only counts as a wildcard as the last level; an
+                        // invalid filter with '#' elsewhere matches it
+                        // literally, which no topic name can, instead of
+                        // panicking.
+                        "#" if depth == last => {
+                            out.extend(node.live(now).cloned());
+                            let children = node.children.iter().rev();
+                            stack.extend(
+                                children
+                                    .filter(|(key, _)| visible(key))
+                                    .map(|(_, child)| Visit::All(child)),
+                            );
+                        }
+                        "+" => {
+                            let children = node.children.iter().rev();
+                            stack.extend(
+                                children
+                                    .filter(|(key, _)| visible(key))
+                                    .map(|(_, child)| Visit::Filter(child, depth + 1)),
+                            );
+                        }
+                        literal => {
+                            if let Some(child) = node.children.get(literal) {
+                                stack.push(Visit::Filter(child, depth + 1));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Deletes messages expired at `now`; returns how many.
+    ///
+    /// It visits every stored topic; the core calls it from its timer, not
+    /// on the publish path.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
-        todo!()
+        // Collect the topics first, then remove each, so that pruning stays
+        // in one place (`remove`) and no walk needs two mutable borrows.
+        let mut expired: Vec<String> = Vec::new();
+        let mut path: Vec<&str> = Vec::new();
+        let mut stack: Vec<(&Node, &str, usize)> = self
+            .root
+            .children
+            .iter()
+            .map(|(key, child)| (child, &**key, 0))
+            .collect();
+        while let Some((node, key, depth)) = stack.pop() {
+            path.truncate(depth);
+            path.push(key);
+            if node.message.as_ref().is_some_and(|m| m.is_expired(now)) {
+                expired.push(path.join("/"));
+            }
+            stack.extend(
+                node.children
+                    .iter()
+                    .map(|(key, child)| (child, &**key, depth + 1)),
+            );
+        }
+        expired.iter().filter(|topic| self.remove(topic)).count()
     }
 
-    /// Number of retained messages stored.
+    /// Number of retained messages stored, counting expired ones until
+    /// [`purge_expired`](Self::purge_expired) removes them.
     pub fn len(&self) -> usize {
-        todo!()
+        self.len
+    }
+
+    /// Whether no message is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Node {
+    /// This node's message, unless there is none or it expired at `now`.
+    fn live(&self, now: Instant) -> Option<&Arc<RetainedMessage>> {
+        self.message.as_ref().filter(|m| !m.is_expired(now))
+    }
+}
+
+impl Drop for Node {
+    /// Dismantles the subtree with a loop: the derived drop would recurse
+    /// once per level, and a topic may be tens of thousands of levels deep.
+    fn drop(&mut self) {
+        let mut stack: Vec<Node> = Vec::new();
+        stack.extend(std::mem::take(&mut self.children).into_values());
+        // Each popped node has had its children moved out, so dropping it
+        // here does not recurse.
+        while let Some(mut node) = stack.pop() {
+            stack.extend(std::mem::take(&mut node.children).into_values());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    use rumqttc::v5::mqttbytes::QoS;
+
+    /// A retained message for `topic` stored at `now`, expiring after
+    /// `expiry` seconds if given.
+    fn message(topic: &str, now: Instant, expiry: Option<u32>) -> Arc<RetainedMessage> {
+        let properties = expiry.map(|secs| PublishProperties {
+            message_expiry_interval: Some(secs),
+            ..PublishProperties::default()
+        });
+        let mut publish = Publish::new(topic, QoS::AtLeastOnce, topic.to_owned(), properties);
+        publish.retain = true;
+        Arc::new(RetainedMessage::new(publish, now))
+    }
+
+    /// Topics of the messages `filter` finds, in the order found.
+    fn topics(store: &RetainedStore, filter: &str, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        store.matching(filter, now, &mut out);
+        out.iter()
+            .map(|m| String::from_utf8_lossy(&m.publish.topic).into_owned())
+            .collect()
+    }
+
+    /// A store holding one unexpiring message for each topic.
+    fn store_of(list: &[&str], now: Instant) -> RetainedStore {
+        let mut store = RetainedStore::new();
+        for topic in list {
+            store.insert(topic, message(topic, now, None));
+        }
+        store
+    }
+
+    #[test]
+    fn store_replace_and_delete() {
+        let now = Instant::now();
+        let mut store = RetainedStore::new();
+        assert!(store.is_empty());
+        let first = message("a/b", now, None);
+        store.insert("a/b", first.clone());
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get("a/b", now), Some(first));
+        assert_eq!(store.get("a", now), None);
+        assert_eq!(store.get("a/b/c", now), None);
+
+        // MQTT-3.3.1-5: a new retained message replaces the old one.
+        let second = message("a/b", now, Some(60));
+        store.insert("a/b", second.clone());
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get("a/b", now), Some(second));
+
+        // MQTT-3.3.1-6 (5.0) / MQTT-3.3.1-10 (3.1.1): an empty retained
+        // payload deletes; the core turns it into `remove`.
+        assert!(store.remove("a/b"));
+        assert!(!store.remove("a/b"));
+        assert!(!store.remove("a"));
+        assert_eq!(store.get("a/b", now), None);
+        assert!(store.is_empty());
+        assert!(store.root.children.is_empty(), "empty levels pruned");
+    }
+
+    #[test]
+    fn remove_keeps_other_topics_and_prunes_the_rest() {
+        let now = Instant::now();
+        let mut store = store_of(&["a", "a/b/c", "a/b/d", "x/y/z"], now);
+        assert!(store.remove("a/b/c"));
+        assert!(store.root.children.contains_key("a"));
+        assert!(store.remove("a/b/d"));
+        let a = store.root.children.get("a").expect("a still has a message");
+        assert!(a.children.is_empty());
+        assert!(store.remove("x/y/z"));
+        assert!(!store.root.children.contains_key("x"));
+        assert_eq!(topics(&store, "#", now), vec!["a"]);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn wildcard_lookup() {
+        let now = Instant::now();
+        let store = store_of(
+            &[
+                "a", "a/b", "a/b/c", "a/c", "a/", "a//c", "b", "/a", "$SYS/x",
+            ],
+            now,
+        );
+        // MQTT-3.3.1-6 (3.1.1) / MQTT-3.3.1-9 (5.0): every retained message
+        // matching the new subscription's filter.
+        assert_eq!(topics(&store, "a/b", now), vec!["a/b"]);
+        // '+' is exactly one level, the empty one included (MQTT-4.7.1-3 in
+        // 3.1.1, MQTT-4.7.1-2 in 5.0).
+        assert_eq!(topics(&store, "a/+", now), vec!["a/", "a/b", "a/c"]);
+        assert_eq!(topics(&store, "a/+/c", now), vec!["a//c", "a/b/c"]);
+        assert_eq!(topics(&store, "+/a", now), vec!["/a"]);
+        // '#' includes the parent (MQTT-4.7.1-2 in 3.1.1, MQTT-4.7.1-1 in 5.0).
+        assert_eq!(
+            topics(&store, "a/#", now),
+            vec!["a", "a/", "a//c", "a/b", "a/b/c", "a/c"]
+        );
+        assert_eq!(topics(&store, "a/b/#", now), vec!["a/b", "a/b/c"]);
+        assert_eq!(topics(&store, "a/b/c/#", now), vec!["a/b/c"]);
+        assert_eq!(topics(&store, "+/#", now).len(), 8);
+        assert!(topics(&store, "c/#", now).is_empty());
+        assert!(topics(&store, "a/b/c/d", now).is_empty());
+    }
+
+    #[test]
+    fn first_level_wildcards_skip_dollar_topics() {
+        // MQTT-4.7.2-1.
+        let now = Instant::now();
+        let store = store_of(&["$SYS/broker/uptime", "$x", "a/$y", "b"], now);
+        assert_eq!(topics(&store, "#", now), vec!["a/$y", "b"]);
+        assert_eq!(topics(&store, "+", now), vec!["b"]);
+        assert!(topics(&store, "+/broker/uptime", now).is_empty());
+        assert_eq!(topics(&store, "a/+", now), vec!["a/$y"]);
+        assert_eq!(topics(&store, "$SYS/#", now), vec!["$SYS/broker/uptime"]);
+        assert_eq!(
+            topics(&store, "$SYS/+/uptime", now),
+            vec!["$SYS/broker/uptime"]
+        );
+        assert_eq!(topics(&store, "$x", now), vec!["$x"]);
+    }
+
+    #[test]
+    fn results_come_in_topic_order() {
+        let now = Instant::now();
+        let store = store_of(&["b/a", "a-b", "a/b", "a", "b", "a/a/z", "A"], now);
+        // Level by level: a parent first, then its children, then the next
+        // sibling, whatever order they were stored in.
+        assert_eq!(
+            topics(&store, "#", now),
+            vec!["A", "a", "a/a/z", "a/b", "a-b", "b", "b/a"]
+        );
+    }
+
+    #[test]
+    fn expired_messages_are_never_returned() {
+        // MQTT 5.0 3.3.2.3.3: once the Message Expiry Interval has passed,
+        // the message is not delivered to new subscribers.
+        let t0 = Instant::now();
+        let mut store = RetainedStore::new();
+        store.insert("a/short", message("a/short", t0, Some(10)));
+        store.insert("a/long", message("a/long", t0, Some(100)));
+        store.insert("a/never", message("a/never", t0, None));
+        store.insert("a/zero", message("a/zero", t0, Some(0)));
+        let t10 = t0 + Duration::from_secs(10);
+
+        assert!(store.get("a/zero", t0).is_none());
+        assert!(store.get("a/short", t0 + Duration::from_secs(9)).is_some());
+        // Gone at its expiry instant, before any purge.
+        assert!(store.get("a/short", t10).is_none());
+        assert_eq!(topics(&store, "a/#", t10), vec!["a/long", "a/never"]);
+        assert_eq!(topics(&store, "a/short", t10), Vec::<String>::new());
+        assert_eq!(store.len(), 4);
+
+        assert_eq!(store.purge_expired(t10), 2);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.purge_expired(t10), 0);
+        let later = t0 + Duration::from_secs(1000);
+        assert_eq!(store.purge_expired(later), 1);
+        assert_eq!(topics(&store, "#", later), vec!["a/never"]);
+        assert!(store.remove("a/never"));
+        assert!(store.root.children.is_empty());
+    }
+
+    #[test]
+    fn huge_expiry_interval_does_not_panic() {
+        let now = Instant::now();
+        let held = message("t", now, Some(u32::MAX));
+        assert!(!held.is_expired(now + Duration::from_secs(1 << 20)));
+    }
+
+    #[test]
+    fn very_deep_topics_do_not_overflow_the_stack() {
+        let now = Instant::now();
+        let topic = vec!["a"; 32_000].join("/");
+        let mut store = RetainedStore::new();
+        store.insert(&topic, message("deep", now, Some(1)));
+        store.insert("a", message("a", now, None));
+        assert!(store.get(&topic, now).is_some());
+        assert_eq!(topics(&store, "#", now).len(), 2);
+        assert_eq!(topics(&store, &format!("{topic}/#"), now).len(), 1);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(store.purge_expired(later), 1);
+        assert_eq!(store.len(), 1);
+        store.insert(&topic, message("deep", now, None));
+        drop(store);
+    }
+
+    /// Brute-force matching of one filter against one topic name, straight
+    /// from section 4.7.
+    fn reference(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+            return false;
+        }
+        let filter: Vec<&str> = filter.split('/').collect();
+        let topic: Vec<&str> = topic.split('/').collect();
+        let mut i = 0;
+        loop {
+            match (filter.get(i), topic.get(i)) {
+                (Some(&"#"), _) if i + 1 == filter.len() => return true,
+                (Some(&"+"), Some(_)) => {}
+                (Some(f), Some(t)) if f == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+            i += 1;
+        }
+    }
+
+    /// A topic name over a small alphabet, so topics and filters often meet.
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        let level = prop_oneof![Just("a"), Just("b"), Just(""), Just("$s")];
+        prop::collection::vec(level, 1..5).prop_map(|levels| levels.join("/"))
+    }
+
+    /// A filter over the same alphabet plus '+', maybe ending in '#'.
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        let level = prop_oneof![Just("a"), Just("b"), Just(""), Just("$s"), Just("+")];
+        (prop::collection::vec(level, 0..5), any::<bool>()).prop_map(|(mut levels, hash)| {
+            if hash || levels.is_empty() {
+                levels.push("#");
+            }
+            levels.join("/")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn matching_agrees_with_brute_force(
+            stored in prop::collection::vec((topic_strategy(), prop::option::of(0u32..3)), 0..24),
+            removed in prop::collection::vec(topic_strategy(), 0..6),
+            filters in prop::collection::vec(filter_strategy(), 1..8),
+            elapsed in 0u64..4,
+        ) {
+            let t0 = Instant::now();
+            let now = t0 + Duration::from_secs(elapsed);
+            let mut store = RetainedStore::new();
+            // What the store should hold: the last message per topic.
+            let mut expected: BTreeMap<String, Arc<RetainedMessage>> = BTreeMap::new();
+            for (topic, expiry) in &stored {
+                let m = message(topic, t0, *expiry);
+                store.insert(topic, m.clone());
+                expected.insert(topic.clone(), m);
+            }
+            for topic in &removed {
+                prop_assert_eq!(store.remove(topic), expected.remove(topic).is_some());
+            }
+            prop_assert_eq!(store.len(), expected.len());
+
+            for filter in &filters {
+                let mut got = Vec::new();
+                store.matching(filter, now, &mut got);
+                let mut want: Vec<(Vec<&str>, &Arc<RetainedMessage>)> = expected
+                    .iter()
+                    .filter(|(topic, m)| reference(filter, topic) && !m.is_expired(now))
+                    .map(|(topic, m)| (topic.split('/').collect(), m))
+                    .collect();
+                // Topic order is level by level.
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                let want: Vec<Arc<RetainedMessage>> =
+                    want.into_iter().map(|(_, m)| m.clone()).collect();
+                prop_assert_eq!(got, want, "filter {:?}", filter);
+            }
+            for topic in expected.keys() {
+                let want = expected.get(topic).filter(|m| !m.is_expired(now)).cloned();
+                prop_assert_eq!(store.get(topic, now), want);
+            }
+
+            let live = expected.values().filter(|m| !m.is_expired(now)).count();
+            prop_assert_eq!(store.purge_expired(now), expected.len() - live);
+            prop_assert_eq!(store.len(), live);
+            for topic in expected.keys() {
+                store.remove(topic);
+            }
+            prop_assert!(store.is_empty() && store.root.children.is_empty());
+        }
     }
 }

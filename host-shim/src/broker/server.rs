@@ -1,8 +1,72 @@
-//! The tokio shell around the core. (Interface stub: being implemented.)
-#![allow(dead_code, unused_variables)]
+//! The tokio shell around the core: sockets, tasks, channels and shutdown.
+//!
+//! # Tasks and channels
+//!
+//! - The **accept loop** holds a [`Semaphore`] permit per connection (at most
+//!   `max_connections`), and spawns one **connection task** per socket.
+//! - Each connection task reads and decodes packets and sends them as
+//!   [`Event`]s to the **router task**, which owns the [`Broker`] core. All
+//!   connections share one *bounded* event channel: when the router falls
+//!   behind, connection tasks wait to send and so stop reading their
+//!   sockets, and TCP pushes back on the publishers. That is the only flow
+//!   control a 3.1.1 client gets.
+//! - The router carries out the core's actions by writing to each
+//!   connection's *unbounded* outbound channel, so the router never waits on
+//!   a slow subscriber. QoS 1 and 2 traffic is bounded there by the core's
+//!   in-flight window; QoS 0 is bounded by counting what is queued and
+//!   dropping (counted, logged) beyond `max_queued_messages`.
+//! - Shutdown is a [`watch`] channel whose sender the [`BrokerHandle`] owns:
+//!   dropping it, by [`BrokerHandle::shutdown`] or by dropping the handle,
+//!   stops the accept loop and makes the router disconnect everyone. Every
+//!   task holds a clone of a `done` sender it never uses; `shutdown` waits
+//!   until the last one is dropped, that is until every task has ended.
 
-use super::config::BrokerConfig;
-use std::net::SocketAddr;
+use super::codec::{self, DecodeError, Decoder, Frame};
+use super::config::{BrokerConfig, User};
+use super::core::{Action, Broker, ConnId};
+use super::types::ProtocolVersion;
+use bytes::{Bytes, BytesMut};
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+use rumqttc::v5::mqttbytes::QoS;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
+use tracing::{debug, error, info, warn};
+
+/// Capacity of the event channel from connections to the router. Small
+/// enough that a router that falls behind soon stops the readers.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Most events the router handles before it carries out the core's actions.
+const EVENT_BATCH: usize = 64;
+
+/// How long a new connection may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection waits for the core's close after it reported a
+/// malformed packet, should the core not answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// After the broker closed a connection, how long it keeps reading (and
+/// discarding) so that unread bytes do not turn the close into a reset
+/// that could destroy the last packets written.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How long connections may take to flush their last packets at shutdown
+/// before they are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Flush the write buffer when it grows beyond this, even if more packets
+/// are waiting.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +89,10 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// Never sent on: dropping it is the shutdown signal.
+    shutdown: watch::Sender<()>,
+    /// Returns `None` once every task has dropped its `done` sender.
+    done: mpsc::Receiver<()>,
 }
 
 impl BrokerHandle {
@@ -33,19 +101,1134 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The URL clients connect to, such as `mqtt://127.0.0.1:1883`. A broker
+    /// listening on every address (`0.0.0.0`, `::`) gives the loopback one.
+    pub fn url(&self) -> String {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        format!("mqtt://{addr}")
+    }
+
     /// Disconnects every client (5.0: reason 0x8B), stops listening, and
     /// waits until all connection tasks have ended.
     pub async fn shutdown(self) {
-        todo!()
+        let BrokerHandle {
+            shutdown, mut done, ..
+        } = self;
+        drop(shutdown);
+        // Nothing is ever sent: this returns `None` when the last task ends.
+        let _ = done.recv().await;
     }
 }
 
 /// Starts a broker on the current tokio runtime.
 ///
+/// The accounts of `password_file` are added to `users` before the broker
+/// starts.
+///
 /// # Errors
 ///
 /// [`StartError::Bind`] when the address cannot be bound,
-/// [`StartError::Config`] when the configuration is invalid.
-pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
-    todo!()
+/// [`StartError::Config`] when the configuration is invalid or the password
+/// file cannot be read.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn example() -> Result<(), host_shim::broker::StartError> {
+/// use host_shim::broker::{start, BrokerConfig};
+///
+/// let broker = start(BrokerConfig::ephemeral()).await?;
+/// println!("connect to {}", broker.url());
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+    validate(&config)?;
+    if let Some(path) = &config.password_file {
+        let accounts = read_password_file(path, &config.users)?;
+        config.users.extend(accounts);
+    }
+
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: display_addr(&config.host, config.port),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: display_addr(&config.host, config.port),
+        source,
+    })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(());
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+
+    let router = Router {
+        max_queued: config.max_queued_messages,
+        conns: HashMap::new(),
+    };
+    let accept = Acceptor {
+        listener,
+        limit: Arc::new(Semaphore::new(config.max_connections)),
+        max_packet_size: config.max_packet_size,
+        events: events_tx,
+        shutdown: shutdown_rx.clone(),
+        done: done_tx.clone(),
+        next_conn: 1,
+    };
+    let core = Broker::new(config);
+    tokio::spawn(router.run(core, events_rx, shutdown_rx, done_tx));
+    tokio::spawn(accept.run());
+
+    Ok(BrokerHandle {
+        local_addr,
+        shutdown: shutdown_tx,
+        done: done_rx,
+    })
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn display_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Checks the values the core relies on.
+fn validate(config: &BrokerConfig) -> Result<(), StartError> {
+    let fail = |msg: String| Err(StartError::Config(msg));
+    if config.maximum_qos > 2 {
+        return fail(format!(
+            "maximum_qos must be 0, 1 or 2, not {}",
+            config.maximum_qos
+        ));
+    }
+    if config.receive_maximum == 0 {
+        return fail("receive_maximum must be at least 1".to_owned());
+    }
+    if config.max_inflight == 0 {
+        return fail("max_inflight must be at least 1".to_owned());
+    }
+    if config.max_packet_size == 0 {
+        return fail("max_packet_size must be at least 1".to_owned());
+    }
+    if config.max_connections == 0 || config.max_connections > Semaphore::MAX_PERMITS {
+        return fail(format!(
+            "max_connections must be between 1 and {}, not {}",
+            Semaphore::MAX_PERMITS,
+            config.max_connections
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a password file: one `username:password` account a line; the
+/// password is everything after the first `:`. Blank lines and lines
+/// starting with `#` are skipped. A username may appear only once, counting
+/// the accounts already in `existing`.
+fn read_password_file(path: &Path, existing: &[User]) -> Result<Vec<User>, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StartError::Config(format!("cannot read password_file {}: {e}", path.display()))
+    })?;
+    parse_password_file(&text, existing)
+        .map_err(|msg| StartError::Config(format!("password_file {}: {msg}", path.display())))
+}
+
+/// The parsing half of [`read_password_file`]; errors name the line but
+/// never show its content, which may hold a password.
+fn parse_password_file(text: &str, existing: &[User]) -> Result<Vec<User>, String> {
+    let mut users: Vec<User> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((username, password)) = line.split_once(':') else {
+            return Err(format!(
+                "line {number}: expected `username:password`, found no `:`"
+            ));
+        };
+        if username.is_empty() {
+            return Err(format!("line {number}: the username is empty"));
+        }
+        if existing
+            .iter()
+            .chain(users.iter())
+            .any(|u| u.username == username)
+        {
+            return Err(format!(
+                "line {number}: user `{username}` is already defined"
+            ));
+        }
+        users.push(User {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    Ok(users)
+}
+
+// ----- Accept loop -----
+
+/// The accept loop and what it hands to each connection.
+struct Acceptor {
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    max_packet_size: u32,
+    events: mpsc::Sender<Event>,
+    shutdown: watch::Receiver<()>,
+    done: mpsc::Sender<()>,
+    /// Connection numbers are never reused, so a late event about a closed
+    /// connection cannot be mistaken for a newer one.
+    next_conn: ConnId,
+}
+
+impl Acceptor {
+    /// Accepts until shutdown; dropping `self` at the end closes the
+    /// listening socket.
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            // Wait for a free slot before accepting, so connections beyond
+            // the limit wait in the kernel's backlog.
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => permit,
+                _ = self.shutdown.changed() => return,
+                () = self.events.closed() => return router_died(),
+            };
+            let Ok(permit) = permit else { return };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.shutdown.changed() => return,
+                () = self.events.closed() => return router_died(),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    debug!(conn, %peer, "connection accepted");
+                    let task = Connection {
+                        conn,
+                        max_packet_size: self.max_packet_size,
+                        events: self.events.clone(),
+                        shutdown: self.shutdown.clone(),
+                        _done: self.done.clone(),
+                        _permit: permit,
+                    };
+                    tokio::spawn(task.run(stream));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to be
+                    // released rather than spin. Never give up.
+                    warn!("accepting a connection failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = sleep(backoff) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Logs that the router ended before shutdown (a bug in the core): the
+/// accept loop then stops too, so clients are refused rather than served by
+/// a broker that never answers.
+fn router_died() {
+    error!("the broker's router task ended unexpectedly; no longer accepting connections");
+}
+
+// ----- Router -----
+
+/// What a connection task tells the router.
+// Nearly every event is a `Frame`: boxing it would only add an allocation
+// per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Event {
+    /// A new connection, and how to reach it.
+    Opened {
+        conn: ConnId,
+        outbound: mpsc::UnboundedSender<Outbound>,
+        /// QoS 0 PUBLISHes queued on `outbound` and not yet written.
+        queued_qos0: Arc<AtomicUsize>,
+    },
+    /// A decoded packet.
+    Frame { conn: ConnId, frame: Frame },
+    /// Undecodable bytes; the connection has stopped reading.
+    Malformed {
+        conn: ConnId,
+        reason: DisconnectReasonCode,
+    },
+    /// The transport ended (EOF, error, timeout). Sent at most once.
+    Closed { conn: ConnId },
+}
+
+/// What the router tells a connection task.
+// Nearly every message is a `Packet`: boxing it would only add an
+// allocation per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Outbound {
+    /// Encode and write this packet.
+    Packet(Packet),
+    /// Write these bytes as they are.
+    Raw(Bytes),
+    /// Write what is queued before, then close.
+    Close,
+}
+
+/// The router's view of one connection.
+#[derive(Debug)]
+struct ConnEntry {
+    outbound: mpsc::UnboundedSender<Outbound>,
+    queued_qos0: Arc<AtomicUsize>,
+    /// The core has been told about this connection.
+    in_core: bool,
+    /// QoS 0 messages dropped since the queue last had room.
+    dropping: u64,
+    /// QoS 0 messages dropped in all.
+    dropped: u64,
+}
+
+impl ConnEntry {
+    /// Whether `packet` may be queued: everything but a QoS 0 PUBLISH to a
+    /// connection with `max_queued` of them already waiting. Counts what is
+    /// admitted and what is not.
+    fn admit(&mut self, conn: ConnId, packet: &Packet, max_queued: usize) -> bool {
+        let Packet::Publish(publish) = packet else {
+            return true;
+        };
+        if publish.qos != QoS::AtMostOnce {
+            return true;
+        }
+        if self.queued_qos0.load(Ordering::Acquire) >= max_queued {
+            if self.dropping == 0 {
+                warn!(
+                    conn,
+                    "subscriber too slow: {max_queued} QoS 0 messages queued; \
+                     dropping more until it catches up"
+                );
+            }
+            self.dropping += 1;
+            self.dropped += 1;
+            return false;
+        }
+        if self.dropping > 0 {
+            info!(
+                conn,
+                "subscriber caught up after {} QoS 0 messages were dropped", self.dropping
+            );
+            self.dropping = 0;
+        }
+        self.queued_qos0.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+}
+
+/// The router task's state.
+struct Router {
+    max_queued: usize,
+    conns: HashMap<ConnId, ConnEntry>,
+}
+
+impl Router {
+    /// Feeds events and timeouts to the core and carries out its actions,
+    /// until shutdown.
+    async fn run(
+        mut self,
+        mut core: Broker,
+        mut events: mpsc::Receiver<Event>,
+        mut shutdown: watch::Receiver<()>,
+        _done: mpsc::Sender<()>,
+    ) {
+        loop {
+            let deadline = core.poll_timeout();
+            // Biased: shutdown first, then due timers, so a steady stream of
+            // events cannot hold back keep alive and expiry.
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                () = sleep_until_opt(deadline) => {
+                    core.handle_timeout(Instant::now().into_std());
+                    self.dispatch(&mut core);
+                }
+                event = events.recv() => {
+                    // `None` cannot happen before shutdown: the accept loop
+                    // holds a sender until then.
+                    let Some(event) = event else { break };
+                    self.handle(&mut core, event);
+                    // Take what else is waiting, so the actions of a burst
+                    // are carried out together.
+                    for _ in 1..EVENT_BATCH {
+                        let Ok(event) = events.try_recv() else { break };
+                        self.handle(&mut core, event);
+                    }
+                }
+            }
+        }
+
+        core.handle_shutdown(Instant::now().into_std());
+        self.dispatch(&mut core);
+        // Connections the core never heard of (no CONNECT yet).
+        for (_, entry) in self.conns.drain() {
+            let _ = entry.outbound.send(Outbound::Close);
+        }
+        debug!(stats = ?core.stats(), "router stopped");
+        // Dropping `events` makes connections that are still sending stop;
+        // dropping the outbound senders (above) ends their writers.
+    }
+
+    fn handle(&mut self, core: &mut Broker, event: Event) {
+        let now = Instant::now().into_std();
+        match event {
+            Event::Opened {
+                conn,
+                outbound,
+                queued_qos0,
+            } => {
+                self.conns.insert(
+                    conn,
+                    ConnEntry {
+                        outbound,
+                        queued_qos0,
+                        in_core: false,
+                        dropping: 0,
+                        dropped: 0,
+                    },
+                );
+            }
+            Event::Frame { conn, frame } => {
+                let Some(entry) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                entry.in_core = true;
+                core.handle_frame(now, conn, frame);
+            }
+            Event::Malformed { conn, reason } => {
+                let Some(entry) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                // The core closes the connection even if it never saw it.
+                entry.in_core = true;
+                core.handle_malformed(now, conn, reason);
+            }
+            Event::Closed { conn } => {
+                // Unknown: the core closed it first, nothing to tell.
+                let Some(entry) = self.conns.get(&conn) else {
+                    return;
+                };
+                if entry.in_core {
+                    core.handle_closed(now, conn);
+                }
+                self.dispatch(core);
+                // Dropping the sender ends the writer once it has written
+                // what is queued.
+                if let Some(entry) = self.conns.remove(&conn) {
+                    if entry.dropped > 0 {
+                        debug!(conn, dropped = entry.dropped, "QoS 0 messages dropped");
+                    }
+                }
+            }
+        }
+        self.dispatch(core);
+    }
+
+    /// Carries out every action the core has queued.
+    fn dispatch(&mut self, core: &mut Broker) {
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Send(conn, packet) => {
+                    let Some(entry) = self.conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    if entry.admit(conn, &packet, self.max_queued) {
+                        // An error means the connection task has ended;
+                        // its `Closed` event is on the way.
+                        let _ = entry.outbound.send(Outbound::Packet(packet));
+                    }
+                }
+                Action::Close(conn) => {
+                    if let Some(entry) = self.conns.remove(&conn) {
+                        let _ = entry.outbound.send(Outbound::Close);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+// ----- Connections -----
+
+/// One connection task: a reader and a writer over one socket.
+struct Connection {
+    conn: ConnId,
+    max_packet_size: u32,
+    events: mpsc::Sender<Event>,
+    shutdown: watch::Receiver<()>,
+    /// Held, never used: see [`BrokerHandle::shutdown`].
+    _done: mpsc::Sender<()>,
+    /// Held: frees a connection slot when the task ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Why a reader stopped.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The peer closed, the read failed or no CONNECT came in time.
+    Gone,
+    /// The bytes could not be decoded; the writer will close.
+    Stopped,
+    /// The router is gone (shutdown).
+    RouterGone,
+}
+
+/// Why a writer stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum WriteEnd {
+    /// The broker closed the connection.
+    Closed,
+    /// The router forgot the connection.
+    Forgotten,
+    /// Writing failed.
+    Failed,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream) {
+        let conn = self.conn;
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(conn, "cannot set TCP_NODELAY: {e}");
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = self.serve(stream) => {}
+            () = async {
+                let _ = shutdown.changed().await;
+                sleep(SHUTDOWN_GRACE).await;
+            } => debug!(conn, "connection dropped at shutdown before it was flushed"),
+        }
+    }
+
+    async fn serve(&mut self, stream: TcpStream) {
+        let conn = self.conn;
+        let (mut rd, wr) = stream.into_split();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let queued_qos0 = Arc::new(AtomicUsize::new(0));
+        // Set by the reader before it passes the CONNECT on, so it is known
+        // before the core can answer.
+        let version = OnceLock::new();
+        let opened = Event::Opened {
+            conn,
+            outbound: out_tx.clone(),
+            queued_qos0: queued_qos0.clone(),
+        };
+        if self.events.send(opened).await.is_err() {
+            return;
+        }
+
+        let mut closed_sent = false;
+        let (read_end, write_end) = {
+            let reader = read_loop(
+                conn,
+                &mut rd,
+                self.max_packet_size,
+                &self.events,
+                out_tx,
+                &version,
+            );
+            let writer = write_loop(conn, wr, out_rx, &version, &queued_qos0);
+            tokio::pin!(reader, writer);
+            tokio::select! {
+                read_end = &mut reader => {
+                    let write_end = match read_end {
+                        ReadEnd::Gone => {
+                            // The router drops our outbound sender on
+                            // `Closed`, which ends the writer.
+                            closed_sent = true;
+                            if self.events.send(Event::Closed { conn }).await.is_err() {
+                                return;
+                            }
+                            writer.await
+                        }
+                        ReadEnd::Stopped => match timeout(CLOSE_WAIT, &mut writer).await {
+                            Ok(end) => end,
+                            Err(_) => {
+                                debug!(conn, "no close from the broker after a malformed packet");
+                                WriteEnd::Failed
+                            }
+                        },
+                        ReadEnd::RouterGone => writer.await,
+                    };
+                    (Some(read_end), write_end)
+                }
+                write_end = &mut writer => (None, write_end),
+            }
+        };
+        if !closed_sent {
+            let _ = self.events.send(Event::Closed { conn }).await;
+        }
+        // We closed first: read until the peer closes too, for a little
+        // while, so unread input cannot turn our FIN into a reset.
+        if write_end == WriteEnd::Closed && !matches!(read_end, Some(ReadEnd::Gone)) {
+            let mut scratch = [0u8; 1024];
+            let _ = timeout(LINGER, async {
+                while let Ok(n) = rd.read(&mut scratch).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        debug!(conn, "connection ended");
+    }
+}
+
+/// Reads and decodes until the peer closes or the bytes cannot be decoded,
+/// and sends each packet to the router.
+async fn read_loop(
+    conn: ConnId,
+    rd: &mut OwnedReadHalf,
+    max_packet_size: u32,
+    events: &mpsc::Sender<Event>,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    version: &OnceLock<ProtocolVersion>,
+) -> ReadEnd {
+    let mut decoder = Decoder::new(max_packet_size);
+    let mut buf = BytesMut::with_capacity(4096);
+    let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    if let Frame::Connect { version: v, .. } = &frame {
+                        let _ = version.set(*v);
+                    }
+                    // Waits while the router is behind: backpressure.
+                    if events.send(Event::Frame { conn, frame }).await.is_err() {
+                        return ReadEnd::RouterGone;
+                    }
+                }
+                Ok(None) => break,
+                Err(DecodeError::UnsupportedProtocol { level }) => {
+                    // MQTT-3.1.2-2: CONNACK 0x01 and close, the core is
+                    // never involved.
+                    debug!(conn, level, "unsupported protocol level");
+                    let connack = Bytes::copy_from_slice(&codec::unsupported_protocol_connack());
+                    let _ = outbound.send(Outbound::Raw(connack));
+                    let _ = outbound.send(Outbound::Close);
+                    return ReadEnd::Stopped;
+                }
+                Err(DecodeError::Invalid { reason, detail }) => {
+                    debug!(conn, ?reason, "malformed packet: {detail}");
+                    if let Some(v) = decoder.version() {
+                        let _ = version.set(v);
+                    }
+                    if events
+                        .send(Event::Malformed { conn, reason })
+                        .await
+                        .is_err()
+                    {
+                        return ReadEnd::RouterGone;
+                    }
+                    return ReadEnd::Stopped;
+                }
+            }
+        }
+
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let read = if version.get().is_none() {
+            match timeout_at(connect_deadline, rd.read_buf(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    debug!(conn, "no CONNECT within {CONNECT_TIMEOUT:?}");
+                    return ReadEnd::Gone;
+                }
+            }
+        } else {
+            rd.read_buf(&mut buf).await
+        };
+        match read {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    debug!(conn, "peer closed in the middle of a packet");
+                }
+                return ReadEnd::Gone;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(conn, "read failed: {e}");
+                return ReadEnd::Gone;
+            }
+        }
+    }
+}
+
+/// Encodes and writes what the router sends, batching what is already
+/// queued into one write, until told to close or forgotten.
+async fn write_loop(
+    conn: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    version: &OnceLock<ProtocolVersion>,
+    queued_qos0: &AtomicUsize,
+) -> WriteEnd {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let Some(first) = outbound.recv().await else {
+            let _ = wr.shutdown().await;
+            return WriteEnd::Forgotten;
+        };
+        let mut close = false;
+        let mut qos0 = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Outbound::Packet(packet) => {
+                    if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
+                        qos0 += 1;
+                    }
+                    match version.get() {
+                        Some(&v) => {
+                            if let Err(e) = codec::encode(v, &packet, &mut buf) {
+                                warn!(conn, "cannot encode a packet: {}", e.0);
+                            }
+                        }
+                        None => debug!(conn, "packet before CONNECT not sent"),
+                    }
+                }
+                Outbound::Raw(bytes) => buf.extend_from_slice(&bytes),
+                Outbound::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() < WRITE_BATCH {
+                next = outbound.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            let written = wr.write_all(&buf).await;
+            buf.clear();
+            if let Err(e) = written {
+                debug!(conn, "write failed: {e}");
+                queued_qos0.fetch_sub(qos0, Ordering::AcqRel);
+                return WriteEnd::Failed;
+            }
+        }
+        queued_qos0.fetch_sub(qos0, Ordering::AcqRel);
+        if close {
+            let _ = wr.shutdown().await;
+            return WriteEnd::Closed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::Publish;
+
+    /// A 3.1.1 CONNECT, clean session, keep alive 60, client id `test`, with
+    /// the protocol level given.
+    fn connect_v311(level: u8) -> Vec<u8> {
+        let mut bytes = vec![0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
+        bytes.extend_from_slice(&[0, 4, b't', b'e', b's', b't']);
+        bytes
+    }
+
+    /// A 5.0 CONNECT, clean start, keep alive 60, no properties, client id
+    /// `test5`.
+    fn connect_v5() -> Vec<u8> {
+        let mut bytes = vec![0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+        bytes.extend_from_slice(&[0, 5, b't', b'e', b's', b't', b'5']);
+        bytes
+    }
+
+    /// Everything the server sends until it closes, or fails after 5 s.
+    async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+            .await
+            .expect("the server did not close")
+            .expect("read failed");
+        out
+    }
+
+    async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        timeout(Duration::from_secs(5), stream.read_exact(&mut out))
+            .await
+            .expect("nothing received")
+            .expect("read failed");
+        out
+    }
+
+    #[tokio::test]
+    async fn connect_gets_connack() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        assert_eq!(broker.url(), format!("mqtt://{}", broker.local_addr()));
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        client.write_all(&connect_v311(4)).await.unwrap();
+        assert_eq!(read_exact(&mut client, 4).await, [0x20, 0x02, 0x00, 0x00]);
+
+        // PINGREQ, PINGRESP.
+        client.write_all(&[0xC0, 0x00]).await.unwrap();
+        assert_eq!(read_exact(&mut client, 2).await, [0xD0, 0x00]);
+
+        timeout(Duration::from_secs(5), broker.shutdown())
+            .await
+            .expect("shutdown hangs");
+        // 3.1.1 has no server DISCONNECT: just the close.
+        assert_eq!(read_to_end(&mut client).await, b"");
+    }
+
+    #[tokio::test]
+    async fn unsupported_protocol_level_gets_connack_1_then_eof() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        client.write_all(&connect_v311(6)).await.unwrap();
+        // MQTT-3.1.2-2.
+        assert_eq!(read_to_end(&mut client).await, [0x20, 0x02, 0x00, 0x01]);
+        broker.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_first_packet_closes() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        // A SUBSCRIBE before CONNECT.
+        client
+            .write_all(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00])
+            .await
+            .unwrap();
+        read_to_end(&mut client).await;
+        broker.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_disconnects_v5_clients_with_0x8b() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        client.write_all(&connect_v5()).await.unwrap();
+        let connack = read_exact(&mut client, 2).await;
+        assert_eq!(connack[0], 0x20);
+        read_exact(&mut client, usize::from(connack[1])).await;
+
+        timeout(Duration::from_secs(5), broker.shutdown())
+            .await
+            .expect("shutdown hangs");
+        let rest = read_to_end(&mut client).await;
+        assert_eq!(rest.first(), Some(&0xE0), "{rest:02x?}");
+        assert_eq!(rest.get(2), Some(&0x8B), "{rest:02x?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_connections_without_connect() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        // Let the connection task start.
+        sleep(Duration::from_millis(50)).await;
+        timeout(Duration::from_secs(5), broker.shutdown())
+            .await
+            .expect("shutdown hangs");
+        assert_eq!(read_to_end(&mut client).await, b"");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_stops_listening() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let addr = broker.local_addr();
+        drop(broker);
+        timeout(Duration::from_secs(5), async {
+            while TcpStream::connect(addr).await.is_ok() {
+                sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("still listening");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait() {
+        let config = BrokerConfig {
+            max_connections: 1,
+            ..BrokerConfig::ephemeral()
+        };
+        let broker = start(config).await.unwrap();
+        let mut first = TcpStream::connect(broker.local_addr()).await.unwrap();
+        first.write_all(&connect_v311(4)).await.unwrap();
+        read_exact(&mut first, 4).await;
+
+        let mut second = TcpStream::connect(broker.local_addr()).await.unwrap();
+        second.write_all(&connect_v311(4)).await.unwrap();
+        let mut byte = [0u8; 1];
+        let waited = timeout(Duration::from_millis(200), second.read(&mut byte)).await;
+        assert!(waited.is_err(), "second connection served while first open");
+
+        drop(first);
+        assert_eq!(read_exact(&mut second, 4).await, [0x20, 0x02, 0x00, 0x00]);
+        broker.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn invalid_config_is_refused() {
+        for (config, key) in [
+            (
+                BrokerConfig {
+                    maximum_qos: 3,
+                    ..BrokerConfig::ephemeral()
+                },
+                "maximum_qos",
+            ),
+            (
+                BrokerConfig {
+                    receive_maximum: 0,
+                    ..BrokerConfig::ephemeral()
+                },
+                "receive_maximum",
+            ),
+            (
+                BrokerConfig {
+                    max_inflight: 0,
+                    ..BrokerConfig::ephemeral()
+                },
+                "max_inflight",
+            ),
+            (
+                BrokerConfig {
+                    max_connections: 0,
+                    ..BrokerConfig::ephemeral()
+                },
+                "max_connections",
+            ),
+            (
+                BrokerConfig {
+                    password_file: Some("/nonexistent/host-shim/passwords".into()),
+                    ..BrokerConfig::ephemeral()
+                },
+                "password_file",
+            ),
+        ] {
+            match start(config).await {
+                Err(StartError::Config(msg)) => assert!(msg.contains(key), "{msg}"),
+                other => panic!("{key}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bind_errors_name_the_address() {
+        let config = BrokerConfig {
+            host: "203.0.113.1".to_owned(),
+            ..BrokerConfig::ephemeral()
+        };
+        match start(config).await {
+            Err(err @ StartError::Bind { .. }) => {
+                assert!(err.to_string().contains("203.0.113.1:0"), "{err}")
+            }
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn password_file_lines() {
+        let existing = [User {
+            username: "inline".to_owned(),
+            password: "x".to_owned(),
+        }];
+        let users = parse_password_file(
+            "# accounts\nalice:secret\r\n\nbob:a:b:c\ncarol:\n",
+            &existing,
+        )
+        .unwrap();
+        let pairs: Vec<_> = users
+            .iter()
+            .map(|u| (u.username.as_str(), u.password.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("alice", "secret"), ("bob", "a:b:c"), ("carol", "")]
+        );
+
+        let err = parse_password_file("alice:1\nhunter2\n", &[]).unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+        assert!(!err.contains("hunter2"), "the line may hold a password");
+        let err = parse_password_file(":pw\n", &[]).unwrap_err();
+        assert!(err.contains("line 1") && err.contains("empty"), "{err}");
+        let err = parse_password_file("a:1\na:2\n", &[]).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("already"), "{err}");
+        let err = parse_password_file("inline:1\n", &existing).unwrap_err();
+        assert!(err.contains("line 1") && err.contains("already"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn password_file_accounts_reach_the_core() {
+        let path = std::env::temp_dir().join(format!("host-shim-passwords-{}", std::process::id()));
+        std::fs::write(&path, "alice:secret\n").unwrap();
+        let config = BrokerConfig {
+            allow_anonymous: false,
+            password_file: Some(path.clone()),
+            ..BrokerConfig::ephemeral()
+        };
+        let broker = start(config).await;
+        std::fs::remove_file(&path).unwrap();
+        let broker = broker.unwrap();
+
+        let login = |password: &[u8]| {
+            // 3.1.1 CONNECT with username `alice` and the password given.
+            let mut payload = vec![0, 1, b'c', 0, 5];
+            payload.extend_from_slice(b"alice");
+            payload.extend_from_slice(&[0, password.len() as u8]);
+            payload.extend_from_slice(password);
+            let mut bytes = vec![0x10, (10 + payload.len()) as u8];
+            bytes.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60]);
+            bytes.extend_from_slice(&payload);
+            bytes
+        };
+        let mut good = TcpStream::connect(broker.local_addr()).await.unwrap();
+        good.write_all(&login(b"secret")).await.unwrap();
+        assert_eq!(read_exact(&mut good, 4).await, [0x20, 0x02, 0x00, 0x00]);
+
+        let mut bad = TcpStream::connect(broker.local_addr()).await.unwrap();
+        bad.write_all(&login(b"wrong")).await.unwrap();
+        let refused = read_exact(&mut bad, 4).await;
+        assert_eq!(&refused[..3], [0x20, 0x02, 0x00]);
+        assert_ne!(refused[3], 0x00, "wrong password accepted");
+        broker.shutdown().await;
+    }
+
+    /// Reads one packet: its first byte and its body.
+    async fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+        let first = read_exact(stream, 1).await[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = read_exact(stream, 1).await[0];
+            len |= usize::from(byte & 0x7F) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        (first, read_exact(stream, len).await)
+    }
+
+    /// A 3.1.1 PUBLISH on a one-letter topic.
+    fn publish(first: u8, topic: u8, pkid: Option<u16>, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, 1, topic];
+        if let Some(pkid) = pkid {
+            body.extend_from_slice(&pkid.to_be_bytes());
+        }
+        body.extend_from_slice(payload);
+        let mut bytes = vec![first];
+        let mut len = body.len();
+        loop {
+            let byte = (len % 128) as u8;
+            len /= 128;
+            bytes.push(if len > 0 { byte | 0x80 } else { byte });
+            if len == 0 {
+                break;
+            }
+        }
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_loses_qos0_but_not_qos1() {
+        const COUNT: usize = 2000;
+        let config = BrokerConfig {
+            max_queued_messages: 10,
+            ..BrokerConfig::ephemeral()
+        };
+        let broker = start(config).await.unwrap();
+
+        let mut sub = TcpStream::connect(broker.local_addr()).await.unwrap();
+        sub.write_all(&connect_v311(4)).await.unwrap();
+        read_exact(&mut sub, 4).await;
+        // SUBSCRIBE t at QoS 0 and m at QoS 1.
+        sub.write_all(&[0x82, 10, 0, 1, 0, 1, b't', 0, 0, 1, b'm', 1])
+            .await
+            .unwrap();
+        assert_eq!(read_packet(&mut sub).await, (0x90, vec![0, 1, 0, 1]));
+
+        let mut publisher = TcpStream::connect(broker.local_addr()).await.unwrap();
+        let mut connect = connect_v311(4);
+        *connect.last_mut().unwrap() = b'p';
+        publisher.write_all(&connect).await.unwrap();
+        read_exact(&mut publisher, 4).await;
+        let message = publish(0x30, b't', None, &[7; 16 * 1024]);
+        for _ in 0..COUNT {
+            publisher.write_all(&message).await.unwrap();
+        }
+        publisher
+            .write_all(&publish(0x32, b'm', Some(9), b"end"))
+            .await
+            .unwrap();
+        // The PUBACK: the router has handled every message before it.
+        assert_eq!(read_packet(&mut publisher).await, (0x40, vec![0, 9]));
+
+        let mut received = 0;
+        loop {
+            let (first, body) = read_packet(&mut sub).await;
+            assert_eq!(first & 0xF0, 0x30, "not a PUBLISH");
+            if body[2] == b'm' {
+                assert_eq!(first, 0x32, "the QoS 1 message keeps its QoS");
+                break;
+            }
+            received += 1;
+        }
+        assert!(received < COUNT, "nothing dropped");
+        broker.shutdown().await;
+    }
+
+    #[test]
+    fn slow_subscribers_lose_qos0_only() {
+        let (outbound, _rx) = mpsc::unbounded_channel();
+        let mut entry = ConnEntry {
+            outbound,
+            queued_qos0: Arc::new(AtomicUsize::new(0)),
+            in_core: true,
+            dropping: 0,
+            dropped: 0,
+        };
+        let qos0 = Packet::Publish(Publish::new("t", QoS::AtMostOnce, "x", None));
+        let qos1 = Packet::Publish(Publish::new("t", QoS::AtLeastOnce, "x", None));
+        assert!(entry.admit(1, &qos0, 2));
+        assert!(entry.admit(1, &qos0, 2));
+        assert!(!entry.admit(1, &qos0, 2));
+        assert!(!entry.admit(1, &qos0, 2));
+        assert!(entry.admit(1, &qos1, 2));
+        assert_eq!((entry.dropping, entry.dropped), (2, 2));
+
+        // The writer wrote one: there is room again.
+        entry.queued_qos0.fetch_sub(1, Ordering::AcqRel);
+        assert!(entry.admit(1, &qos0, 2));
+        assert_eq!((entry.dropping, entry.dropped), (0, 2));
+        assert_eq!(entry.queued_qos0.load(Ordering::Acquire), 2);
+    }
 }

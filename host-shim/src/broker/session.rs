@@ -1,1 +1,364 @@
-//! One client's session state. (Being implemented.)
+//! One client's session: what survives a reconnect when the session is
+//! persistent (MQTT 5.0 section 4.1, 3.1.1 section 4.1).
+//!
+//! The session holds the client's subscriptions, the QoS 1 and 2 messages in
+//! flight to it with their packet identifiers, the queue of messages waiting
+//! for a free in-flight slot (or for the client to come back), and the QoS 2
+//! packet identifiers received from it that still wait for a PUBREL. It does
+//! no routing and no I/O; the core drives it.
+
+use super::types::{ProtocolVersion, SessionId, SubOptions};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A message as the router hands it to sessions: shared by every subscriber,
+/// so the payload is never copied per subscriber.
+#[derive(Debug)]
+pub struct Message {
+    /// The PUBLISH as received, topic resolved, without topic alias,
+    /// subscription identifiers or packet identifier.
+    pub publish: Publish,
+    /// When the message expires, from its Message Expiry Interval.
+    pub expires_at: Option<Instant>,
+}
+
+/// A message waiting in a session's queue, with what this subscriber's
+/// subscriptions made of it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// QoS of this delivery: the lower of the published and granted QoS.
+    pub qos: QoS,
+    /// RETAIN flag of this delivery.
+    pub retain: bool,
+    /// Subscription identifiers of the subscriptions that matched.
+    pub subscription_ids: Vec<usize>,
+    /// Retained messages sent because of a new subscription: never dropped
+    /// for a full queue, so a wildcard subscriber gets all of them.
+    pub from_retained: bool,
+}
+
+/// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
+#[derive(Debug, Clone)]
+pub enum Inflight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept so it
+    /// can be sent again with DUP set when the session resumes.
+    Publish(Publish),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Release(u16),
+}
+
+impl Inflight {
+    fn pkid(&self) -> u16 {
+        match self {
+            Inflight::Publish(publish) => publish.pkid,
+            Inflight::Release(pkid) => *pkid,
+        }
+    }
+}
+
+/// A will waiting for its Will Delay Interval to pass.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// The will as the CONNECT carried it.
+    pub will: LastWill,
+    /// When it is due.
+    pub due: Instant,
+}
+
+/// What happened to a message offered to a full queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// One client's session.
+#[derive(Debug)]
+pub struct Session {
+    /// The broker's number for this session.
+    pub id: SessionId,
+    /// The client identifier.
+    pub client_id: String,
+    /// The protocol of the current (or last) connection.
+    pub version: ProtocolVersion,
+    /// The connection the client is on, if it is connected.
+    pub conn: Option<u64>,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub expiry_interval: u32,
+    /// Bumped on every connect and disconnect, so timers set for an earlier
+    /// connection of this session are recognised as stale.
+    pub generation: u64,
+    /// Subscriptions by their full filter (with any `$share/` prefix).
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// Most QoS 1 and 2 messages in flight to the client now.
+    pub window: usize,
+    /// The client's Maximum Packet Size (5.0), if it set one.
+    pub max_packet_size: Option<u32>,
+    /// Messages in flight to the client, in the order they were sent.
+    pub inflight: VecDeque<Inflight>,
+    /// Messages waiting for a slot in the window or for the client.
+    pub queue: VecDeque<Queued>,
+    /// How many queued messages count against the queue limit.
+    pub queued_live: usize,
+    /// QoS 2 packet identifiers received, PUBREC sent, PUBREL awaited.
+    pub incoming_qos2: HashSet<u16>,
+    /// A will whose delay runs.
+    pub pending_will: Option<PendingWill>,
+    /// The client's Topic Alias Maximum (5.0) on this connection.
+    pub topic_alias_max: u16,
+    /// Topic aliases given to the client on this connection.
+    pub out_aliases: HashMap<Bytes, u16>,
+    next_pkid: u16,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(id: SessionId, client_id: String, version: ProtocolVersion) -> Self {
+        Session {
+            id,
+            client_id,
+            version,
+            conn: None,
+            expiry_interval: 0,
+            generation: 0,
+            subscriptions: HashMap::new(),
+            window: 1,
+            max_packet_size: None,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_live: 0,
+            incoming_qos2: HashSet::new(),
+            pending_will: None,
+            topic_alias_max: 0,
+            out_aliases: HashMap::new(),
+            next_pkid: 0,
+        }
+    }
+
+    /// A packet identifier not used by any message in flight, or `None` when
+    /// all 65,535 are (MQTT-2.2.1-3: an identifier is reused only after its
+    /// acknowledgement).
+    pub fn next_pkid(&mut self) -> Option<u16> {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            let candidate = self.next_pkid;
+            if !self.inflight.iter().any(|i| i.pkid() == candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+
+    /// Replaces the topic of a PUBLISH about to be sent with an alias when
+    /// the client accepts aliases: the first PUBLISH to a topic carries the
+    /// topic and a new alias, later ones only the alias (5.0 3.3.2.3.4).
+    /// Aliases are handed out until the client's maximum, then topics go
+    /// in full.
+    pub fn apply_topic_alias(&mut self, publish: &mut Publish) {
+        if self.topic_alias_max == 0 {
+            return;
+        }
+        let alias = match self.out_aliases.get(&publish.topic) {
+            Some(&alias) => {
+                publish.topic = Bytes::new();
+                alias
+            }
+            None if self.out_aliases.len() < usize::from(self.topic_alias_max) => {
+                let alias = self.out_aliases.len() as u16 + 1;
+                self.out_aliases.insert(publish.topic.clone(), alias);
+                alias
+            }
+            None => return,
+        };
+        publish
+            .properties
+            .get_or_insert_with(Default::default)
+            .topic_alias = Some(alias);
+    }
+
+    /// Whether another QoS 1 or 2 message may be sent now.
+    pub fn has_free_slot(&self) -> bool {
+        self.inflight.len() < self.window
+    }
+
+    /// Queues a message. Live messages beyond `limit` are refused; retained
+    /// messages for a new subscription never are.
+    pub fn enqueue(&mut self, queued: Queued, limit: usize) -> Result<(), QueueFull> {
+        if !queued.from_retained {
+            if self.queued_live >= limit {
+                return Err(QueueFull);
+            }
+            self.queued_live += 1;
+        }
+        self.queue.push_back(queued);
+        Ok(())
+    }
+
+    /// Takes the next queued message.
+    pub fn dequeue(&mut self) -> Option<Queued> {
+        let queued = self.queue.pop_front()?;
+        if !queued.from_retained {
+            self.queued_live -= 1;
+        }
+        Some(queued)
+    }
+
+    /// PUBACK received: true when it completed a QoS 1 message in flight.
+    pub fn handle_puback(&mut self, pkid: u16) -> bool {
+        self.remove_inflight(
+            pkid,
+            |i| matches!(i, Inflight::Publish(p) if p.qos == QoS::AtLeastOnce),
+        )
+    }
+
+    /// PUBREC received. `Some(true)`: a QoS 2 message moved to the release
+    /// step and PUBREL must be sent; `Some(false)`: the client refused it
+    /// (5.0 reason code of 0x80 or more) and it is done; `None`: unknown.
+    pub fn handle_pubrec(&mut self, pkid: u16, accepted: bool) -> Option<bool> {
+        let slot = self.inflight.iter_mut().find(|i| i.pkid() == pkid)?;
+        match slot {
+            Inflight::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                if accepted {
+                    *slot = Inflight::Release(pkid);
+                    Some(true)
+                } else {
+                    self.remove_inflight(pkid, |_| true);
+                    Some(false)
+                }
+            }
+            // A PUBREC repeated after the PUBREL was sent: send PUBREL again.
+            Inflight::Release(_) => Some(true),
+            Inflight::Publish(_) => None,
+        }
+    }
+
+    /// PUBCOMP received: true when it completed a QoS 2 message.
+    pub fn handle_pubcomp(&mut self, pkid: u16) -> bool {
+        self.remove_inflight(pkid, |i| matches!(i, Inflight::Release(_)))
+    }
+
+    fn remove_inflight(&mut self, pkid: u16, expected: impl Fn(&Inflight) -> bool) -> bool {
+        match self
+            .inflight
+            .iter()
+            .position(|i| i.pkid() == pkid && expected(i))
+        {
+            Some(index) => {
+                self.inflight.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(pkid: u16, qos: QoS) -> Publish {
+        let mut p = Publish::new("t", qos, Bytes::from_static(b"x"), None);
+        p.pkid = pkid;
+        p
+    }
+
+    fn queued(from_retained: bool) -> Queued {
+        Queued {
+            message: Arc::new(Message {
+                publish: publish(0, QoS::AtLeastOnce),
+                expires_at: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: from_retained,
+            subscription_ids: Vec::new(),
+            from_retained,
+        }
+    }
+
+    fn session() -> Session {
+        Session::new(1, "c".into(), ProtocolVersion::V5)
+    }
+
+    // MQTT-2.2.1-3 (3.1.1) / MQTT-2.2.1-3 (5.0): an identifier in use is not reused.
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_wrap_past_zero() {
+        let mut s = session();
+        s.inflight
+            .push_back(Inflight::Publish(publish(2, QoS::AtLeastOnce)));
+        assert_eq!(s.next_pkid(), Some(1));
+        assert_eq!(s.next_pkid(), Some(3));
+        s.next_pkid = u16::MAX;
+        assert_eq!(s.next_pkid(), Some(1), "0 is never a packet identifier");
+    }
+
+    #[test]
+    fn queue_limit_applies_to_live_messages_only() {
+        let mut s = session();
+        assert_eq!(s.enqueue(queued(false), 1), Ok(()));
+        assert_eq!(s.enqueue(queued(false), 1), Err(QueueFull));
+        assert_eq!(s.enqueue(queued(true), 1), Ok(()));
+        assert_eq!(s.queue.len(), 2);
+        s.dequeue();
+        assert_eq!(s.enqueue(queued(false), 1), Ok(()));
+    }
+
+    // MQTT-4.3.3-1 / 4.3.3-2 order: PUBLISH -> PUBREC -> PUBREL -> PUBCOMP.
+    #[test]
+    fn qos2_outbound_flow() {
+        let mut s = session();
+        s.inflight
+            .push_back(Inflight::Publish(publish(7, QoS::ExactlyOnce)));
+        assert!(
+            !s.handle_puback(7),
+            "PUBACK does not complete a QoS 2 message"
+        );
+        assert!(!s.handle_pubcomp(7), "PUBCOMP before PUBREC is ignored");
+        assert_eq!(s.handle_pubrec(7, true), Some(true));
+        assert_eq!(
+            s.handle_pubrec(7, true),
+            Some(true),
+            "repeated PUBREC resends PUBREL"
+        );
+        assert!(s.handle_pubcomp(7));
+        assert!(s.inflight.is_empty());
+        assert_eq!(s.handle_pubrec(7, true), None);
+    }
+
+    // 5.0 section 3.3.2.3.4: topic, then alias alone; never above the maximum.
+    #[test]
+    fn topic_aliases_up_to_the_client_maximum() {
+        let mut s = session();
+        let mut send = |s: &mut Session, topic: &str| {
+            let mut p = Publish::new(topic, QoS::AtMostOnce, Bytes::new(), None);
+            s.apply_topic_alias(&mut p);
+            (p.topic, p.properties.and_then(|p| p.topic_alias))
+        };
+        assert_eq!(
+            send(&mut s, "a"),
+            (Bytes::from("a"), None),
+            "client allows none"
+        );
+        s.topic_alias_max = 1;
+        assert_eq!(send(&mut s, "a"), (Bytes::from("a"), Some(1)));
+        assert_eq!(send(&mut s, "a"), (Bytes::new(), Some(1)));
+        assert_eq!(
+            send(&mut s, "b"),
+            (Bytes::from("b"), None),
+            "maximum reached"
+        );
+    }
+
+    #[test]
+    fn refused_pubrec_completes_the_message() {
+        let mut s = session();
+        s.inflight
+            .push_back(Inflight::Publish(publish(3, QoS::ExactlyOnce)));
+        assert_eq!(s.handle_pubrec(3, false), Some(false));
+        assert!(s.inflight.is_empty());
+    }
+}

@@ -1,0 +1,566 @@
+//! The core driven without sockets: packets in, actions out, time moved by
+//! hand. Each test names the statements of the specification it checks.
+
+use super::*;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectProperties, Filter, LastWillProperties, SubscribeProperties,
+};
+
+/// A broker with a virtual clock and the actions it produced, per connection.
+struct Harness {
+    broker: Broker,
+    now: Instant,
+    out: HashMap<ConnId, Vec<Packet>>,
+    closed: Vec<ConnId>,
+}
+
+impl Harness {
+    fn new(config: BrokerConfig) -> Self {
+        Harness {
+            broker: Broker::new(config),
+            now: Instant::now(),
+            out: HashMap::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.broker.poll_action() {
+            match action {
+                Action::Send(conn, packet) => self.out.entry(conn).or_default().push(packet),
+                Action::Close(conn) => self.closed.push(conn),
+            }
+        }
+    }
+
+    /// Takes what was sent to `conn` so far.
+    fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+        self.out.remove(&conn).unwrap_or_default()
+    }
+
+    fn connect_with(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        connect: Connect,
+        will: Option<LastWill>,
+    ) -> ConnAck {
+        self.broker.handle_frame(
+            self.now,
+            conn,
+            Frame::Connect {
+                version,
+                connect,
+                will,
+                login: None,
+            },
+        );
+        self.drain();
+        let out = self.take(conn);
+        let ack = match out.first() {
+            Some(Packet::ConnAck(ack)) => ack.clone(),
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        // Put back what followed the CONNACK (a resumed session's messages).
+        if out.len() > 1 {
+            self.out.insert(conn, out[1..].to_vec());
+        }
+        ack
+    }
+
+    fn connect(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+    ) -> ConnAck {
+        let mut props = ConnectProperties::new();
+        props.session_expiry_interval = expiry;
+        let connect = Connect {
+            keep_alive: 0,
+            client_id: client_id.into(),
+            clean_start: clean,
+            properties: (version == ProtocolVersion::V5).then_some(props),
+        };
+        self.connect_with(conn, version, connect, None)
+    }
+
+    fn packet(&mut self, conn: ConnId, packet: Packet) {
+        self.broker
+            .handle_frame(self.now, conn, Frame::Packet(packet));
+        self.drain();
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        filter: Filter,
+        id: Option<usize>,
+    ) -> Vec<SubscribeReasonCode> {
+        let properties = id.map(|id| SubscribeProperties {
+            id: Some(id),
+            user_properties: vec![],
+        });
+        self.packet(
+            conn,
+            Packet::Subscribe(Subscribe {
+                pkid: 1,
+                filters: vec![filter],
+                properties,
+            }),
+        );
+        let out = self.take(conn);
+        let codes = match out.first() {
+            Some(Packet::SubAck(ack)) => ack.return_codes.clone(),
+            other => panic!("expected SUBACK, got {other:?}"),
+        };
+        // Put back what followed the SUBACK (retained messages).
+        if out.len() > 1 {
+            self.out.insert(conn, out[1..].to_vec());
+        }
+        codes
+    }
+
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: &'static [u8],
+        pkid: u16,
+    ) {
+        let mut p = Publish::new(topic, qos, Bytes::from_static(payload), None);
+        p.retain = retain;
+        p.pkid = pkid;
+        self.packet(conn, Packet::Publish(p));
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        while let Some(due) = self.broker.poll_timeout() {
+            if due > self.now {
+                break;
+            }
+            self.broker.handle_timeout(self.now);
+        }
+        self.drain();
+    }
+}
+
+fn filter(path: &str, qos: QoS) -> Filter {
+    Filter::new(path, qos)
+}
+
+fn publishes(packets: &[Packet]) -> Vec<&Publish> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V3: ProtocolVersion = ProtocolVersion::V311;
+
+#[test]
+fn connack_announces_capabilities_and_assigns_an_id() {
+    // MQTT-3.1.3-6 (5.0): an empty client id gets an assigned identifier.
+    let mut h = Harness::new(BrokerConfig::default());
+    let ack = h.connect(1, V5, "", true, None);
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    let props = ack.properties.expect("5.0 CONNACK carries properties");
+    assert!(props.assigned_client_identifier.is_some());
+    assert_eq!(props.receive_max, Some(1024));
+}
+
+#[test]
+fn v311_empty_client_id_needs_clean_session() {
+    // MQTT-3.1.3-8: empty id with CleanSession=0 is refused with 0x02.
+    let mut h = Harness::new(BrokerConfig::default());
+    let ack = h.connect(1, V3, "", false, None);
+    assert_eq!(ack.code, ConnectReturnCode::ClientIdentifierNotValid);
+    assert_eq!(h.closed, vec![1]);
+    // MQTT-3.1.3-7: with CleanSession=1 it is accepted.
+    let ack = h.connect(2, V3, "", true, None);
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+}
+
+#[test]
+fn delivered_qos_is_the_minimum_of_published_and_granted() {
+    // MQTT-3.8.4-6 (3.1.1) / MQTT-3.8.4-8 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "sub", true, None);
+    h.connect(2, V5, "pub", true, None);
+    h.subscribe(1, filter("a/b", QoS::AtLeastOnce), None);
+    h.publish(2, "a/b", QoS::ExactlyOnce, false, b"x", 9);
+    let out = h.take(1);
+    let got = publishes(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+    assert!(!got[0].retain);
+    assert!(matches!(h.take(2).as_slice(), [Packet::PubRec(r)] if r.pkid == 9));
+}
+
+#[test]
+fn qos2_inbound_is_routed_once_even_when_resent() {
+    // MQTT-4.3.3-10 (5.0) / MQTT-4.3.3-2 (3.1.1): method A, no duplicate
+    // delivery before PUBREL.
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V3, "sub", true, None);
+    h.connect(2, V3, "pub", true, None);
+    h.subscribe(1, filter("t", QoS::ExactlyOnce), None);
+    h.publish(2, "t", QoS::ExactlyOnce, false, b"once", 5);
+    h.publish(2, "t", QoS::ExactlyOnce, false, b"once", 5);
+    assert_eq!(publishes(&h.take(1)).len(), 1);
+    h.packet(2, Packet::PubRel(PubRel::new(5, None)));
+    let acks = h.take(2);
+    assert!(matches!(acks.last(), Some(Packet::PubComp(c)) if c.pkid == 5));
+    // After PUBREL the identifier is free again and a new message routes.
+    h.publish(2, "t", QoS::ExactlyOnce, false, b"again", 5);
+    assert_eq!(publishes(&h.take(1)).len(), 1);
+}
+
+#[test]
+fn overlapping_subscriptions_get_one_copy_at_the_highest_qos() {
+    // MQTT-3.3.5-1 (3.1.1); MQTT-3.3.4-3 (5.0): all subscription ids.
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "sub", true, None);
+    h.connect(2, V5, "pub", true, None);
+    h.subscribe(1, filter("a/+", QoS::AtLeastOnce), Some(1));
+    h.subscribe(1, filter("a/#", QoS::ExactlyOnce), Some(2));
+    h.publish(2, "a/b", QoS::ExactlyOnce, false, b"x", 1);
+    let out = h.take(1);
+    let got = publishes(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    let mut ids = got[0]
+        .properties
+        .as_ref()
+        .unwrap()
+        .subscription_identifiers
+        .clone();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn retained_flags_on_new_and_existing_subscriptions() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "pub", true, None);
+    h.connect(2, V5, "old", true, None);
+    h.connect(3, V5, "rap", true, None);
+    h.subscribe(2, filter("r", QoS::AtLeastOnce), None);
+    let mut rap = filter("r", QoS::AtLeastOnce);
+    rap.preserve_retain = true;
+    h.subscribe(3, rap, None);
+    h.publish(1, "r", QoS::AtLeastOnce, true, b"v1", 1);
+    // MQTT-3.3.1-12: Retain As Published 0 clears RETAIN on live delivery.
+    assert!(!publishes(&h.take(2))[0].retain);
+    // MQTT-3.3.1-13: Retain As Published 1 keeps it.
+    assert!(publishes(&h.take(3))[0].retain);
+    // MQTT-3.3.1-9 (5.0) / MQTT-3.3.1-8 (3.1.1): RETAIN 1 for a new subscription.
+    h.connect(4, V3, "new", true, None);
+    h.subscribe(4, filter("#", QoS::ExactlyOnce), None);
+    let out = h.take(4);
+    let got = publishes(&out);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].retain);
+    // Never upgraded: stored at QoS 1, granted 2, delivered at 1.
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn empty_payload_deletes_retained_only_when_retain_is_set() {
+    // MQTT-3.3.1-10/-11 (3.1.1), MQTT-3.3.1-6/-7 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V3, "pub", true, None);
+    h.publish(1, "k", QoS::AtMostOnce, true, b"v", 0);
+    h.publish(1, "k", QoS::AtMostOnce, false, b"", 0);
+    assert_eq!(
+        h.broker.retained_count(),
+        1,
+        "RETAIN=0 with empty payload keeps it"
+    );
+    h.publish(1, "k", QoS::AtMostOnce, true, b"", 0);
+    assert_eq!(h.broker.retained_count(), 0);
+}
+
+#[test]
+fn retain_handling_options() {
+    // MQTT-3.3.1-9/-10/-11 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "pub", true, None);
+    h.publish(1, "x", QoS::AtMostOnce, true, b"v", 0);
+    h.connect(2, V5, "sub", true, None);
+    let mut f = filter("x", QoS::AtMostOnce);
+    f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+    h.subscribe(2, f.clone(), None);
+    assert_eq!(
+        publishes(&h.take(2)).len(),
+        1,
+        "handling 1, new subscription"
+    );
+    h.subscribe(2, f, None);
+    assert_eq!(
+        publishes(&h.take(2)).len(),
+        0,
+        "handling 1, existing subscription"
+    );
+    h.subscribe(2, filter("x", QoS::AtMostOnce), None);
+    assert_eq!(
+        publishes(&h.take(2)).len(),
+        1,
+        "handling 0 re-sends on re-subscribe"
+    );
+    let mut never = filter("x", QoS::AtMostOnce);
+    never.retain_forward_rule = RetainForwardRule::Never;
+    h.subscribe(2, never, None);
+    assert_eq!(publishes(&h.take(2)).len(), 0, "handling 2");
+}
+
+#[test]
+fn retained_delivery_respects_the_window_and_never_truncates() {
+    // 25 retained messages, a window of 10: all arrive as slots free.
+    let config = BrokerConfig {
+        max_inflight: 10,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.connect(1, V3, "pub", true, None);
+    for i in 0..25u16 {
+        let topic: &'static str = Box::leak(format!("bulk/{i}").into_boxed_str());
+        h.publish(1, topic, QoS::AtLeastOnce, true, b"v", i + 1);
+    }
+    h.connect(2, V3, "sub", true, None);
+    h.subscribe(2, filter("bulk/#", QoS::AtLeastOnce), None);
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let out = h.take(2);
+        let got: Vec<(u16, String)> = publishes(&out)
+            .iter()
+            .map(|p| (p.pkid, String::from_utf8(p.topic.to_vec()).unwrap()))
+            .collect();
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.len() <= 10, "window exceeded: {}", got.len());
+        for (pkid, topic) in got {
+            assert!(seen.insert(topic), "delivered twice");
+            h.packet(2, Packet::PubAck(PubAck::new(pkid, None)));
+        }
+    }
+    assert_eq!(seen.len(), 25);
+}
+
+#[test]
+fn no_retained_messages_for_shared_subscriptions() {
+    // 5.0 section 4.8.2: retained messages are not sent to shared subscriptions.
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "pub", true, None);
+    h.publish(1, "s", QoS::AtMostOnce, true, b"v", 0);
+    h.connect(2, V5, "sub", true, None);
+    h.subscribe(2, filter("$share/g/s", QoS::AtMostOnce), None);
+    assert!(publishes(&h.take(2)).is_empty());
+}
+
+#[test]
+fn persistent_session_resends_in_flight_with_dup_and_queues_while_offline() {
+    // MQTT-4.4.0-1, MQTT-3.3.1-1; MQTT-3.1.2-4/-5 (3.1.1 session present).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V3, "sub", false, None);
+    h.subscribe(1, filter("q", QoS::AtLeastOnce), None);
+    h.connect(2, V3, "pub", true, None);
+    h.publish(2, "q", QoS::AtLeastOnce, false, b"first", 1);
+    let first = publishes(&h.take(1))[0].clone();
+    assert!(!first.dup);
+    h.broker.handle_closed(h.now, 1);
+    h.publish(2, "q", QoS::AtLeastOnce, false, b"second", 2);
+    let ack = h.connect(3, V3, "sub", false, None);
+    assert!(ack.session_present);
+    h.drain();
+    let out = h.take(3);
+    let got = publishes(&out);
+    assert_eq!(got.len(), 2);
+    assert!(got[0].dup && got[0].pkid == first.pkid && &got[0].payload[..] == b"first");
+    assert!(!got[1].dup && &got[1].payload[..] == b"second");
+}
+
+#[test]
+fn keep_alive_timeout_closes_and_publishes_the_will() {
+    // MQTT-3.1.2-24 (3.1.1) / MQTT-3.1.2-22 (5.0): 1.5 x keep alive.
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "watch", true, None);
+    h.subscribe(1, filter("will", QoS::AtMostOnce), None);
+    let connect = Connect {
+        keep_alive: 2,
+        client_id: "dev".into(),
+        clean_start: true,
+        properties: None,
+    };
+    let will = LastWill::new("will", "gone", QoS::AtMostOnce, false, None);
+    h.connect_with(2, V5, connect, Some(will));
+    h.advance(Duration::from_millis(2900));
+    assert!(h.closed.is_empty());
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.closed, vec![2]);
+    assert!(
+        matches!(h.take(2).as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::KeepAliveTimeout)
+    );
+    assert_eq!(publishes(&h.take(1)).len(), 1);
+}
+
+#[test]
+fn will_delay_is_cancelled_by_a_reconnect_in_time() {
+    // MQTT-3.1.3-9 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "watch", true, None);
+    h.subscribe(1, filter("will", QoS::AtMostOnce), None);
+    let mut props = ConnectProperties::new();
+    props.session_expiry_interval = Some(60);
+    let connect = Connect {
+        keep_alive: 0,
+        client_id: "dev".into(),
+        clean_start: true,
+        properties: Some(props),
+    };
+    let will_props = LastWillProperties {
+        delay_interval: Some(5),
+        ..will_properties()
+    };
+    let will = LastWill::new("will", "gone", QoS::AtMostOnce, false, Some(will_props));
+    h.connect_with(2, V5, connect.clone(), Some(will.clone()));
+    h.broker.handle_closed(h.now, 2);
+    h.advance(Duration::from_secs(3));
+    assert!(publishes(&h.take(1)).is_empty());
+    h.connect(3, V5, "dev", false, Some(60));
+    h.advance(Duration::from_secs(10));
+    assert!(
+        publishes(&h.take(1)).is_empty(),
+        "reconnect cancelled the will"
+    );
+    // Without a reconnect it is sent once the delay passed.
+    h.broker.handle_closed(h.now, 3);
+    let connect = Connect {
+        clean_start: false,
+        ..connect
+    };
+    h.connect_with(4, V5, connect, Some(will));
+    h.broker.handle_closed(h.now, 4);
+    h.advance(Duration::from_secs(4));
+    assert!(publishes(&h.take(1)).is_empty());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(publishes(&h.take(1)).len(), 1);
+}
+
+fn will_properties() -> LastWillProperties {
+    LastWillProperties {
+        delay_interval: None,
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+    }
+}
+
+#[test]
+fn normal_disconnect_discards_the_will_but_0x04_sends_it() {
+    // MQTT-3.1.2-10 (3.1.1), MQTT-3.14.4-3 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "watch", true, None);
+    h.subscribe(1, filter("will", QoS::AtMostOnce), None);
+    for (conn, reason, expected) in [
+        (2, DisconnectReasonCode::NormalDisconnection, 0),
+        (3, DisconnectReasonCode::DisconnectWithWillMessage, 1),
+    ] {
+        let connect = Connect {
+            keep_alive: 0,
+            client_id: "dev".into(),
+            clean_start: true,
+            properties: None,
+        };
+        let will = LastWill::new("will", "gone", QoS::AtMostOnce, false, None);
+        h.connect_with(conn, V5, connect, Some(will));
+        h.packet(conn, Packet::Disconnect(Disconnect::new(reason)));
+        assert_eq!(publishes(&h.take(1)).len(), expected, "{reason:?}");
+    }
+}
+
+#[test]
+fn receive_maximum_exceeded_disconnects_with_0x93() {
+    // MQTT-3.3.4-9 (5.0).
+    let config = BrokerConfig {
+        receive_maximum: 2,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.connect(1, V5, "pub", true, None);
+    h.publish(1, "t", QoS::ExactlyOnce, false, b"1", 1);
+    h.publish(1, "t", QoS::ExactlyOnce, false, b"2", 2);
+    assert!(h.closed.is_empty());
+    h.publish(1, "t", QoS::ExactlyOnce, false, b"3", 3);
+    assert_eq!(h.closed, vec![1]);
+    let out = h.take(1);
+    assert!(
+        matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason_code == DisconnectReasonCode::ReceiveMaximumExceeded)
+    );
+}
+
+#[test]
+fn session_takeover_disconnects_the_first_connection() {
+    // MQTT-3.1.4-2 (3.1.1), MQTT-3.1.4-3 (5.0): reason 0x8E.
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "same", true, None);
+    h.connect(2, V5, "same", true, None);
+    assert_eq!(h.closed, vec![1]);
+    assert!(
+        matches!(h.take(1).as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::SessionTakenOver)
+    );
+}
+
+#[test]
+fn expired_messages_are_not_delivered_and_the_interval_counts_down() {
+    // MQTT-3.3.2-5 / MQTT-3.3.2-6 (5.0).
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "pub", true, None);
+    let props = PublishProperties {
+        message_expiry_interval: Some(10),
+        ..PublishProperties::default()
+    };
+    let mut p = Publish::new("e", QoS::AtMostOnce, Bytes::from_static(b"v"), Some(props));
+    p.retain = true;
+    h.packet(1, Packet::Publish(p));
+    h.advance(Duration::from_secs(4));
+    h.connect(2, V5, "sub", true, None);
+    h.subscribe(2, filter("e", QoS::AtMostOnce), None);
+    let out = h.take(2);
+    let got = publishes(&out);
+    assert_eq!(
+        got[0].properties.as_ref().unwrap().message_expiry_interval,
+        Some(6)
+    );
+    h.advance(Duration::from_secs(7));
+    h.subscribe(2, filter("e", QoS::AtMostOnce), None);
+    assert!(publishes(&h.take(2)).is_empty());
+}
+
+#[test]
+fn invalid_topic_and_filter() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1, V5, "c", true, None);
+    // MQTT-3.8.3-? / 4.7.1: invalid filter gets 0x8F in the SUBACK.
+    let codes = h.subscribe(1, filter("a/#/b", QoS::AtMostOnce), None);
+    assert_eq!(codes, vec![SubscribeReasonCode::TopicFilterInvalid]);
+    // MQTT-3.3.2-2: wildcards in a topic name close the connection (0x90).
+    h.publish(1, "a/+", QoS::AtMostOnce, false, b"x", 0);
+    assert_eq!(h.closed, vec![1]);
+    assert!(
+        matches!(h.take(1).last(), Some(Packet::Disconnect(d)) if d.reason_code == DisconnectReasonCode::TopicNameInvalid)
+    );
+}

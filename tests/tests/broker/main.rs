@@ -1,0 +1,20 @@
+//! Black-box tests of the built-in MQTT 3.1.1 + 5.0 broker
+//! (`host_shim::broker`).
+//!
+//! Each test starts its own broker in-process on 127.0.0.1, port 0, talks to
+//! it with rumqttc clients, raw bytes over TCP, or Mosquitto's own command
+//! line clients, and shuts it down at the end. Test names and comments cite
+//! the normative statements they check: `MQTT-x.y.z-n` ids from the 3.1.1
+//! ("v311") and 5.0 ("v5") specifications.
+
+mod common;
+
+mod connection;
+mod flow;
+mod interop;
+mod malformed;
+mod qos;
+mod retained;
+mod session;
+mod shared;
+mod will;
