@@ -15,7 +15,7 @@
 //! an explicit stack and nodes are dismantled iteratively on drop: a hostile
 //! topic must not overflow the router task's stack.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "some of the API is not used by the core yet")]
 
 use rumqttc::v5::mqttbytes::v5::Publish;
 use std::collections::BTreeMap;
@@ -143,17 +143,19 @@ impl RetainedStore {
             }
             node = child;
         }
-        if let Some(cut) = cut {
+        // The levels down to the parent of the node to cut, and its level.
+        let cut = cut
+            .and_then(|cut| levels.get(..=cut))
+            .and_then(<[&str]>::split_last);
+        if let Some((level, above)) = cut {
             let mut parent = &mut self.root;
-            for level in &levels[..cut] {
-                match parent.children.get_mut(*level) {
+            for step in above {
+                match parent.children.get_mut(*step) {
                     Some(child) => parent = child,
                     None => return true,
                 }
             }
-            if let Some(level) = levels.get(cut) {
-                parent.children.remove(*level);
-            }
+            parent.children.remove(*level);
         }
         true
     }

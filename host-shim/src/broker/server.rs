@@ -48,17 +48,28 @@ const EVENT_CAPACITY: usize = 1024;
 /// Most events the router handles before it carries out the core's actions.
 const EVENT_BATCH: usize = 64;
 
-/// How long a new connection may take to send its CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its CONNECT. Short in unit
+/// tests so the timeout can be tested in real time (tokio's `test-util`
+/// clock is not available).
+const CONNECT_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(500)
+} else {
+    Duration::from_secs(10)
+};
 
 /// How long a connection waits for the core's close after it reported a
 /// malformed packet, should the core not answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-/// After the broker closed a connection, how long it keeps reading (and
-/// discarding) so that unread bytes do not turn the close into a reset
-/// that could destroy the last packets written.
+/// After the broker closed a connection, it keeps reading (and discarding)
+/// for at most this long, so that unread bytes do not turn the close into a
+/// reset, which could destroy the last packets written before the client
+/// reads them.
 const LINGER: Duration = Duration::from_secs(1);
+
+/// The lingering read also ends when nothing arrives for this long, so a
+/// quiet client that does not close does not hold up shutdown.
+const LINGER_QUIET: Duration = Duration::from_millis(50);
 
 /// How long connections may take to flush their last packets at shutdown
 /// before they are dropped.
@@ -71,8 +82,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listening socket could not be bound. The I/O error is the
+    /// [`source`](std::error::Error::source), not part of the message.
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: String,
@@ -305,13 +317,13 @@ impl Acceptor {
             let permit = tokio::select! {
                 permit = self.limit.clone().acquire_owned() => permit,
                 _ = self.shutdown.changed() => return,
-                () = self.events.closed() => return router_died(),
+                () = self.events.closed() => return self.router_died(),
             };
             let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
                 _ = self.shutdown.changed() => return,
-                () = self.events.closed() => return router_died(),
+                () = self.events.closed() => return self.router_died(),
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -342,13 +354,16 @@ impl Acceptor {
             }
         }
     }
-}
 
-/// Logs that the router ended before shutdown (a bug in the core): the
-/// accept loop then stops too, so clients are refused rather than served by
-/// a broker that never answers.
-fn router_died() {
-    error!("the broker's router task ended unexpectedly; no longer accepting connections");
+    /// The router has ended. Unless that is the shutdown, it is a bug in the
+    /// core: stop accepting too, so clients are refused rather than served
+    /// by a broker that never answers.
+    fn router_died(&self) {
+        // An error means the handle is gone: this is the shutdown.
+        if self.shutdown.has_changed().is_ok() {
+            error!("the broker's router task ended unexpectedly; no longer accepting connections");
+        }
+    }
 }
 
 // ----- Router -----
@@ -689,12 +704,12 @@ impl Connection {
         if !closed_sent {
             let _ = self.events.send(Event::Closed { conn }).await;
         }
-        // We closed first: read until the peer closes too, for a little
-        // while, so unread input cannot turn our FIN into a reset.
+        // We closed first: drain what the client still sends, so unread
+        // input cannot turn our FIN into a reset.
         if write_end == WriteEnd::Closed && !matches!(read_end, Some(ReadEnd::Gone)) {
-            let mut scratch = [0u8; 1024];
+            let mut scratch = [0u8; 4096];
             let _ = timeout(LINGER, async {
-                while let Ok(n) = rd.read(&mut scratch).await {
+                while let Ok(Ok(n)) = timeout(LINGER_QUIET, rd.read(&mut scratch)).await {
                     if n == 0 {
                         break;
                     }
@@ -957,6 +972,16 @@ mod tests {
             .await
             .expect("shutdown hangs");
         assert_eq!(read_to_end(&mut client).await, b"");
+    }
+
+    #[tokio::test]
+    async fn silent_connection_is_closed_after_the_connect_timeout() {
+        let broker = start(BrokerConfig::ephemeral()).await.unwrap();
+        let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(read_to_end(&mut client).await, b"");
+        assert!(started.elapsed() >= CONNECT_TIMEOUT);
+        broker.shutdown().await;
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@
 //! and nodes are dismantled iteratively on drop, so that a hostile filter
 //! cannot overflow the router task's stack.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "some of the API is not used by the core yet")]
 
 use super::types::{SessionId, SubOptions};
 use std::collections::HashMap;
@@ -186,16 +186,20 @@ impl SubscriptionTrie {
             }
             node = child;
         }
-        if let Some(cut) = cut {
+        // The edges down to the parent of the node to cut, and the edge to it.
+        let cut = cut
+            .and_then(|cut| edges.get(..=cut))
+            .and_then(<[Edge<'_>]>::split_last);
+        if let Some((edge, above)) = cut {
             let mut parent = &mut self.root;
-            for edge in &edges[..cut] {
-                match parent.child_mut(*edge) {
+            for step in above {
+                match parent.child_mut(*step) {
                     Some(child) => parent = child,
                     None => return Some(removed),
                 }
             }
-            match edges[cut] {
-                Edge::Literal(level) => drop(parent.children.remove(level)),
+            match edge {
+                Edge::Literal(level) => drop(parent.children.remove(*level)),
                 Edge::Plus => parent.plus = None,
             }
         }

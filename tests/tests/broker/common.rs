@@ -31,7 +31,7 @@ pub mod p5 {
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// How long we watch for something that must NOT happen.
-pub const QUIET: Duration = Duration::from_millis(500);
+pub const QUIET: Duration = Duration::from_millis(300);
 
 /// Awaits `fut` for at most [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T> {
@@ -665,7 +665,6 @@ pub fn topic5(p: &p5::Publish) -> String {
 
 /// Control packet types (high nibble of the first byte).
 pub mod kind {
-    pub const CONNECT: u8 = 1;
     pub const CONNACK: u8 = 2;
     pub const PUBLISH: u8 = 3;
     pub const PUBACK: u8 = 4;
@@ -673,7 +672,6 @@ pub mod kind {
     pub const PUBREL: u8 = 6;
     pub const PUBCOMP: u8 = 7;
     pub const SUBACK: u8 = 9;
-    pub const UNSUBACK: u8 = 11;
     pub const PINGRESP: u8 = 13;
     pub const DISCONNECT: u8 = 14;
 }
@@ -1130,8 +1128,23 @@ pub fn mosq_version(v5: bool) -> &'static str {
     }
 }
 
-fn mosquitto(bin: &str, broker: &Broker, v5: bool, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(bin);
+/// A Mosquitto client command against `broker`. Its stdout is a pipe, which
+/// makes it fully buffered; `line_buffered` runs it under coreutils' `stdbuf
+/// -oL` (which execs it, keeping the PID) so lines arrive as printed.
+fn mosquitto(
+    bin: &str,
+    broker: &Broker,
+    v5: bool,
+    args: &[&str],
+    line_buffered: bool,
+) -> tokio::process::Command {
+    let mut cmd = if line_buffered {
+        let mut cmd = tokio::process::Command::new("stdbuf");
+        cmd.args(["-oL", bin]);
+        cmd
+    } else {
+        tokio::process::Command::new(bin)
+    };
     cmd.args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
         .args(["-V", mosq_version(v5)])
         .args(args)
@@ -1148,7 +1161,7 @@ fn spawn_failed(bin: &str, e: std::io::Error) -> anyhow::Error {
 
 /// Runs `mosquitto_pub` to completion and insists it succeeds.
 pub async fn mosquitto_pub(broker: &Broker, v5: bool, args: &[&str]) -> Result<()> {
-    let child = mosquitto("mosquitto_pub", broker, v5, args)
+    let child = mosquitto("mosquitto_pub", broker, v5, args, false)
         .spawn()
         .map_err(|e| spawn_failed("mosquitto_pub", e))?;
     let out = within("mosquitto_pub to exit", child.wait_with_output()).await??;
@@ -1176,7 +1189,7 @@ impl MosquittoSub {
     /// Starts `mosquitto_sub` with `-d` (so the SUBACK is visible) and
     /// `-F MOSQ_FORMAT`, plus `args`.
     pub fn start(broker: &Broker, v5: bool, args: &[&str]) -> Result<MosquittoSub> {
-        let mut cmd = mosquitto("mosquitto_sub", broker, v5, args);
+        let mut cmd = mosquitto("mosquitto_sub", broker, v5, args, true);
         cmd.args(["-d", "-F", MOSQ_FORMAT]);
         let mut child = cmd.spawn().map_err(|e| spawn_failed("mosquitto_sub", e))?;
         let stdout = child.stdout.take().expect("piped stdout");

@@ -59,22 +59,29 @@ async fn v5_keep_alive_timeout_mqtt_3_1_2_22() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_kept_by_pings_mqtt_3_12_4_1() -> Result<()> {
     let broker = Broker::start().await?;
-    for level in [4u8, 5] {
-        let mut connect = if level == 5 {
-            RawConnect::v5("ka-pings")
-        } else {
-            RawConnect::v4("ka-pings")
-        };
-        connect.keep_alive = 1;
-        let mut raw = Raw::connected(&broker, &connect).await?;
-        // 2.5 s in all: well past 1.5 × keep alive.
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            raw.send(&[0xC0, 0x00]).await?;
-            let f = raw.recv().await?;
-            assert_eq!(f.kind(), kind::PINGRESP, "level {level}: {f:?}");
+    let pinger = |level: u8| {
+        let broker = &broker;
+        async move {
+            let mut connect = if level == 5 {
+                RawConnect::v5("ka-pings-5")
+            } else {
+                RawConnect::v4("ka-pings-4")
+            };
+            connect.keep_alive = 1;
+            let mut raw = Raw::connected(broker, &connect).await?;
+            // 2 s in all: past 1.5 × keep alive.
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                raw.send(&[0xC0, 0x00]).await?;
+                let f = raw.recv().await?;
+                ensure!(f.kind() == kind::PINGRESP, "level {level}: {f:?}");
+            }
+            anyhow::Ok(())
         }
-    }
+    };
+    let (v4, v5) = tokio::join!(pinger(4), pinger(5));
+    v4?;
+    v5?;
     broker.shutdown().await
 }
 
@@ -285,6 +292,20 @@ async fn password_file_accounts() -> Result<()> {
                 )
             ),
             "wrong password must be refused with 4 or 5: {why:?}"
+        );
+
+        let mut eve5 = v5_opts(&broker, "pf-eve5");
+        eve5.set_credentials("bob", "hunter3");
+        let why = V5::refused(eve5).await?;
+        ensure!(
+            matches!(
+                why,
+                rumqttc::v5::ConnectionError::ConnectionRefused(
+                    p5::ConnectReturnCode::BadUserNamePassword
+                        | p5::ConnectReturnCode::NotAuthorized
+                )
+            ),
+            "5.0: wrong password must be refused with 0x86 or 0x87: {why:?}"
         );
         broker.shutdown().await
     }
