@@ -5,6 +5,29 @@
 //!
 //! - [`topic`]: topic names and topic filters, validated by every rule of
 //!   MQTT 3.1.1 and 5.0, and matching a name against a filter.
+//! - [`model`]: the MQTT message model shared with the host: what is
+//!   published, received, subscribed, and what the broker supports.
+//! - [`config`]: the connection, Send and Listen configurations, and
+//!   [`schema`]: their JSON Schemas.
+//! - [`validate`]: every problem of a configuration at once, each with a
+//!   JSON pointer; and parsing of validated configurations.
+//! - [`document`]: documents and the mapping of received messages to them.
+//! - [`send`] and [`listen`]: the logic of the two operations, without I/O.
+//! - [`operations`]: the Send and Listen operations over the host's MQTT
+//!   capability, as traits so they run natively with a fake host in tests.
+//! - `component` (wasm32 only): the WIT world's exports, and its imports
+//!   adapted to [`operations`].
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod document;
+pub mod listen;
+pub mod model;
+pub mod operations;
+pub mod schema;
+pub mod send;
 pub mod topic;
+pub mod validate;
+
+#[cfg(target_arch = "wasm32")]
+mod component;

@@ -5,6 +5,11 @@
 //! - [`broker`]: the built-in MQTT 3.1.1 + 5.0 broker the shim starts on
 //!   loopback for tests and local flows. It has no dependency on the
 //!   WebAssembly runtime.
+//! - [`mqtt`]: the native MQTT client capability (rumqttc), without wasmtime.
+//! - [`host`]: the WebAssembly host: the connector component, its MQTT
+//!   capability, and its operations under sandbox limits.
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod host;
+pub mod mqtt;

@@ -243,6 +243,7 @@ impl Broker {
     }
 
     /// Number of retained messages stored.
+    #[cfg(test)]
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
@@ -521,8 +522,7 @@ impl Broker {
         let id = self.next_session;
         self.next_session += 1;
         self.by_client_id.insert(client_id.clone(), id);
-        self.sessions
-            .insert(id, Session::new(id, client_id, version));
+        self.sessions.insert(id, Session::new(client_id, version));
         id
     }
 
@@ -1158,7 +1158,7 @@ impl Broker {
                 // MQTT-3.1.3-9 (5.0): sent when the delay passes or the
                 // session ends, whichever is first.
                 let due = now + Duration::from_secs(u64::from(delay));
-                self.session_mut(session_id).pending_will = Some(PendingWill { will, due });
+                self.session_mut(session_id).pending_will = Some(PendingWill { will });
                 self.schedule(due, Timer::Will(session_id, generation));
             }
         }

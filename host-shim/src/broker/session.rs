@@ -7,7 +7,7 @@
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
 
-use super::types::{ProtocolVersion, SessionId, SubOptions};
+use super::types::{ProtocolVersion, SubOptions};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
 use rumqttc::v5::mqttbytes::QoS;
@@ -65,10 +65,9 @@ impl Inflight {
 /// A will waiting for its Will Delay Interval to pass.
 #[derive(Debug, Clone)]
 pub struct PendingWill {
-    /// The will as the CONNECT carried it.
+    /// The will as the CONNECT carried it; the core's timer knows when it
+    /// is due.
     pub will: LastWill,
-    /// When it is due.
-    pub due: Instant,
 }
 
 /// What happened to a message offered to a full queue.
@@ -78,8 +77,6 @@ pub struct QueueFull;
 /// One client's session.
 #[derive(Debug)]
 pub struct Session {
-    /// The broker's number for this session.
-    pub id: SessionId,
     /// The client identifier.
     pub client_id: String,
     /// The protocol of the current (or last) connection.
@@ -116,9 +113,8 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(id: SessionId, client_id: String, version: ProtocolVersion) -> Self {
+    pub fn new(client_id: String, version: ProtocolVersion) -> Self {
         Session {
-            id,
             client_id,
             version,
             conn: None,
@@ -281,7 +277,7 @@ mod tests {
     }
 
     fn session() -> Session {
-        Session::new(1, "c".into(), ProtocolVersion::V5)
+        Session::new("c".into(), ProtocolVersion::V5)
     }
 
     // MQTT-2.2.1-3 (3.1.1) / MQTT-2.2.1-3 (5.0): an identifier in use is not reused.
@@ -333,7 +329,7 @@ mod tests {
     #[test]
     fn topic_aliases_up_to_the_client_maximum() {
         let mut s = session();
-        let mut send = |s: &mut Session, topic: &str| {
+        let send = |s: &mut Session, topic: &str| {
             let mut p = Publish::new(topic, QoS::AtMostOnce, Bytes::new(), None);
             s.apply_topic_alias(&mut p);
             (p.topic, p.properties.and_then(|p| p.topic_alias))

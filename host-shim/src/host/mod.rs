@@ -1,0 +1,47 @@
+//! The WebAssembly host: loads the connector component and runs its
+//! operations.
+//!
+//! # Layout
+//!
+//! - `bindings`: types and traits generated from `connector/wit`.
+//! - [`capability`]: the MQTT capability (`mqtt` and `logging` imports),
+//!   added to any wasmtime [`Linker`](wasmtime::component::Linker) with one
+//!   call.
+//! - `runtime`: the component compiled once ([`Runtime`]), and the Send and
+//!   Listen operations, each in its own store under memory and time limits.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use host_shim::host::{Limits, Runtime};
+//!
+//! let runtime = Runtime::embedded(Limits::default())?;
+//! let connection = r#"{"url": "mqtt://127.0.0.1:1883"}"#;
+//! let mut sender = runtime
+//!     .open_sender(connection, r#"{"topic": "users/settings/user01", "retained": true}"#)
+//!     .await?;
+//! let document = host_shim::host::Document {
+//!     id: 0,
+//!     payload: br#"{"account_type":"standard"}"#.to_vec(),
+//!     properties: vec![],
+//! };
+//! for outcome in sender.send(&[document]).await? {
+//!     outcome.map_err(|e| anyhow::anyhow!(e.message))?;
+//! }
+//! sender.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod bindings;
+pub mod capability;
+mod runtime;
+
+pub use bindings::exports::mqtt_connector::connector::operations::{
+    Metadata, OperationInfo, OperationKind,
+};
+pub use bindings::mqtt_connector::connector::types::{
+    Document, Error, ErrorCode, Problem, Property, Qos, Value,
+};
+pub use runtime::{Limits, Listener, OperationError, Runtime, Sender, EMBEDDED_COMPONENT};

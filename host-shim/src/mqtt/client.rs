@@ -1,0 +1,300 @@
+//! [`MqttClient`]: the handle callers (and the WIT `client` resource) use.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connector::model::{
+    Capabilities, ConnectOptions, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol,
+    Subscription,
+};
+use connector::topic;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::core::{closed, connection_lost, Core};
+use super::driver::{self, Settings, Shared};
+use super::endpoint;
+use super::link::Link;
+
+/// The shortest reconnect delay used, whatever the options say, so that a
+/// broker that accepts and drops connections is not hammered.
+const MIN_RECONNECT: Duration = Duration::from_millis(10);
+
+/// A connection to one MQTT broker, with its own event loop task.
+///
+/// Cheap to clone; all clones share the connection. The event loop task
+/// stops when [`MqttClient::disconnect`] is called or the last clone is
+/// dropped (then without a DISCONNECT, so the broker keeps the session and
+/// publishes the will, as for a crash).
+#[derive(Clone)]
+pub struct MqttClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// How long `disconnect` waits for the DISCONNECT to be written.
+    close_wait: Duration,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let task = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidConfig, message)
+}
+
+/// Checks what rumqttc would reject (or panic on) and what MQTT forbids.
+fn check_options(options: &ConnectOptions) -> Result<(), Error> {
+    if options.inflight_window == 0 {
+        return Err(invalid("inflight_window must be at least 1"));
+    }
+    if options.protocol == Protocol::V5 && options.receive_maximum == 0 {
+        return Err(invalid("receive_maximum must be at least 1"));
+    }
+    if options.keep_alive > Duration::from_secs(u64::from(u16::MAX)) {
+        return Err(invalid("keep_alive must be at most 65535 seconds"));
+    }
+    if options.connect_timeout.is_zero() {
+        return Err(invalid("connect_timeout must be more than zero"));
+    }
+    if options.password.is_some() && options.username.is_none() {
+        return Err(invalid("a password needs a username"));
+    }
+    if let Some(will) = &options.will {
+        topic::validate_name(&will.topic)
+            .map_err(|e| invalid(format!("invalid will topic '{}': {e}", will.topic)))?;
+    }
+    Ok(())
+}
+
+fn check_subscription(sub: &Subscription, protocol: Protocol) -> Result<(), Error> {
+    topic::validate_filter(&sub.filter)
+        .map_err(|e| invalid(format!("invalid topic filter '{}': {e}", sub.filter)))?;
+    if sub.retain_handling > 2 {
+        return Err(invalid(format!(
+            "retain_handling of '{}' must be 0, 1 or 2",
+            sub.filter
+        )));
+    }
+    if protocol == Protocol::V5 && sub.no_local && sub.filter.starts_with("$share/") {
+        // MQTT-3.8.3-4
+        return Err(invalid(format!(
+            "no_local cannot be set on the shared subscription '{}'",
+            sub.filter
+        )));
+    }
+    Ok(())
+}
+
+async fn outcome<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+    // A dropped sender means the core gave up on the operation without an
+    // answer; whether the broker got it is unknown.
+    rx.await.unwrap_or_else(|_| Err(connection_lost()))
+}
+
+impl MqttClient {
+    /// Connects and waits for the CONNACK (at most `connect_timeout`).
+    ///
+    /// Fails with `InvalidConfig` for bad options, `NotAuthorized` when the
+    /// broker refuses the credentials (with its reason code),
+    /// `ConnectionFailed` for any other refusal or network error, and
+    /// `Timeout` when no CONNACK comes in time. There are no retries before
+    /// the first connection; after it, the client reconnects by itself.
+    pub async fn connect(options: ConnectOptions) -> Result<MqttClient, Error> {
+        check_options(&options)?;
+        let endpoint = endpoint::parse(&options.url)?;
+        let link = Link::new(&options, &endpoint)?;
+        let core = Core::new(link.sender(), options.protocol, options.inflight_window);
+        let shared = Arc::new(Shared::new(core));
+        let reconnect_min = options.reconnect_min.max(MIN_RECONNECT);
+        let settings = Settings {
+            url: options.url.clone(),
+            connect_timeout: options.connect_timeout,
+            reconnect_min,
+            reconnect_max: options.reconnect_max.max(reconnect_min),
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(driver::run(link, Arc::clone(&shared), settings, tx));
+        // Built before waiting, so that a cancelled connect stops the task.
+        let client = MqttClient {
+            inner: Arc::new(Inner {
+                shared,
+                task: Mutex::new(Some(task)),
+                close_wait: options.connect_timeout + Duration::from_secs(1),
+            }),
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::new(
+                ErrorCode::Internal,
+                "the client's event loop ended before connecting",
+            )),
+        }
+    }
+
+    /// The broker's capabilities from its last CONNACK.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.shared.core().capabilities()
+    }
+
+    /// QoS 0 messages dropped so far because `receive` did not keep up.
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner.shared.core().dropped_qos0()
+    }
+
+    /// Publishes a batch, pipelined within the in-flight window, and returns
+    /// one outcome per message in order, each after its PUBACK (QoS 1),
+    /// PUBCOMP (QoS 2) or write (QoS 0).
+    ///
+    /// A message fails alone: `InvalidDocument` for a bad topic or one too
+    /// large for the broker, `Unsupported` for a QoS or retain flag the 5.0
+    /// broker does not offer, `BrokerRejected` with the reason code when the
+    /// broker refuses it. A lost connection fails every message not yet
+    /// acknowledged with `ConnectionFailed` (when the session resumes,
+    /// rumqttc still resends those MQTT requires, so a retry may duplicate).
+    pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<Result<(), Error>> {
+        let mut pending = Vec::with_capacity(batch.len());
+        {
+            let mut core = self.inner.shared.core();
+            for message in batch {
+                let (tx, rx) = oneshot::channel();
+                core.submit_publish(message, tx);
+                pending.push(rx);
+            }
+            core.pump();
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for rx in pending {
+            outcomes.push(outcome(rx).await);
+        }
+        outcomes
+    }
+
+    /// Subscribes and returns the broker's answer for each filter, in order.
+    ///
+    /// On 3.1.1 only the QoS of each subscription is sent. A filter the
+    /// broker refuses comes back with `qos: None` and its reason code. The
+    /// client restores granted subscriptions after a reconnect when the
+    /// broker did not keep the session.
+    pub async fn subscribe(&self, subs: Vec<Subscription>) -> Result<Vec<Granted>, Error> {
+        let protocol = self.capabilities().protocol;
+        for sub in &subs {
+            check_subscription(sub, protocol)?;
+        }
+        if subs.is_empty() {
+            return match self.inner.shared.core().phase() {
+                super::core::Phase::Closed => Err(closed()),
+                _ => Ok(Vec::new()),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.shared.core().submit_subscribe(subs, tx);
+        outcome(rx).await
+    }
+
+    /// Unsubscribes from each filter (one UNSUBSCRIBE each) and waits for the
+    /// broker's answers; the first failure is returned.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<(), Error> {
+        for filter in &filters {
+            topic::validate_filter(filter)
+                .map_err(|e| invalid(format!("invalid topic filter '{filter}': {e}")))?;
+        }
+        let mut pending = Vec::with_capacity(filters.len());
+        {
+            let mut core = self.inner.shared.core();
+            if core.phase() == super::core::Phase::Closed {
+                return Err(closed());
+            }
+            for filter in filters {
+                let (tx, rx) = oneshot::channel();
+                core.submit_unsubscribe(filter, tx);
+                pending.push(rx);
+            }
+        }
+        let mut result = Ok(());
+        for rx in pending {
+            let r = outcome(rx).await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Waits up to `timeout` for the first delivery and returns at most
+    /// `max`, oldest first, without waiting for more once one is there.
+    ///
+    /// QoS 1 and 2 deliveries stay unacknowledged until [`MqttClient::ack`].
+    /// While reconnecting this simply waits; it fails only once closed.
+    pub async fn receive(&self, max: usize, timeout: Duration) -> Result<Vec<Incoming>, Error> {
+        let shared = &self.inner.shared;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a delivery in between wakes us.
+            let notified = shared.incoming.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut core = shared.core();
+                if core.phase() == super::core::Phase::Closed {
+                    return Err(closed());
+                }
+                if max == 0 {
+                    return Ok(Vec::new());
+                }
+                if core.has_ready() {
+                    return Ok(core.take_ready(max));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Acknowledges deliveries. PUBACK / PUBREC go out in arrival order: an
+    /// ack waits until every earlier QoS 1 or 2 delivery is acked too.
+    /// Unknown ids, QoS 0 ids and ids from a connection since lost are
+    /// ignored (the broker redelivers the latter).
+    pub async fn ack(&self, ids: &[u64]) -> Result<(), Error> {
+        let mut core = self.inner.shared.core();
+        if core.phase() == super::core::Phase::Closed {
+            return Err(closed());
+        }
+        core.ack(ids);
+        Ok(())
+    }
+
+    /// Disconnects with a normal DISCONNECT (so the broker discards the
+    /// will) and stops the event loop. Every later call fails with `Closed`.
+    pub async fn disconnect(&self) {
+        let shared = &self.inner.shared;
+        shared.core().close();
+        shared.incoming.notify_waiters();
+        shared.stop.notify_one();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(self.inner.close_wait, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the event loop did not stop in time; dropping the connection");
+                task.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,1267 @@
+//! The client's bookkeeping as a sans-I/O state machine.
+//!
+//! [`Core`] takes what callers ask (publish, subscribe, ack, ...) and what
+//! the rumqttc event loop reports ([`Ev`]), and sends protocol-neutral
+//! requests ([`Req`]) through an [`Outlet`]. It never blocks and owns no
+//! socket, so every flow here is unit-tested without a broker.
+//!
+//! Outgoing: operations wait in `outbox` until they may be handed to rumqttc
+//! (see [`Core::pump`]), then in `handed` until rumqttc reports the packet
+//! identifier it used (`Outgoing::Publish(pkid)` and friends, in request
+//! order), then in `in_use` under that identifier until the broker's ack.
+//!
+//! Incoming: each PUBLISH gets the next delivery id and waits in `ready` for
+//! [`Core::take_ready`]; QoS 1 and 2 deliveries also wait in `unacked`,
+//! ordered by id, until acked. Acks leave only from the front of `unacked`,
+//! so the broker sees them in arrival order (MQTT-4.6.0-2).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use connector::model::{
+    reason_code_name, Capabilities, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol, QoS,
+    Subscription,
+};
+use connector::topic;
+use tokio::sync::oneshot;
+
+/// Where a caller waits for the outcome of one operation.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// QoS 0 deliveries kept for a slow pipeline before new ones are dropped.
+///
+/// QoS 1 and 2 need no such bound: the broker stops at its in-flight limit
+/// toward us (our Receive Maximum on 5.0) until we ack.
+pub(crate) const QOS0_QUEUE_LIMIT: usize = 10_000;
+
+/// The largest packet MQTT can encode: 1 byte of header, 4 bytes of
+/// Remaining Length and at most 268,435,455 bytes after them.
+pub(crate) const MQTT_MAX_PACKET: usize = 1 + 4 + 268_435_455;
+
+/// A request for the rumqttc event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Req {
+    /// PUBLISH; rumqttc assigns the packet identifier.
+    Publish(Outgoing),
+    /// One SUBSCRIBE for all these filters.
+    Subscribe(Vec<Subscription>),
+    /// One UNSUBSCRIBE for one filter (rumqttc's client sends one per packet).
+    Unsubscribe(String),
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) for a delivery.
+    Ack {
+        /// The delivery's packet identifier on the current connection.
+        pkid: u16,
+        /// The delivery's QoS.
+        qos: QoS,
+    },
+    /// A normal DISCONNECT.
+    Disconnect,
+}
+
+/// The event loop is gone; nothing can be sent any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutletClosed;
+
+/// Hands requests to the event loop without blocking.
+pub(crate) trait Outlet {
+    /// Queues `req` for the event loop.
+    fn send(&mut self, req: Req) -> Result<(), OutletClosed>;
+}
+
+/// What the event loop reported, without rumqttc's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ev {
+    /// The broker accepted the connection.
+    ConnAck(ConnAckInfo),
+    /// A PUBLISH was written with this identifier (0 for QoS 0).
+    OutPublish(u16),
+    /// A SUBSCRIBE was written with this identifier.
+    OutSubscribe(u16),
+    /// An UNSUBSCRIBE was written with this identifier.
+    OutUnsubscribe(u16),
+    /// Our DISCONNECT was written.
+    OutDisconnect,
+    /// PUBACK with its reason code (0 on 3.1.1).
+    PubAck { pkid: u16, reason: u8 },
+    /// PUBREC with its reason code.
+    PubRec { pkid: u16, reason: u8 },
+    /// PUBCOMP with its reason code.
+    PubComp { pkid: u16, reason: u8 },
+    /// SUBACK with one return code per filter.
+    SubAck { pkid: u16, codes: Vec<u8> },
+    /// UNSUBACK with its reason codes (none on 3.1.1).
+    UnsubAck { pkid: u16, codes: Vec<u8> },
+    /// A delivery; `message.id` is assigned by the core.
+    Publish { pkid: u16, message: Incoming },
+    /// Nothing the core needs (pings, our own acks, ...).
+    Other,
+}
+
+/// What a CONNACK said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnAckInfo {
+    /// The broker's capabilities, `session_present` included.
+    pub caps: Capabilities,
+    /// The 5.0 Receive Maximum property, when the broker sent it.
+    pub receive_max: Option<u16>,
+}
+
+/// A request rumqttc kept from a lost connection to send again when the
+/// session resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A QoS 1 or 2 PUBLISH not yet acknowledged.
+    Publish(u16),
+    /// A PUBREL not yet completed.
+    Release(u16),
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before the first CONNACK.
+    Connecting,
+    /// Connected.
+    Up,
+    /// Lost; the driver is reconnecting.
+    Down,
+    /// Disconnected for good.
+    Closed,
+}
+
+/// The capabilities a broker is assumed to have until it says otherwise
+/// (and always on 3.1.1, where it cannot say).
+pub(crate) fn default_capabilities(protocol: Protocol) -> Capabilities {
+    Capabilities {
+        protocol,
+        session_present: false,
+        retain_available: true,
+        maximum_qos: QoS::ExactlyOnce,
+        wildcard_subscription_available: true,
+        shared_subscription_available: true,
+        subscription_identifiers_available: true,
+        maximum_packet_size: None,
+        topic_alias_maximum: 0,
+        receive_maximum: u16::MAX,
+    }
+}
+
+/// The error of an operation whose connection dropped before its ack.
+pub(crate) fn connection_lost() -> Error {
+    Error::new(
+        ErrorCode::ConnectionFailed,
+        "the connection to the broker was lost before the broker acknowledged it",
+    )
+}
+
+/// The error of an operation asked while reconnecting.
+pub(crate) fn not_connected() -> Error {
+    Error::new(
+        ErrorCode::ConnectionFailed,
+        "not connected to the broker (reconnecting)",
+    )
+}
+
+/// The error of any call after `disconnect`.
+pub(crate) fn closed() -> Error {
+    Error::new(ErrorCode::Closed, "the client is disconnected")
+}
+
+fn rejected(what: &str, code: u8) -> Error {
+    Error::new(
+        ErrorCode::BrokerRejected,
+        format!("the broker rejected the {what}: {}", reason_code_name(code)),
+    )
+    .with_reason_code(code)
+}
+
+/// An operation waiting to be handed to rumqttc.
+#[derive(Debug)]
+enum Op {
+    Publish {
+        message: Outgoing,
+        reply: Reply<()>,
+    },
+    /// `reply` is `None` for the core's own re-subscribe after a new session.
+    Subscribe {
+        subs: Vec<Subscription>,
+        reply: Option<Reply<Vec<Granted>>>,
+    },
+    Unsubscribe {
+        filter: String,
+        reply: Reply<()>,
+    },
+}
+
+impl Op {
+    fn needs_pkid(&self) -> bool {
+        match self {
+            Op::Publish { message, .. } => message.qos != QoS::AtMostOnce,
+            Op::Subscribe { .. } | Op::Unsubscribe { .. } => true,
+        }
+    }
+
+    fn fail(self, error: Error) {
+        // A caller that stopped waiting is no error.
+        match self {
+            Op::Publish { reply, .. } | Op::Unsubscribe { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Op::Subscribe { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// An operation handed to rumqttc, waiting for its `Outgoing` event.
+#[derive(Debug)]
+struct Handed {
+    op: Op,
+    /// The identifier the core expects rumqttc to assign, if any.
+    pkid: Option<u16>,
+}
+
+/// What holds an outgoing packet identifier.
+#[derive(Debug)]
+enum Slot {
+    /// A QoS 1 or 2 PUBLISH; `released` once a QoS 2 PUBREC came.
+    Publish {
+        qos: QoS,
+        reply: Reply<()>,
+        released: bool,
+    },
+    Subscribe {
+        subs: Vec<Subscription>,
+        reply: Option<Reply<Vec<Granted>>>,
+    },
+    Unsubscribe {
+        reply: Reply<()>,
+    },
+    /// A PUBLISH or PUBREL rumqttc resends from a lost connection; its
+    /// caller was already told the connection failed.
+    Orphan,
+}
+
+impl Slot {
+    fn counts_as_publish(&self) -> bool {
+        matches!(self, Slot::Publish { .. } | Slot::Orphan)
+    }
+
+    fn fail(self, error: Error) {
+        match self {
+            Slot::Publish { reply, .. } | Slot::Unsubscribe { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Slot::Subscribe { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Slot::Orphan => {}
+        }
+    }
+}
+
+/// A QoS 1 or 2 delivery not yet acknowledged to the broker.
+#[derive(Debug, Clone, Copy)]
+struct PendingAck {
+    pkid: u16,
+    qos: QoS,
+    acked: bool,
+}
+
+/// The client's state; see the module docs.
+pub(crate) struct Core<O> {
+    outlet: O,
+    protocol: Protocol,
+    phase: Phase,
+    caps: Capabilities,
+    /// The configured in-flight window; also rumqttc's upper limit.
+    window: u16,
+    /// Where rumqttc's identifier counter wraps: its current in-flight limit.
+    pkid_space: u16,
+    /// Mirror of rumqttc's last assigned identifier.
+    last_pkid: u16,
+    /// In-flight slots rumqttc 0.25's v5 state never frees (a PUBREC or
+    /// PUBCOMP with a failure reason code); they count against its limit
+    /// until the connection is replaced.
+    leaked: u16,
+    outbox: VecDeque<Op>,
+    handed: VecDeque<Handed>,
+    /// Whether an identifier-consuming request is in `handed`.
+    pkid_pending: bool,
+    in_use: HashMap<u16, Slot>,
+    /// `in_use` slots that count against the broker's Receive Maximum.
+    publishes_in_flight: u16,
+    /// Resent PUBLISHes whose `Outgoing::Publish` event belongs to no caller.
+    expected_resends: HashSet<u16>,
+    /// Subscriptions to restore when the broker starts a new session.
+    subscriptions: Vec<Subscription>,
+    next_id: u64,
+    ready: VecDeque<Incoming>,
+    qos0_ready: usize,
+    unacked: BTreeMap<u64, PendingAck>,
+    unacked_pkids: HashMap<u16, u64>,
+    dropped_qos0: u64,
+}
+
+impl<O: Outlet> Core<O> {
+    /// A core for a client that is connecting.
+    pub(crate) fn new(outlet: O, protocol: Protocol, window: u16) -> Self {
+        let window = window.max(1);
+        Core {
+            outlet,
+            protocol,
+            phase: Phase::Connecting,
+            caps: default_capabilities(protocol),
+            window,
+            pkid_space: window,
+            last_pkid: 0,
+            leaked: 0,
+            outbox: VecDeque::new(),
+            handed: VecDeque::new(),
+            pkid_pending: false,
+            in_use: HashMap::new(),
+            publishes_in_flight: 0,
+            expected_resends: HashSet::new(),
+            subscriptions: Vec::new(),
+            next_id: 1,
+            ready: VecDeque::new(),
+            qos0_ready: 0,
+            unacked: BTreeMap::new(),
+            unacked_pkids: HashMap::new(),
+            dropped_qos0: 0,
+        }
+    }
+
+    /// Where the connection stands.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The broker's capabilities from the last CONNACK.
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    /// QoS 0 deliveries dropped because the pipeline did not keep up.
+    pub(crate) fn dropped_qos0(&self) -> u64 {
+        self.dropped_qos0
+    }
+
+    /// Whether rumqttc's in-flight limit is used up by slots it will never
+    /// free, so that nothing more can pass until the connection is replaced.
+    pub(crate) fn wedged(&self) -> bool {
+        self.phase == Phase::Up && self.leaked > 0 && self.leaked >= self.pkid_space
+    }
+
+    /// The error for a new operation, if the client cannot take one now.
+    fn refuse(&self) -> Option<Error> {
+        match self.phase {
+            Phase::Up => None,
+            Phase::Closed => Some(closed()),
+            Phase::Connecting | Phase::Down => Some(not_connected()),
+        }
+    }
+
+    /// Checks a message against MQTT's rules and the broker's capabilities.
+    fn check_message(&self, message: &Outgoing) -> Result<(), Error> {
+        topic::validate_name(&message.topic).map_err(|e| {
+            Error::new(
+                ErrorCode::InvalidDocument,
+                format!("invalid topic name '{}': {e}", message.topic),
+            )
+        })?;
+        if self.protocol == Protocol::V5 {
+            if message.qos > self.caps.maximum_qos {
+                return Err(Error::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "QoS {} is above the broker's maximum QoS {}",
+                        message.qos.level(),
+                        self.caps.maximum_qos.level()
+                    ),
+                )
+                .with_reason_code(0x9B));
+            }
+            if message.retain && !self.caps.retain_available {
+                return Err(Error::new(
+                    ErrorCode::Unsupported,
+                    "the broker does not support retained messages",
+                )
+                .with_reason_code(0x9A));
+            }
+        }
+        let size = publish_packet_size(message, self.protocol);
+        let limit = match (self.protocol, self.caps.maximum_packet_size) {
+            (Protocol::V5, Some(max)) => (max as usize).min(MQTT_MAX_PACKET),
+            _ => MQTT_MAX_PACKET,
+        };
+        if size > limit {
+            // Sending it would make rumqttc fail the whole connection.
+            return Err(Error::new(
+                ErrorCode::InvalidDocument,
+                format!("the message is {size} bytes, more than the maximum packet size {limit}"),
+            )
+            .with_reason_code(0x95));
+        }
+        Ok(())
+    }
+
+    /// Queues one message of a publish batch. Call [`Core::pump`] after the
+    /// batch.
+    pub(crate) fn submit_publish(&mut self, message: Outgoing, reply: Reply<()>) {
+        if let Some(e) = self.refuse() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if let Err(e) = self.check_message(&message) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.outbox.push_back(Op::Publish { message, reply });
+    }
+
+    /// Queues a SUBSCRIBE and hands it over if possible.
+    pub(crate) fn submit_subscribe(&mut self, subs: Vec<Subscription>, reply: Reply<Vec<Granted>>) {
+        if let Some(e) = self.refuse() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.outbox.push_back(Op::Subscribe {
+            subs,
+            reply: Some(reply),
+        });
+        self.pump();
+    }
+
+    /// Queues an UNSUBSCRIBE for one filter and hands it over if possible.
+    pub(crate) fn submit_unsubscribe(&mut self, filter: String, reply: Reply<()>) {
+        if let Some(e) = self.refuse() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        // Forget it now, so that a reconnect in between does not restore it.
+        self.subscriptions.retain(|s| s.filter != filter);
+        self.outbox.push_back(Op::Unsubscribe { filter, reply });
+        self.pump();
+    }
+
+    /// rumqttc's next identifier, without taking it.
+    fn peek_pkid(&self) -> (u16, u16) {
+        let next = self.last_pkid.wrapping_add(1);
+        if next == self.pkid_space {
+            // rumqttc resets its counter to 0 when it hands out the limit.
+            (next, 0)
+        } else {
+            (next, next)
+        }
+    }
+
+    /// Hands queued operations to rumqttc in order, as far as packet
+    /// identifiers and the in-flight window allow.
+    pub(crate) fn pump(&mut self) {
+        while self.phase == Phase::Up {
+            let Some(op) = self.outbox.front() else { break };
+            let mut pkid = None;
+            if op.needs_pkid() {
+                if self.pkid_pending {
+                    break;
+                }
+                let is_publish = matches!(op, Op::Publish { .. });
+                if is_publish && self.publishes_in_flight + self.leaked >= self.pkid_space {
+                    break;
+                }
+                let (next, counter) = self.peek_pkid();
+                if self.in_use.contains_key(&next) || self.expected_resends.contains(&next) {
+                    // Head-of-line wait: the identifier rumqttc will use next
+                    // is still taken.
+                    break;
+                }
+                pkid = Some((next, counter));
+            }
+            let Some(op) = self.outbox.pop_front() else {
+                break;
+            };
+            let req = match &op {
+                Op::Publish { message, .. } => Req::Publish(message.clone()),
+                Op::Subscribe { subs, .. } => Req::Subscribe(subs.clone()),
+                Op::Unsubscribe { filter, .. } => Req::Unsubscribe(filter.clone()),
+            };
+            if self.outlet.send(req).is_err() {
+                op.fail(closed());
+                continue;
+            }
+            if let Some((next, counter)) = pkid {
+                self.last_pkid = counter;
+                self.pkid_pending = true;
+                self.handed.push_back(Handed {
+                    op,
+                    pkid: Some(next),
+                });
+            } else {
+                self.handed.push_back(Handed { op, pkid: None });
+            }
+        }
+    }
+
+    /// Takes in one event of the event loop. Returns whether deliveries
+    /// became ready (so receivers should wake).
+    pub(crate) fn on_event(&mut self, ev: Ev) -> bool {
+        match ev {
+            Ev::ConnAck(info) => {
+                self.on_connack(info);
+                false
+            }
+            Ev::OutPublish(pkid) => {
+                self.on_written(pkid, Kind::Publish);
+                false
+            }
+            Ev::OutSubscribe(pkid) => {
+                self.on_written(pkid, Kind::Subscribe);
+                false
+            }
+            Ev::OutUnsubscribe(pkid) => {
+                self.on_written(pkid, Kind::Unsubscribe);
+                false
+            }
+            Ev::PubAck { pkid, reason } => {
+                self.on_puback(pkid, reason);
+                false
+            }
+            Ev::PubRec { pkid, reason } => {
+                self.on_pubrec(pkid, reason);
+                false
+            }
+            Ev::PubComp { pkid, reason } => {
+                self.on_pubcomp(pkid, reason);
+                false
+            }
+            Ev::SubAck { pkid, codes } => {
+                self.on_suback(pkid, &codes);
+                false
+            }
+            Ev::UnsubAck { pkid, codes } => {
+                self.on_unsuback(pkid, &codes);
+                false
+            }
+            Ev::Publish { pkid, message } => self.on_delivery(pkid, message),
+            Ev::OutDisconnect | Ev::Other => false,
+        }
+    }
+
+    fn on_connack(&mut self, info: ConnAckInfo) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let session_present = info.caps.session_present;
+        self.caps = info.caps;
+        if let Some(max) = info.receive_max {
+            // rumqttc's v5 state narrows its limit (and so its identifier
+            // cycle) the same way.
+            self.pkid_space = max.min(self.window).max(1);
+        }
+        self.phase = Phase::Up;
+        if !session_present {
+            // rumqttc dropped its resends with the old session.
+            self.in_use.retain(|_, slot| !matches!(slot, Slot::Orphan));
+            self.publishes_in_flight = self
+                .in_use
+                .values()
+                .filter(|s| s.counts_as_publish())
+                .count() as u16;
+            self.expected_resends.clear();
+            if !self.subscriptions.is_empty() {
+                tracing::info!(
+                    count = self.subscriptions.len(),
+                    "new session: restoring subscriptions"
+                );
+                self.outbox.push_front(Op::Subscribe {
+                    subs: self.subscriptions.clone(),
+                    reply: None,
+                });
+            }
+        }
+        self.pump();
+    }
+
+    fn on_written(&mut self, pkid: u16, kind: Kind) {
+        if kind == Kind::Publish && pkid != 0 && self.expected_resends.remove(&pkid) {
+            return;
+        }
+        let Some(handed) = self.handed.pop_front() else {
+            tracing::warn!(
+                pkid,
+                ?kind,
+                "rumqttc wrote a packet the client did not ask for"
+            );
+            return;
+        };
+        let Handed { op, pkid: expected } = handed;
+        if op.needs_pkid() {
+            self.pkid_pending = false;
+            if expected != Some(pkid) {
+                tracing::warn!(
+                    pkid,
+                    ?expected,
+                    "rumqttc assigned an unexpected packet identifier"
+                );
+                if pkid != 0 {
+                    self.last_pkid = if pkid >= self.pkid_space { 0 } else { pkid };
+                }
+            }
+        }
+        let slot = match (op, kind) {
+            (Op::Publish { message, reply }, Kind::Publish) => {
+                if message.qos == QoS::AtMostOnce {
+                    // Written and flushed: all QoS 0 promises.
+                    let _ = reply.send(Ok(()));
+                    None
+                } else {
+                    Some(Slot::Publish {
+                        qos: message.qos,
+                        reply,
+                        released: false,
+                    })
+                }
+            }
+            (Op::Subscribe { subs, reply }, Kind::Subscribe) => {
+                Some(Slot::Subscribe { subs, reply })
+            }
+            (Op::Unsubscribe { reply, .. }, Kind::Unsubscribe) => Some(Slot::Unsubscribe { reply }),
+            (op, kind) => {
+                tracing::error!(?kind, "rumqttc's events are out of step with the requests");
+                op.fail(Error::new(
+                    ErrorCode::Internal,
+                    "the client lost track of a request; its outcome is unknown",
+                ));
+                None
+            }
+        };
+        if let Some(slot) = slot {
+            if slot.counts_as_publish() {
+                self.publishes_in_flight += 1;
+            }
+            if let Some(old) = self.in_use.insert(pkid, slot) {
+                tracing::error!(pkid, "packet identifier reused while in use");
+                if old.counts_as_publish() {
+                    self.publishes_in_flight = self.publishes_in_flight.saturating_sub(1);
+                }
+                old.fail(Error::new(
+                    ErrorCode::Internal,
+                    "packet identifier reused while in use; outcome unknown",
+                ));
+            }
+        }
+        self.pump();
+    }
+
+    fn free(&mut self, pkid: u16) -> Option<Slot> {
+        let slot = self.in_use.remove(&pkid)?;
+        if slot.counts_as_publish() {
+            self.publishes_in_flight = self.publishes_in_flight.saturating_sub(1);
+        }
+        Some(slot)
+    }
+
+    fn on_puback(&mut self, pkid: u16, reason: u8) {
+        match self.free(pkid) {
+            Some(Slot::Publish {
+                qos: QoS::AtLeastOnce,
+                reply,
+                ..
+            }) => {
+                let outcome = if reason >= 0x80 {
+                    Err(rejected("message", reason))
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(outcome);
+            }
+            Some(Slot::Orphan) | None => {}
+            Some(other) => {
+                // rumqttc ends the flow on any PUBACK; so does the core.
+                other.fail(Error::new(
+                    ErrorCode::BrokerRejected,
+                    "the broker answered with a PUBACK that does not fit the flow",
+                ));
+            }
+        }
+        self.pump();
+    }
+
+    fn on_pubrec(&mut self, pkid: u16, reason: u8) {
+        let failed = reason >= 0x80;
+        match self.in_use.get_mut(&pkid) {
+            Some(Slot::Publish { released, .. }) if !failed => *released = true,
+            Some(Slot::Orphan) if !failed => {}
+            Some(Slot::Publish { .. } | Slot::Orphan) => {
+                // A failure code ends a QoS 2 flow at PUBREC; rumqttc 0.25
+                // then keeps the slot counted as in flight.
+                if self.protocol == Protocol::V5 {
+                    self.leaked += 1;
+                }
+                if let Some(slot) = self.free(pkid) {
+                    slot.fail(rejected("message", reason));
+                }
+            }
+            _ => {}
+        }
+        self.pump();
+    }
+
+    fn on_pubcomp(&mut self, pkid: u16, reason: u8) {
+        let failed = reason >= 0x80;
+        match self.free(pkid) {
+            Some(Slot::Publish { reply, .. }) => {
+                let outcome = if failed {
+                    Err(rejected("message", reason))
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(outcome);
+            }
+            Some(Slot::Orphan) => {}
+            Some(other) => {
+                // Not ours to end; put it back.
+                self.in_use.insert(pkid, other);
+                return;
+            }
+            None => return,
+        }
+        if failed && self.protocol == Protocol::V5 {
+            self.leaked += 1;
+        }
+        self.pump();
+    }
+
+    fn on_suback(&mut self, pkid: u16, codes: &[u8]) {
+        let Some(slot) = self.in_use.remove(&pkid) else {
+            return;
+        };
+        let Slot::Subscribe { subs, reply } = slot else {
+            self.in_use.insert(pkid, slot);
+            return;
+        };
+        let mut granted = Vec::with_capacity(subs.len());
+        for (i, sub) in subs.into_iter().enumerate() {
+            // A SUBACK without a code for a filter refused it, as far as we know.
+            let code = codes.get(i).copied().unwrap_or(0x80);
+            let qos = if code < 0x80 {
+                QoS::from_level(code)
+            } else {
+                None
+            };
+            if qos.is_some() {
+                self.remember(sub.clone());
+            } else {
+                if reply.is_none() {
+                    tracing::warn!(
+                        filter = %sub.filter,
+                        reason = reason_code_name(code),
+                        "the broker refused to restore a subscription"
+                    );
+                }
+                self.subscriptions.retain(|s| s.filter != sub.filter);
+            }
+            granted.push(Granted {
+                filter: sub.filter,
+                qos,
+                reason_code: code,
+            });
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(granted));
+        }
+        self.pump();
+    }
+
+    fn remember(&mut self, sub: Subscription) {
+        match self
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.filter == sub.filter)
+        {
+            Some(existing) => *existing = sub,
+            None => self.subscriptions.push(sub),
+        }
+    }
+
+    fn on_unsuback(&mut self, pkid: u16, codes: &[u8]) {
+        let Some(slot) = self.in_use.remove(&pkid) else {
+            return;
+        };
+        let Slot::Unsubscribe { reply } = slot else {
+            self.in_use.insert(pkid, slot);
+            return;
+        };
+        let outcome = match codes.iter().find(|&&c| c >= 0x80) {
+            Some(&code) => Err(rejected("unsubscribe", code)),
+            None => Ok(()),
+        };
+        let _ = reply.send(outcome);
+        self.pump();
+    }
+
+    fn on_delivery(&mut self, pkid: u16, mut message: Incoming) -> bool {
+        if self.phase == Phase::Closed {
+            return false;
+        }
+        match message.qos {
+            QoS::AtMostOnce => {
+                if self.qos0_ready >= QOS0_QUEUE_LIMIT {
+                    self.dropped_qos0 += 1;
+                    tracing::warn!(
+                        topic = %message.topic,
+                        dropped = self.dropped_qos0,
+                        "incoming queue full: QoS 0 message dropped"
+                    );
+                    return false;
+                }
+                self.qos0_ready += 1;
+            }
+            qos => {
+                if let Some(id) = self.unacked_pkids.get(&pkid) {
+                    // The broker cannot reuse an identifier we have not
+                    // acked: this is a retransmission of delivery `id`.
+                    tracing::debug!(pkid, id, "duplicate delivery ignored");
+                    return false;
+                }
+                let id = self.next_id;
+                self.unacked.insert(
+                    id,
+                    PendingAck {
+                        pkid,
+                        qos,
+                        acked: false,
+                    },
+                );
+                self.unacked_pkids.insert(pkid, id);
+            }
+        }
+        message.id = self.next_id;
+        self.next_id += 1;
+        self.ready.push_back(message);
+        true
+    }
+
+    /// Takes up to `max` ready deliveries, oldest first.
+    pub(crate) fn take_ready(&mut self, max: usize) -> Vec<Incoming> {
+        let n = max.min(self.ready.len());
+        let batch: Vec<Incoming> = self.ready.drain(..n).collect();
+        let qos0 = batch.iter().filter(|m| m.qos == QoS::AtMostOnce).count();
+        self.qos0_ready -= qos0;
+        batch
+    }
+
+    /// Whether deliveries are ready.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Marks deliveries as processed and sends the acks that are now due,
+    /// in arrival order. Unknown ids (QoS 0, already acked, or from a lost
+    /// connection) are ignored.
+    pub(crate) fn ack(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(pending) = self.unacked.get_mut(id) {
+                pending.acked = true;
+            }
+        }
+        while let Some(entry) = self.unacked.first_entry() {
+            if !entry.get().acked {
+                break;
+            }
+            let pending = entry.remove();
+            self.unacked_pkids.remove(&pending.pkid);
+            let req = Req::Ack {
+                pkid: pending.pkid,
+                qos: pending.qos,
+            };
+            if self.outlet.send(req).is_err() {
+                // The event loop is gone: the broker redelivers.
+                break;
+            }
+        }
+    }
+
+    /// The connection dropped. `resends` are what rumqttc kept to send again
+    /// if the broker resumes the session; the event loop's identifier counter
+    /// starts over.
+    pub(crate) fn on_connection_lost(&mut self, resends: &[Resend]) {
+        for handed in self.handed.drain(..) {
+            handed.op.fail(connection_lost());
+        }
+        for op in self.outbox.drain(..) {
+            op.fail(connection_lost());
+        }
+        for (_, slot) in self.in_use.drain() {
+            slot.fail(connection_lost());
+        }
+        self.expected_resends.clear();
+        for resend in resends {
+            let pkid = match *resend {
+                Resend::Publish(pkid) => {
+                    self.expected_resends.insert(pkid);
+                    pkid
+                }
+                Resend::Release(pkid) => pkid,
+            };
+            self.in_use.insert(pkid, Slot::Orphan);
+        }
+        self.publishes_in_flight = self.in_use.len() as u16;
+        self.pkid_pending = false;
+        self.last_pkid = 0;
+        self.leaked = 0;
+        self.pkid_space = self.window;
+        // Deliveries of the lost connection are void: their identifiers may
+        // name other messages on the next one, and the broker redelivers.
+        self.ready.retain(|m| m.qos == QoS::AtMostOnce);
+        self.unacked.clear();
+        self.unacked_pkids.clear();
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Down;
+        }
+    }
+
+    /// Disconnects for good: every waiting caller gets `Closed`. Sends a
+    /// DISCONNECT when connected; returns whether it did.
+    pub(crate) fn close(&mut self) -> bool {
+        if self.phase == Phase::Closed {
+            return false;
+        }
+        let was_up = self.phase == Phase::Up;
+        self.phase = Phase::Closed;
+        for handed in self.handed.drain(..) {
+            handed.op.fail(closed());
+        }
+        for op in self.outbox.drain(..) {
+            op.fail(closed());
+        }
+        for (_, slot) in self.in_use.drain() {
+            slot.fail(closed());
+        }
+        self.ready.clear();
+        self.qos0_ready = 0;
+        self.unacked.clear();
+        self.unacked_pkids.clear();
+        was_up && self.outlet.send(Req::Disconnect).is_ok()
+    }
+
+    /// Fails everything because the event loop ended without a DISCONNECT.
+    pub(crate) fn fail_all(&mut self, error: Error) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        for handed in self.handed.drain(..) {
+            handed.op.fail(error.clone());
+        }
+        for op in self.outbox.drain(..) {
+            op.fail(error.clone());
+        }
+        for (_, slot) in self.in_use.drain() {
+            slot.fail(error.clone());
+        }
+        self.ready.clear();
+        self.qos0_ready = 0;
+        self.unacked.clear();
+        self.unacked_pkids.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Publish,
+    Subscribe,
+    Unsubscribe,
+}
+
+/// Bytes a Variable Byte Integer takes for `n`.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// The size of the PUBLISH packet for `message`, as the broker counts it
+/// against its Maximum Packet Size.
+pub(crate) fn publish_packet_size(message: &Outgoing, protocol: Protocol) -> usize {
+    let mut remaining = 2 + message.topic.len() + message.payload.len();
+    if message.qos != QoS::AtMostOnce {
+        remaining += 2;
+    }
+    if protocol == Protocol::V5 {
+        let p = &message.properties;
+        let mut props = 0;
+        if p.payload_format.is_some() {
+            props += 2;
+        }
+        if p.message_expiry.is_some() {
+            props += 5;
+        }
+        for s in [&p.content_type, &p.response_topic].into_iter().flatten() {
+            props += 3 + s.len();
+        }
+        if let Some(data) = &p.correlation_data {
+            props += 3 + data.len();
+        }
+        for (k, v) in &p.user_properties {
+            props += 5 + k.len() + v.len();
+        }
+        remaining += varint_len(props) + props;
+    }
+    1 + varint_len(remaining) + remaining
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector::model::MessageProperties;
+
+    /// Records what the core sends.
+    #[derive(Default)]
+    struct Recorder(Vec<Req>);
+
+    impl Outlet for Recorder {
+        fn send(&mut self, req: Req) -> Result<(), OutletClosed> {
+            self.0.push(req);
+            Ok(())
+        }
+    }
+
+    fn up(window: u16) -> Core<Recorder> {
+        let mut core = Core::new(Recorder::default(), Protocol::V5, window);
+        core.on_event(Ev::ConnAck(ConnAckInfo {
+            caps: default_capabilities(Protocol::V5),
+            receive_max: None,
+        }));
+        core
+    }
+
+    fn message(qos: QoS) -> Outgoing {
+        Outgoing {
+            topic: "t".into(),
+            payload: b"x".to_vec(),
+            qos,
+            retain: false,
+            properties: MessageProperties::default(),
+        }
+    }
+
+    fn delivery(qos: QoS) -> Incoming {
+        Incoming {
+            id: 0,
+            topic: "t".into(),
+            payload: vec![],
+            qos,
+            retain: false,
+            duplicate: false,
+            properties: MessageProperties::default(),
+            subscription_ids: vec![],
+        }
+    }
+
+    fn publish(core: &mut Core<Recorder>, qos: QoS) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        core.submit_publish(message(qos), tx);
+        core.pump();
+        rx
+    }
+
+    #[test]
+    fn one_identifier_request_at_a_time_in_rumqttc_order() {
+        let mut core = up(3);
+        let _a = publish(&mut core, QoS::AtLeastOnce);
+        let _b = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(core.outlet.0.len(), 1, "second waits for the first's pkid");
+        core.on_event(Ev::OutPublish(1));
+        assert_eq!(core.outlet.0.len(), 2);
+        core.on_event(Ev::OutPublish(2));
+        assert_eq!(core.in_use.len(), 2);
+    }
+
+    #[test]
+    fn waits_while_the_next_identifier_is_taken() {
+        // Window 2: pkids cycle 1, 2, 1, ... A QoS 2 flow on 1 that is past
+        // PUBREC must hold back the next publish even when 2 is done.
+        let mut core = up(2);
+        let mut a = publish(&mut core, QoS::ExactlyOnce);
+        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::OutPublish(2));
+        let mut c = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
+        core.on_event(Ev::PubAck { pkid: 2, reason: 0 });
+        assert_eq!(b.try_recv().unwrap(), Ok(()));
+        assert_eq!(core.outlet.0.len(), 2, "pkid 1 is still in its QoS 2 flow");
+        core.on_event(Ev::PubComp { pkid: 1, reason: 0 });
+        assert_eq!(a.try_recv().unwrap(), Ok(()));
+        assert_eq!(core.outlet.0.len(), 3);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck {
+            pkid: 1,
+            reason: 0x10,
+        });
+        assert_eq!(c.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn failure_reason_fails_only_that_message() {
+        let mut core = up(10);
+        let mut a = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(2));
+        core.on_event(Ev::PubAck {
+            pkid: 1,
+            reason: 0x87,
+        });
+        core.on_event(Ev::PubAck { pkid: 2, reason: 0 });
+        let err = a.try_recv().unwrap().unwrap_err();
+        assert_eq!(err.code, ErrorCode::BrokerRejected);
+        assert_eq!(err.reason_code, Some(0x87));
+        assert_eq!(b.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn acks_leave_in_arrival_order() {
+        let mut core = up(10);
+        for pkid in [7, 8, 9] {
+            core.on_event(Ev::Publish {
+                pkid,
+                message: delivery(QoS::AtLeastOnce),
+            });
+        }
+        let ids: Vec<u64> = core.take_ready(10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        core.ack(&[3]);
+        assert!(core.outlet.0.is_empty(), "3 waits for 1 and 2");
+        core.ack(&[1]);
+        assert_eq!(
+            core.outlet.0,
+            vec![Req::Ack {
+                pkid: 7,
+                qos: QoS::AtLeastOnce
+            }]
+        );
+        core.ack(&[2, 2, 99]);
+        let pkids: Vec<u16> = core
+            .outlet
+            .0
+            .iter()
+            .map(|r| match r {
+                Req::Ack { pkid, .. } => *pkid,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(pkids, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn lost_connection_voids_deliveries_and_fails_waiting_publishes() {
+        let mut core = up(10);
+        core.on_event(Ev::Publish {
+            pkid: 1,
+            message: delivery(QoS::AtLeastOnce),
+        });
+        core.on_event(Ev::Publish {
+            pkid: 0,
+            message: delivery(QoS::AtMostOnce),
+        });
+        let mut a = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_connection_lost(&[Resend::Publish(1)]);
+        assert_eq!(
+            a.try_recv().unwrap().unwrap_err().code,
+            ErrorCode::ConnectionFailed
+        );
+        // Only the QoS 0 delivery survives; acking id 1 sends nothing.
+        let ready = core.take_ready(10);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].qos, QoS::AtMostOnce);
+        core.ack(&[1]);
+        // The same pkid on the new connection is another message.
+        let mut info = ConnAckInfo {
+            caps: default_capabilities(Protocol::V5),
+            receive_max: None,
+        };
+        info.caps.session_present = true;
+        core.on_event(Ev::ConnAck(info));
+        core.on_event(Ev::Publish {
+            pkid: 1,
+            message: delivery(QoS::AtLeastOnce),
+        });
+        let before = core.outlet.0.len();
+        core.ack(&[1]);
+        assert_eq!(
+            core.outlet.0.len(),
+            before,
+            "stale id 1 must not ack pkid 1"
+        );
+        // The resend's events belong to no caller, and its pkid stays taken.
+        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(core.handed.len(), 0, "pkid 1 is the resend's until acked");
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(core.handed.len(), 1);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(b.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn new_session_restores_subscriptions_first() {
+        let mut core = up(10);
+        let (tx, mut rx) = oneshot::channel();
+        let sub = Subscription {
+            filter: "a/#".into(),
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        };
+        core.submit_subscribe(vec![sub.clone()], tx);
+        core.on_event(Ev::OutSubscribe(1));
+        core.on_event(Ev::SubAck {
+            pkid: 1,
+            codes: vec![1],
+        });
+        let granted = rx.try_recv().unwrap().unwrap();
+        assert_eq!(granted[0].qos, Some(QoS::AtLeastOnce));
+        core.on_connection_lost(&[]);
+        core.on_event(Ev::ConnAck(ConnAckInfo {
+            caps: default_capabilities(Protocol::V5),
+            receive_max: Some(5),
+        }));
+        assert_eq!(core.outlet.0.last(), Some(&Req::Subscribe(vec![sub])));
+    }
+
+    #[test]
+    fn qos0_overflow_is_dropped_and_counted() {
+        let mut core = up(10);
+        for _ in 0..QOS0_QUEUE_LIMIT + 3 {
+            core.on_event(Ev::Publish {
+                pkid: 0,
+                message: delivery(QoS::AtMostOnce),
+            });
+        }
+        assert_eq!(core.dropped_qos0(), 3);
+        assert_eq!(core.take_ready(usize::MAX).len(), QOS0_QUEUE_LIMIT);
+    }
+
+    #[test]
+    fn packet_size_counts_header_and_properties() {
+        let mut m = message(QoS::AtLeastOnce);
+        // 1 + 1 + (2 + 1 + 2 + 1) on 3.1.1
+        assert_eq!(publish_packet_size(&m, Protocol::V311), 8);
+        m.properties.content_type = Some("ab".into());
+        // + property length (1) + 3 + 2
+        assert_eq!(publish_packet_size(&m, Protocol::V5), 8 + 1 + 5);
+    }
+}

@@ -1,0 +1,176 @@
+//! The task that owns the rumqttc event loop.
+//!
+//! It polls without pause, feeds each event to the core, and on a lost
+//! connection tidies up (buffered events, stale requests, fresh protocol
+//! state), waits out the backoff and polls again, which reconnects. The
+//! first connection is the exception: its failure ends the task and goes to
+//! the caller of `connect`, because retrying a bad URL or bad credentials
+//! forever helps nobody.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use connector::model::{Error, ErrorCode};
+use tokio::sync::{oneshot, Notify};
+
+use super::core::{Core, Ev, Phase};
+use super::link::{Link, LinkError, Sender};
+
+/// What the client's handle and the driver share.
+pub(crate) struct Shared {
+    core: Mutex<Core<Sender>>,
+    /// Wakes `receive` callers: deliveries arrived, or the client closed.
+    pub incoming: Notify,
+    /// Wakes the driver from its backoff when the client closes.
+    pub stop: Notify,
+}
+
+impl Shared {
+    /// Shares `core`.
+    pub(crate) fn new(core: Core<Sender>) -> Self {
+        Shared {
+            core: Mutex::new(core),
+            incoming: Notify::new(),
+            stop: Notify::new(),
+        }
+    }
+
+    /// The core, locked. A panic elsewhere while it was locked does not
+    /// poison the client: the core's state stays consistent per call.
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core<Sender>> {
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How the driver reconnects.
+pub(crate) struct Settings {
+    /// The broker URL, for messages.
+    pub url: String,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+/// Runs the event loop until the client closes (or the first connection
+/// fails, which is reported on `first`).
+pub(crate) async fn run(
+    mut link: Link,
+    shared: Arc<Shared>,
+    settings: Settings,
+    first: oneshot::Sender<Result<(), Error>>,
+) {
+    let mut first = Some(first);
+    let mut backoff = settings.reconnect_min;
+    loop {
+        let result = if link.is_connected() {
+            link.poll().await
+        } else {
+            // Dropping the poll future while it connects is safe: rumqttc
+            // only keeps the network once the CONNACK is in.
+            match tokio::time::timeout(settings.connect_timeout, link.poll()).await {
+                Ok(result) => result,
+                Err(_) => Err(LinkError::Timeout),
+            }
+        };
+        match result {
+            Ok(ev) => {
+                if let Ev::ConnAck(info) = &ev {
+                    if info.receive_max == Some(0) {
+                        let error = Error::new(
+                            ErrorCode::ConnectionFailed,
+                            format!("{} sent Receive Maximum 0, a protocol error", settings.url),
+                        );
+                        tracing::error!(url = %settings.url, "broker sent Receive Maximum 0");
+                        shared.core().fail_all(error.clone());
+                        shared.incoming.notify_waiters();
+                        if let Some(tx) = first.take() {
+                            let _ = tx.send(Err(error));
+                        }
+                        return;
+                    }
+                }
+                let connack = matches!(ev, Ev::ConnAck(_));
+                let disconnected = matches!(ev, Ev::OutDisconnect);
+                let (wake, phase, wedged) = {
+                    let mut core = shared.core();
+                    let wake = core.on_event(ev);
+                    (wake, core.phase(), core.wedged())
+                };
+                if wake {
+                    shared.incoming.notify_waiters();
+                }
+                if phase == Phase::Closed {
+                    if disconnected {
+                        return;
+                    }
+                    if connack {
+                        // Closed while reconnecting: leave politely.
+                        link.force_disconnect();
+                    }
+                    continue;
+                }
+                if connack {
+                    backoff = settings.reconnect_min;
+                    match first.take() {
+                        Some(tx) => {
+                            if tx.send(Ok(())).is_err() {
+                                // The caller of `connect` went away.
+                                return;
+                            }
+                        }
+                        None => tracing::info!(url = %settings.url, "reconnected"),
+                    }
+                }
+                if wedged {
+                    tracing::warn!(
+                        url = %settings.url,
+                        "in-flight window used up by rejected QoS 2 messages; renewing the connection"
+                    );
+                    link.force_disconnect();
+                }
+            }
+            Err(e) => {
+                let buffered = link.drain_buffered();
+                let closed = {
+                    let mut core = shared.core();
+                    for ev in buffered {
+                        core.on_event(ev);
+                    }
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Err(e.into_error(&settings.url)));
+                        return;
+                    }
+                    let closed = core.phase() == Phase::Closed;
+                    if !closed {
+                        let resends = link.scrub();
+                        core.on_connection_lost(&resends);
+                    }
+                    closed
+                };
+                shared.incoming.notify_waiters();
+                if closed {
+                    return;
+                }
+                tracing::warn!(
+                    url = %settings.url,
+                    error = ?e,
+                    retry_in = ?backoff,
+                    "connection to the broker lost"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.stop.notified() => {}
+                }
+                if shared.core().phase() == Phase::Closed {
+                    return;
+                }
+                backoff = backoff.saturating_mul(2).min(settings.reconnect_max);
+            }
+        }
+    }
+}

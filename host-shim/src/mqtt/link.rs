@@ -1,0 +1,199 @@
+//! One rumqttc event loop of either protocol, behind one type.
+//!
+//! An enum rather than a trait: the driver's future stays `Send` without
+//! boxed futures, and each adapter module keeps rumqttc's version-specific types to
+//! itself.
+
+use std::time::Duration;
+
+use connector::model::{reason_code_name, ConnectOptions, Error, ErrorCode, Protocol};
+use rumqttc::{TlsConfiguration, Transport};
+
+use super::core::{Ev, Outlet, OutletClosed, Req, Resend};
+use super::endpoint::Endpoint;
+use super::{tls, v4, v5};
+
+/// Requests rumqttc's channel holds at most. Only acks can pile up (one per
+/// delivery the broker has in flight toward us, at most 65,535); the core
+/// hands over at most one packet-identifier request at a time.
+pub(crate) const REQUEST_CAPACITY: usize = u16::MAX as usize + 64;
+
+/// Why a connection attempt or a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkError {
+    /// The broker refused the CONNECT with this return or reason code.
+    Refused {
+        /// The code the broker sent.
+        code: u8,
+        /// Bad credentials or not authorized.
+        not_authorized: bool,
+        /// The code's name.
+        name: &'static str,
+    },
+    /// No CONNACK in time.
+    Timeout,
+    /// Anything else: I/O, TLS, protocol.
+    Other(String),
+}
+
+impl LinkError {
+    /// The typed error a caller of `connect` sees.
+    pub(crate) fn into_error(self, url: &str) -> Error {
+        match self {
+            LinkError::Refused {
+                code,
+                not_authorized,
+                name,
+            } => {
+                let kind = if not_authorized {
+                    ErrorCode::NotAuthorized
+                } else {
+                    ErrorCode::ConnectionFailed
+                };
+                Error::new(kind, format!("{url} refused the connection: {name}"))
+                    .with_reason_code(code)
+            }
+            LinkError::Timeout => Error::new(
+                ErrorCode::Timeout,
+                format!("no answer from {url} within the connect timeout"),
+            ),
+            LinkError::Other(why) => Error::new(
+                ErrorCode::ConnectionFailed,
+                format!("cannot connect to {url}: {why}"),
+            ),
+        }
+    }
+}
+
+/// A refusal on 5.0: its code names itself.
+pub(crate) fn refused_v5(code: u8) -> LinkError {
+    LinkError::Refused {
+        code,
+        not_authorized: matches!(code, 0x86 | 0x87),
+        name: reason_code_name(code),
+    }
+}
+
+/// A refusal on 3.1.1, whose return codes (1 to 5) differ from 5.0's.
+pub(crate) fn refused_v311(code: u8) -> LinkError {
+    let name = match code {
+        1 => "unacceptable protocol version",
+        2 => "identifier rejected",
+        3 => "server unavailable",
+        4 => "bad user name or password",
+        5 => "not authorized",
+        _ => "unknown return code",
+    };
+    LinkError::Refused {
+        code,
+        not_authorized: matches!(code, 4 | 5),
+        name,
+    }
+}
+
+/// The transport for `endpoint`, with TLS configured from `options`.
+pub(crate) fn transport(options: &ConnectOptions, endpoint: &Endpoint) -> Result<Transport, Error> {
+    if !endpoint.tls {
+        if options.tls.is_some() {
+            tracing::warn!(url = %options.url, "tls options ignored for a plain mqtt:// url");
+        }
+        return Ok(Transport::Tcp);
+    }
+    let tls_options = options.tls.clone().unwrap_or_default();
+    let config = tls::client_config(&tls_options)?;
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(config)))
+}
+
+/// rumqttc's connect timeout is in whole seconds; the driver enforces the
+/// exact one, this is only a backstop.
+pub(crate) fn backstop_secs(timeout: Duration) -> u64 {
+    timeout.as_secs().saturating_add(1)
+}
+
+/// A rumqttc client and its event loop.
+pub(crate) enum Link {
+    /// MQTT 3.1.1.
+    V4(Box<v4::Link>),
+    /// MQTT 5.0.
+    V5(Box<v5::Link>),
+}
+
+/// The request side of a [`Link`], kept by the core.
+pub(crate) enum Sender {
+    /// MQTT 3.1.1.
+    V4(rumqttc::AsyncClient),
+    /// MQTT 5.0.
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Outlet for Sender {
+    fn send(&mut self, req: Req) -> Result<(), OutletClosed> {
+        match self {
+            Sender::V4(client) => v4::send(client, req),
+            Sender::V5(client) => v5::send(client, req),
+        }
+    }
+}
+
+impl Link {
+    /// A link for `options`, not yet connected.
+    pub(crate) fn new(options: &ConnectOptions, endpoint: &Endpoint) -> Result<Link, Error> {
+        let transport = transport(options, endpoint)?;
+        Ok(match options.protocol {
+            Protocol::V311 => Link::V4(Box::new(v4::Link::new(options, endpoint, transport)?)),
+            Protocol::V5 => Link::V5(Box::new(v5::Link::new(options, endpoint, transport)?)),
+        })
+    }
+
+    /// The sender for the core.
+    pub(crate) fn sender(&self) -> Sender {
+        match self {
+            Link::V4(l) => Sender::V4(l.client()),
+            Link::V5(l) => Sender::V5(l.client()),
+        }
+    }
+
+    /// Whether a connection is up (so `poll` will not connect first).
+    pub(crate) fn is_connected(&self) -> bool {
+        match self {
+            Link::V4(l) => l.is_connected(),
+            Link::V5(l) => l.is_connected(),
+        }
+    }
+
+    /// The next event; connects first when not connected.
+    pub(crate) async fn poll(&mut self) -> Result<Ev, LinkError> {
+        match self {
+            Link::V4(l) => l.poll().await,
+            Link::V5(l) => l.poll().await,
+        }
+    }
+
+    /// Events rumqttc buffered before the connection failed.
+    pub(crate) fn drain_buffered(&mut self) -> Vec<Ev> {
+        match self {
+            Link::V4(l) => l.drain_buffered(),
+            Link::V5(l) => l.drain_buffered(),
+        }
+    }
+
+    /// After a failure: drops every request that must not reach the next
+    /// connection (acks, new publishes, subscribes), keeps the resends MQTT
+    /// asks for when the session resumes, and gives the event loop a fresh
+    /// protocol state. Returns the resends.
+    pub(crate) fn scrub(&mut self) -> Vec<Resend> {
+        match self {
+            Link::V4(l) => l.scrub(),
+            Link::V5(l) => l.scrub(),
+        }
+    }
+
+    /// Ends the connection with a DISCONNECT that skips rumqttc's flow
+    /// control (for a wedged in-flight window).
+    pub(crate) fn force_disconnect(&mut self) {
+        match self {
+            Link::V4(l) => l.force_disconnect(),
+            Link::V5(l) => l.force_disconnect(),
+        }
+    }
+}

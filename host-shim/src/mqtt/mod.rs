@@ -1,0 +1,55 @@
+//! The host's MQTT client capability: one [`MqttClient`] per connector
+//! operation, over rumqttc's 3.1.1 (v4) or 5.0 (v5) client.
+//!
+//! # Tasks and channels
+//!
+//! ```text
+//!  MqttClient (any task)            driver task (one per client)
+//!  ─────────────────────            ─────────────────────────────
+//!  publish / subscribe ──┐
+//!  ack / receive         ├─► Mutex<Core> ◄── events ── rumqttc EventLoop::poll
+//!                        │      │                           ▲
+//!                        └──────┴── requests (try_send) ────┘
+//! ```
+//!
+//! - The **driver** owns the rumqttc `EventLoop` and does nothing but poll it,
+//!   so the event loop keeps pinging whatever the pipeline does: no call of
+//!   the handle ever waits on the driver, and the driver never waits on a
+//!   caller (a full incoming queue drops QoS 0 and relies on the broker's
+//!   in-flight limit for QoS 1 and 2).
+//! - The **core** ([`core`]) is a sans-I/O state machine behind one mutex: it
+//!   takes caller operations and rumqttc events and decides which requests go
+//!   to the event loop. Both sides only lock it briefly and never across an
+//!   `.await`, and every request is handed to rumqttc while the lock is held,
+//!   so the order in which the core decides is the order on the wire.
+//! - Outcomes travel back on oneshot channels, one per message, so a publish
+//!   batch is pipelined and each result resolves at its own acknowledgement.
+//!
+//! # Why the core assigns the pace of packet identifiers
+//!
+//! rumqttc numbers outgoing packets itself, cycling through
+//! `1..=inflight`, and only detects a collision with a QoS 1 PUBLISH still
+//! waiting for its PUBACK. A QoS 2 flow that is past PUBREC, or a SUBSCRIBE,
+//! would silently share its identifier with a new PUBLISH when acks come back
+//! out of order (mixed QoS in one batch is enough). The core therefore
+//! mirrors rumqttc's counter, hands over at most one identifier-consuming
+//! request at a time, and only when the identifier it will get is free. This
+//! also gives each `Outgoing::Publish(pkid)` event an unambiguous batch entry.
+//!
+//! The protocol adapters ([`v4`], [`v5`]) translate between rumqttc's types
+//! and the core's protocol-neutral requests and events; [`endpoint`] parses
+//! the broker URL and [`tls`] builds the rustls configuration.
+
+mod client;
+pub(crate) mod core;
+mod driver;
+pub(crate) mod endpoint;
+mod link;
+pub(crate) mod tls;
+pub(crate) mod v4;
+pub(crate) mod v5;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::MqttClient;

@@ -1,0 +1,239 @@
+//! The MQTT 3.1.1 adapter over rumqttc's v4 client.
+
+use std::time::Duration;
+
+use connector::model::{ConnectOptions, Error, ErrorCode, Incoming, MessageProperties, Protocol};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, MqttState,
+    NetworkOptions, Outgoing, Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode,
+    Transport,
+};
+
+use super::core::{default_capabilities, ConnAckInfo, Ev, OutletClosed, Req, Resend};
+use super::endpoint::Endpoint;
+use super::link::{backstop_secs, refused_v311, LinkError, REQUEST_CAPACITY};
+
+fn qos(q: connector::model::QoS) -> QoS {
+    match q {
+        connector::model::QoS::AtMostOnce => QoS::AtMostOnce,
+        connector::model::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        connector::model::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn model_qos(q: QoS) -> connector::model::QoS {
+    match q {
+        QoS::AtMostOnce => connector::model::QoS::AtMostOnce,
+        QoS::AtLeastOnce => connector::model::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => connector::model::QoS::ExactlyOnce,
+    }
+}
+
+/// A v4 client and its event loop.
+pub(crate) struct Link {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    window: u16,
+}
+
+impl Link {
+    pub(crate) fn new(
+        options: &ConnectOptions,
+        endpoint: &Endpoint,
+        transport: Transport,
+    ) -> Result<Link, Error> {
+        if options.client_id.is_empty() && !options.clean_start {
+            // MQTT-3.1.3-7; rumqttc would also panic on it.
+            return Err(Error::new(
+                ErrorCode::InvalidConfig,
+                "MQTT 3.1.1 needs a client id to keep a session (clean_start false)",
+            ));
+        }
+        let window = options.inflight_window.max(1);
+        let mut mqtt = MqttOptions::new(
+            options.client_id.clone(),
+            endpoint.host.clone(),
+            endpoint.port,
+        );
+        // rumqttc refuses keep alives below one second other than zero.
+        let keep_alive = match options.keep_alive.as_secs() {
+            0 if options.keep_alive.is_zero() => Duration::ZERO,
+            secs => Duration::from_secs(secs.max(1)),
+        };
+        mqtt.set_keep_alive(keep_alive)
+            .set_clean_session(options.clean_start)
+            .set_inflight(window)
+            .set_manual_acks(true)
+            .set_request_channel_capacity(REQUEST_CAPACITY)
+            .set_max_packet_size(super::core::MQTT_MAX_PACKET, super::core::MQTT_MAX_PACKET)
+            .set_transport(transport);
+        if let Some(user) = &options.username {
+            mqtt.set_credentials(user.clone(), options.password.clone().unwrap_or_default());
+        }
+        if let Some(will) = &options.will {
+            mqtt.set_last_will(LastWill::new(
+                will.topic.clone(),
+                will.payload.clone(),
+                qos(will.qos),
+                will.retain,
+            ));
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(backstop_secs(options.connect_timeout));
+        eventloop.set_network_options(network);
+        Ok(Link {
+            client,
+            eventloop,
+            window,
+        })
+    }
+
+    pub(crate) fn client(&self) -> AsyncClient {
+        self.client.clone()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.eventloop.network.is_some()
+    }
+
+    pub(crate) async fn poll(&mut self) -> Result<Ev, LinkError> {
+        match self.eventloop.poll().await {
+            Ok(event) => Ok(convert(event)),
+            Err(e) => Err(link_error(e)),
+        }
+    }
+
+    pub(crate) fn drain_buffered(&mut self) -> Vec<Ev> {
+        self.eventloop.state.events.drain(..).map(convert).collect()
+    }
+
+    pub(crate) fn scrub(&mut self) -> Vec<Resend> {
+        // Pull in whatever reached the channel after rumqttc's own clean-up.
+        self.eventloop.clean();
+        let mut resends = Vec::new();
+        let pending = std::mem::take(&mut self.eventloop.pending);
+        for request in pending {
+            match request {
+                Request::Publish(mut publish) if publish.pkid != 0 => {
+                    publish.dup = true;
+                    resends.push(Resend::Publish(publish.pkid));
+                    self.eventloop.pending.push_back(Request::Publish(publish));
+                }
+                Request::PubRel(rel) => {
+                    resends.push(Resend::Release(rel.pkid));
+                    self.eventloop.pending.push_back(Request::PubRel(rel));
+                }
+                _ => {}
+            }
+        }
+        // A fresh state restarts the identifier counter the core mirrors.
+        self.eventloop.state = MqttState::new(self.window, true);
+        resends
+    }
+
+    pub(crate) fn force_disconnect(&mut self) {
+        self.eventloop
+            .pending
+            .push_front(Request::Disconnect(rumqttc::Disconnect));
+    }
+}
+
+/// Hands `req` to the event loop.
+pub(crate) fn send(client: &AsyncClient, req: Req) -> Result<(), OutletClosed> {
+    let result = match req {
+        Req::Publish(m) => client.try_publish(m.topic, qos(m.qos), m.retain, m.payload),
+        Req::Subscribe(subs) => client.try_subscribe_many(
+            subs.into_iter()
+                .map(|s| SubscribeFilter::new(s.filter, qos(s.qos))),
+        ),
+        Req::Unsubscribe(filter) => client.try_unsubscribe(filter),
+        Req::Ack { pkid, qos: q } => {
+            let mut publish = Publish::new("", qos(q), Vec::new());
+            publish.pkid = pkid;
+            client.try_ack(&publish)
+        }
+        Req::Disconnect => client.try_disconnect(),
+    };
+    result.map_err(|e| {
+        tracing::debug!(error = %e, "the event loop did not take a request");
+        OutletClosed
+    })
+}
+
+fn convert(event: Event) -> Ev {
+    match event {
+        Event::Incoming(packet) => match packet {
+            Packet::ConnAck(ack) => {
+                let mut caps = default_capabilities(Protocol::V311);
+                caps.session_present = ack.session_present;
+                Ev::ConnAck(ConnAckInfo {
+                    caps,
+                    receive_max: None,
+                })
+            }
+            Packet::Publish(p) => Ev::Publish {
+                pkid: p.pkid,
+                message: Incoming {
+                    id: 0,
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    qos: model_qos(p.qos),
+                    retain: p.retain,
+                    duplicate: p.dup,
+                    properties: MessageProperties::default(),
+                    subscription_ids: Vec::new(),
+                },
+            },
+            Packet::PubAck(a) => Ev::PubAck {
+                pkid: a.pkid,
+                reason: 0,
+            },
+            Packet::PubRec(r) => Ev::PubRec {
+                pkid: r.pkid,
+                reason: 0,
+            },
+            Packet::PubComp(c) => Ev::PubComp {
+                pkid: c.pkid,
+                reason: 0,
+            },
+            Packet::SubAck(s) => Ev::SubAck {
+                pkid: s.pkid,
+                codes: s
+                    .return_codes
+                    .iter()
+                    .map(|c| match c {
+                        SubscribeReasonCode::Success(q) => *q as u8,
+                        SubscribeReasonCode::Failure => 0x80,
+                    })
+                    .collect(),
+            },
+            Packet::UnsubAck(u) => Ev::UnsubAck {
+                pkid: u.pkid,
+                codes: Vec::new(),
+            },
+            _ => Ev::Other,
+        },
+        Event::Outgoing(out) => match out {
+            Outgoing::Publish(pkid) => Ev::OutPublish(pkid),
+            Outgoing::Subscribe(pkid) => Ev::OutSubscribe(pkid),
+            Outgoing::Unsubscribe(pkid) => Ev::OutUnsubscribe(pkid),
+            Outgoing::Disconnect => Ev::OutDisconnect,
+            Outgoing::AwaitAck(pkid) => {
+                tracing::warn!(pkid, "rumqttc is waiting for a packet identifier");
+                Ev::Other
+            }
+            _ => Ev::Other,
+        },
+    }
+}
+
+fn link_error(e: ConnectionError) -> LinkError {
+    match e {
+        ConnectionError::ConnectionRefused(code) => refused_v311(code as u8),
+        ConnectionError::NetworkTimeout => LinkError::Timeout,
+        ConnectionError::Io(io) => LinkError::Other(io.to_string()),
+        other => LinkError::Other(other.to_string()),
+    }
+}
