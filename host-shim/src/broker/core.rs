@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 pub type ConnId = u64;
 
 /// What the core asks the shell to do.
+// Nearly every action is a Send; boxing its packet would cost an allocation
+// per packet on the publish path to shrink the rare Close.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Encode `packet` and write it to the connection.
@@ -314,10 +317,13 @@ impl Broker {
             .and_then(|s| self.sessions.get(&s))
             .and_then(|s| s.conn)
         {
-            // 5.0 section 3.1.3.2.2: a new connection for the client id
-            // before the will is due means the will is not sent.
-            if let Some(old) = self.conns.get_mut(&old_conn) {
-                old.will = None;
+            // 5.0 section 3.1.2.5: the will waits for its delay or the end
+            // of the session, and a new connection that carries the session
+            // on cancels it. 3.1.1 has no such exception (MQTT-3.1.2-8).
+            if v5 && !connect.clean_start {
+                if let Some(old) = self.conns.get_mut(&old_conn) {
+                    old.will = None;
+                }
             }
             self.disconnect(now, old_conn, DisconnectReasonCode::SessionTakenOver);
         }
@@ -1254,7 +1260,7 @@ impl Broker {
     }
 
     fn schedule_sweep(&mut self, now: Instant) {
-        if !self.sweep_scheduled && self.retained.len() > 0 {
+        if !self.sweep_scheduled && !self.retained.is_empty() {
             self.sweep_scheduled = true;
             self.schedule(now + RETAINED_SWEEP, Timer::RetainedSweep);
         }

@@ -44,6 +44,9 @@ pub struct Queued {
 }
 
 /// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
+// Most entries are PUBLISHes; boxing them would add an allocation per
+// message in flight to shrink the release step.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept so it

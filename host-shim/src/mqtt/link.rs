@@ -74,21 +74,18 @@ pub(crate) fn refused_v5(code: u8) -> LinkError {
     }
 }
 
-/// A refusal on 3.1.1, whose return codes (1 to 5) differ from 5.0's.
+/// A refusal on 3.1.1. Its return codes (1 to 5) are reported as their 5.0
+/// equivalents, so one reason code names a refusal whatever the protocol.
 pub(crate) fn refused_v311(code: u8) -> LinkError {
-    let name = match code {
-        1 => "unacceptable protocol version",
-        2 => "identifier rejected",
-        3 => "server unavailable",
-        4 => "bad user name or password",
-        5 => "not authorized",
-        _ => "unknown return code",
+    let code = match code {
+        1 => 0x84,
+        2 => 0x85,
+        3 => 0x88,
+        4 => 0x86,
+        5 => 0x87,
+        _ => 0x80,
     };
-    LinkError::Refused {
-        code,
-        not_authorized: matches!(code, 4 | 5),
-        name,
-    }
+    refused_v5(code)
 }
 
 /// The transport for `endpoint`, with TLS configured from `options`.

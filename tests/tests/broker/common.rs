@@ -950,6 +950,25 @@ pub fn raw_publish(
     frame(header, &b)
 }
 
+/// A 5.0 PUBLISH with a raw property block (`props`, without its length).
+pub fn raw_publish_v5_props(
+    topic: &str,
+    qos: u8,
+    pkid: u16,
+    props: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_str(&mut b, topic.as_bytes());
+    if qos > 0 {
+        b.put_u16(pkid);
+    }
+    put_varint(&mut b, props.len());
+    b.extend_from_slice(props);
+    b.extend_from_slice(payload);
+    frame(0x30 | (qos << 1), &b)
+}
+
 /// A SUBSCRIBE with one filter; `options` is the QoS byte (3.1.1) or the
 /// Subscription Options byte (5.0).
 pub fn raw_subscribe(level: u8, pkid: u16, filter: &str, options: u8) -> Vec<u8> {

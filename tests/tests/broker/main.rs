@@ -12,6 +12,7 @@ mod common;
 mod connection;
 mod flow;
 mod interop;
+mod limits;
 mod malformed;
 mod qos;
 mod retained;

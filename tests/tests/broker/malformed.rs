@@ -217,3 +217,163 @@ async fn oversized_packet_closes_mqtt_3_2_2_15() -> Result<()> {
     assert_eq!(watcher.next_publish().await?.payload.len(), 900);
     broker.shutdown().await
 }
+
+/// Invalid Topic Names close the connection and are not forwarded: empty
+/// (v311 MQTT-4.7.3-1; v5 MQTT-4.7.3-1, without a Topic Alias), containing
+/// U+0000 (MQTT-4.7.3-2), ill-formed UTF-8 and an encoded surrogate (v311
+/// MQTT-1.5.3-1, v5 MQTT-1.5.4-1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_topic_names_close_mqtt_4_7_3_1_and_2_and_1_5_4_1() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut watcher = V4::connect(v4_opts(&broker, "badtopic-watch")).await?;
+    watcher.subscribe("#", 1).await?;
+    let topics: [(&str, &[u8]); 4] = [
+        ("empty", b""),
+        ("NUL", b"a\0b"),
+        ("ill-formed UTF-8", &[b'a', 0xC3, 0x28]),
+        ("surrogate", &[b'a', 0xED, 0xA0, 0x80]),
+    ];
+    for level in [4u8, 5] {
+        for (what, topic) in topics {
+            let connect = if level == 5 {
+                RawConnect::v5("badtopic")
+            } else {
+                RawConnect::v4("badtopic")
+            };
+            let mut raw = Raw::connected(&broker, &connect).await?;
+            // Built by hand: the topic bytes are deliberately not a &str.
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic);
+            body.extend_from_slice(&1u16.to_be_bytes());
+            if level == 5 {
+                body.push(0);
+            }
+            body.extend_from_slice(b"payload");
+            let mut packet = vec![0x32, body.len() as u8];
+            packet.extend(body);
+            raw.send(&packet).await?;
+            let frames = raw.closed().await?;
+            let what = format!("level {level}, {what} topic");
+            assert!(
+                frames.iter().all(|f| f.kind() == kind::DISCONNECT),
+                "{what}: no PUBACK expected: {frames:?}"
+            );
+            assert_error_disconnect(&frames, &[0x81, 0x82, 0x90], &what);
+        }
+    }
+    watcher.no_publish().await?;
+    broker.shutdown().await
+}
+
+/// A Remaining Length longer than four bytes is malformed: closed (v5
+/// MQTT-1.5.5-1 and section 2.1.4; v311 section 2.2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_remaining_length_closes() -> Result<()> {
+    let broker = Broker::start().await?;
+    for connect in [RawConnect::v4("varint-4"), RawConnect::v5("varint-5")] {
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        raw.send(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await?;
+        let frames = raw.closed().await?;
+        assert!(
+            frames.iter().all(|f| f.kind() == kind::DISCONNECT),
+            "{frames:?}"
+        );
+        assert_error_disconnect(&frames, &[0x81, 0x95], "5-byte Remaining Length");
+    }
+    broker.shutdown().await
+}
+
+/// Reserved bits in the SUBSCRIBE options byte are malformed: closed (v311
+/// MQTT-3-8.3-4, v5 MQTT-3.8.3-5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_reserved_option_bits_close_mqtt_3_8_3_5() -> Result<()> {
+    let broker = Broker::start().await?;
+    for (connect, options) in [
+        (RawConnect::v4("subopts-4"), 0x41u8),
+        (RawConnect::v5("subopts-5"), 0xC1),
+    ] {
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        raw.send(&raw_subscribe(connect.level, 1, "so/t", options))
+            .await?;
+        let frames = raw.closed().await?;
+        assert!(
+            frames.iter().all(|f| f.kind() == kind::DISCONNECT),
+            "level {}: no SUBACK expected: {frames:?}",
+            connect.level
+        );
+        assert_error_disconnect(&frames, &[0x81], "reserved subscription option bits");
+    }
+    broker.shutdown().await
+}
+
+/// 5.0: No Local on a Shared Subscription is a Protocol Error (MQTT-3.8.3-4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_no_local_on_shared_subscription_mqtt_3_8_3_4() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut raw = Raw::connected(&broker, &RawConnect::v5("share-nolocal")).await?;
+    raw.send(&raw_subscribe(5, 1, "$share/g/nl/t", 0x05))
+        .await?;
+    let frames = raw.closed().await?;
+    assert!(
+        frames.iter().all(|f| f.kind() == kind::DISCONNECT),
+        "{frames:?}"
+    );
+    assert_error_disconnect(&frames, &[0x82], "No Local on a shared subscription");
+    broker.shutdown().await
+}
+
+/// One SUBSCRIBE with several filters is one SUBACK with a code per filter,
+/// in order (v311 MQTT-3.8.4-4, MQTT-3.9.3-1; v5 MQTT-3.8.4-5,
+/// MQTT-3.9.3-1); an invalid filter fails alone (0x80 / 0x8F).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_filter_subscribe_one_suback_in_order_mqtt_3_9_3_1() -> Result<()> {
+    let broker = Broker::start().await?;
+    for connect in [RawConnect::v4("multi-4"), RawConnect::v5("multi-5")] {
+        let level = connect.level;
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        let mut body = 0x1234u16.to_be_bytes().to_vec();
+        if level == 5 {
+            body.push(0);
+        }
+        for (filter, qos) in [
+            ("m/two", 2u8),
+            ("m/zero", 0),
+            ("m/bad/#/x", 1),
+            ("m/one", 1),
+        ] {
+            body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+            body.extend_from_slice(filter.as_bytes());
+            body.push(qos);
+        }
+        let mut packet = vec![0x82, body.len() as u8];
+        packet.extend(body);
+        raw.send(&packet).await?;
+        let suback = raw.recv().await?;
+        assert_eq!((suback.kind(), suback.pkid()), (kind::SUBACK, 0x1234));
+        let codes = &suback.body[suback.body.len() - 4..];
+        let failure = if level == 5 { 0x8F } else { 0x80 };
+        assert!(
+            codes == [2, 0, failure, 1] || (level == 5 && codes == [2, 0, 0x80, 1]),
+            "level {level}: SUBACK codes {codes:02x?}"
+        );
+    }
+    broker.shutdown().await
+}
+
+/// A PUBREL for a Packet Identifier the broker does not know still gets a
+/// PUBCOMP (v5 MQTT-4.3.3-11; v311 section 4.3.3), in 5.0 with 0x92 Packet
+/// Identifier not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubrel_unknown_packet_id_gets_pubcomp_mqtt_4_3_3_11() -> Result<()> {
+    let broker = Broker::start().await?;
+    for connect in [RawConnect::v4("pubrel-4"), RawConnect::v5("pubrel-5")] {
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        raw.send(&raw_ack(kind::PUBREL, 9)).await?;
+        let f = raw.recv().await?;
+        assert_eq!((f.kind(), f.pkid()), (kind::PUBCOMP, 9), "{f:?}");
+        if connect.level == 5 {
+            assert_eq!(f.body.get(2).copied(), Some(0x92), "reason code: {f:?}");
+        }
+    }
+    broker.shutdown().await
+}

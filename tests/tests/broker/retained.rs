@@ -360,3 +360,24 @@ async fn v4_retained_outlives_publisher_session_mqtt_3_1_2_7() -> Result<()> {
     assert_eq!(got[0].payload, Bytes::from_static(b"still here"));
     broker.shutdown().await
 }
+
+/// 5.0: retained messages sent because of a subscription carry that
+/// subscription's Subscription Identifier (MQTT-3.3.4-3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_retained_carries_subscription_identifier_mqtt_3_3_4_3() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut publ = V5::connect(v5_opts(&broker, "rsid-pub")).await?;
+    publ.publish("rsid/t", 1, true, b"r").await?;
+    let mut sub = V5::connect(v5_opts(&broker, "rsid-sub")).await?;
+    sub.subscribe_with(p5::Filter::new("rsid/#", qos5(1)), Some(7))
+        .await?;
+    let got = sub.next_publish().await?;
+    assert!(got.retain);
+    let ids = got
+        .properties
+        .as_ref()
+        .map(|p| p.subscription_identifiers.clone())
+        .unwrap_or_default();
+    assert_eq!(ids, [7], "{got:?}");
+    broker.shutdown().await
+}

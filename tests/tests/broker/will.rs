@@ -232,3 +232,113 @@ async fn v4_will_on_keep_alive_timeout_mqtt_3_1_2_24() -> Result<()> {
 async fn v5_will_on_keep_alive_timeout_mqtt_3_1_2_22() -> Result<()> {
     will_on_keep_alive_timeout(5).await
 }
+
+/// 5.0: the Will Properties travel with the will: Content Type, Response
+/// Topic, Correlation Data and User Properties in order (MQTT-3.1.3-10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_will_properties_forwarded_mqtt_3_1_3_10() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut watcher = V5::connect(v5_opts(&broker, "willprops-watch")).await?;
+    watcher.subscribe("willprops/#", 1).await?;
+
+    let user_properties = vec![
+        ("z".to_owned(), "1".to_owned()),
+        ("a".to_owned(), "2".to_owned()),
+        ("z".to_owned(), "3".to_owned()),
+    ];
+    let props = p5::LastWillProperties {
+        delay_interval: None,
+        payload_format_indicator: Some(1),
+        message_expiry_interval: None,
+        content_type: Some("text/plain".to_owned()),
+        response_topic: Some("willprops/reply".to_owned()),
+        correlation_data: Some(Bytes::from_static(b"cid")),
+        user_properties: user_properties.clone(),
+    };
+    let mut opts = v5_opts(&broker, "willprops");
+    opts.set_last_will(p5::LastWill::new(
+        "willprops/t",
+        "with properties",
+        qos5(1),
+        false,
+        Some(props),
+    ));
+    let client = V5::connect(opts).await?;
+    client.kill().await?;
+
+    let got = watcher.next_publish().await?;
+    assert_eq!(got.payload, Bytes::from_static(b"with properties"));
+    let p = got.properties.clone().unwrap_or_default();
+    assert_eq!(p.content_type.as_deref(), Some("text/plain"), "{got:?}");
+    assert_eq!(p.payload_format_indicator, Some(1), "{got:?}");
+    assert_eq!(
+        p.response_topic.as_deref(),
+        Some("willprops/reply"),
+        "{got:?}"
+    );
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"cid"[..]), "{got:?}");
+    assert_eq!(p.user_properties, user_properties, "{got:?}");
+    broker.shutdown().await
+}
+
+/// 3.1.1: a session takeover closes the first connection without a
+/// DISCONNECT from its client, so that connection's will is published
+/// (v311 MQTT-3.1.4-2 with MQTT-3.1.2-8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v4_will_published_on_takeover_mqtt_3_1_4_2_and_3_1_2_8() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut watcher = V4::connect(v4_opts(&broker, "willtake-watch")).await?;
+    watcher.subscribe("willtake/#", 1).await?;
+
+    let first = v4_with_will(
+        "willtake",
+        RawWill::new("willtake/t", b"replaced", 1, false),
+    );
+    let mut old = Raw::connected(&broker, &first).await?;
+    let _new = Raw::connected(&broker, &RawConnect::v4("willtake")).await?;
+    old.closed().await?;
+    let got = watcher.next_publish().await?;
+    assert_eq!(got.payload, Bytes::from_static(b"replaced"));
+    broker.shutdown().await
+}
+
+/// 5.0 takeover: the existing client's will "is published as described in
+/// section 3.1.2.5" (MQTT-3.1.4-3). With no Will Delay and a new connection
+/// that starts clean (the old session ends) it must be published; with a
+/// Will Delay and a new connection resuming the session it must not
+/// (MQTT-3.1.3-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_will_on_takeover_mqtt_3_1_4_3_and_3_1_3_9() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut watcher = V5::connect(v5_opts(&broker, "willtake5-watch")).await?;
+    watcher.subscribe("willtake5/#", 1).await?;
+
+    // Resumed within the delay: no will.
+    let mut will = RawWill::new("willtake5/resumed", b"resumed", 1, false);
+    will.delay = Some(5);
+    let first = RawConnect {
+        session_expiry: Some(60),
+        ..v5_with_will("willtake5-a", will)
+    };
+    let mut old = Raw::connected(&broker, &first).await?;
+    let resume = RawConnect {
+        clean: false,
+        session_expiry: Some(60),
+        ..RawConnect::v5("willtake5-a")
+    };
+    let _resumed = Raw::connected(&broker, &resume).await?;
+    old.closed().await?;
+    watcher.no_publish().await?;
+
+    // Clean start, no delay: the old session ends, the will goes out.
+    let first = v5_with_will(
+        "willtake5-b",
+        RawWill::new("willtake5/clean", b"clean", 1, false),
+    );
+    let mut old = Raw::connected(&broker, &first).await?;
+    let _clean = Raw::connected(&broker, &RawConnect::v5("willtake5-b")).await?;
+    old.closed().await?;
+    let got = watcher.next_publish().await?;
+    assert_eq!(got.payload, Bytes::from_static(b"clean"));
+    broker.shutdown().await
+}

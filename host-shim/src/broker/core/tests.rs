@@ -564,3 +564,271 @@ fn invalid_topic_and_filter() {
         matches!(h.take(1).last(), Some(Packet::Disconnect(d)) if d.reason_code == DisconnectReasonCode::TopicNameInvalid)
     );
 }
+
+mod properties {
+    //! Arbitrary input for the state machine: it never panics, never sends
+    //! to a connection it closed, and never exceeds a client's window.
+    use super::*;
+    use crate::broker::codec::{DecodeError, Decoder};
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    /// One step a client or the clock can take.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Connect {
+            conn: u8,
+            client: u8,
+            v5: bool,
+            clean: bool,
+            expiry: u32,
+            receive_max: u16,
+        },
+        Publish {
+            conn: u8,
+            topic: u8,
+            qos: u8,
+            retain: bool,
+            pkid: u16,
+            empty: bool,
+        },
+        Subscribe {
+            conn: u8,
+            filter: u8,
+            qos: u8,
+            handling: u8,
+        },
+        Unsubscribe {
+            conn: u8,
+            filter: u8,
+        },
+        Ack {
+            conn: u8,
+            pkid: u16,
+            kind: u8,
+        },
+        Disconnect {
+            conn: u8,
+            with_will: bool,
+        },
+        Close {
+            conn: u8,
+        },
+        Garbage {
+            conn: u8,
+            bytes: Vec<u8>,
+        },
+        Advance {
+            secs: u8,
+        },
+    }
+
+    const TOPICS: [&str; 5] = ["a", "a/b", "a/b/c", "$sys/x", "b"];
+    const FILTERS: [&str; 7] = ["a", "a/+", "#", "a/#", "+/b/#", "$share/g/a/b", "$sys/#"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        let conn = 0u8..4;
+        prop_oneof![
+            (
+                conn.clone(),
+                0u8..3,
+                any::<bool>(),
+                any::<bool>(),
+                0u32..5,
+                1u16..4
+            )
+                .prop_map(|(conn, client, v5, clean, expiry, receive_max)| {
+                    Step::Connect {
+                        conn,
+                        client,
+                        v5,
+                        clean,
+                        expiry,
+                        receive_max,
+                    }
+                }),
+            (
+                conn.clone(),
+                0u8..5,
+                0u8..3,
+                any::<bool>(),
+                1u16..6,
+                any::<bool>()
+            )
+                .prop_map(|(conn, topic, qos, retain, pkid, empty)| Step::Publish {
+                    conn,
+                    topic,
+                    qos,
+                    retain,
+                    pkid,
+                    empty
+                }),
+            (conn.clone(), 0u8..7, 0u8..3, 0u8..3).prop_map(|(conn, filter, qos, handling)| {
+                Step::Subscribe {
+                    conn,
+                    filter,
+                    qos,
+                    handling,
+                }
+            }),
+            (conn.clone(), 0u8..7).prop_map(|(conn, filter)| Step::Unsubscribe { conn, filter }),
+            (conn.clone(), 1u16..8, 0u8..4).prop_map(|(conn, pkid, kind)| Step::Ack {
+                conn,
+                pkid,
+                kind
+            }),
+            (conn.clone(), any::<bool>())
+                .prop_map(|(conn, with_will)| Step::Disconnect { conn, with_will }),
+            conn.clone().prop_map(|conn| Step::Close { conn }),
+            (conn, proptest::collection::vec(any::<u8>(), 0..40))
+                .prop_map(|(conn, bytes)| Step::Garbage { conn, bytes }),
+            (0u8..4).prop_map(|secs| Step::Advance { secs }),
+        ]
+    }
+
+    fn qos(n: u8) -> QoS {
+        qos_from(n)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_steps_keep_the_invariants(steps in proptest::collection::vec(step(), 1..60)) {
+            let config = BrokerConfig { max_inflight: 3, receive_maximum: 4, ..BrokerConfig::default() };
+            let mut broker = Broker::new(config);
+            let mut now = Instant::now();
+            // Connections the core still considers open, by ConnId.
+            let mut open: HashSet<ConnId> = HashSet::new();
+            let mut closed: HashSet<ConnId> = HashSet::new();
+            // Each numbered slot gets a fresh ConnId when it reconnects.
+            let mut slot_conn: [ConnId; 4] = [1, 2, 3, 4];
+            let mut next_conn: ConnId = 5;
+            // Per connection: packet id -> awaiting PUBACK (1), PUBREC (2)
+            // or PUBCOMP (3), as the client sees it.
+            let mut in_flight: HashMap<ConnId, HashMap<u16, u8>> = HashMap::new();
+            let mut windows: HashMap<ConnId, usize> = HashMap::new();
+
+            for step in steps {
+                match step {
+                    Step::Connect { conn, client, v5, clean, expiry, receive_max } => {
+                        let id = next_conn;
+                        next_conn += 1;
+                        slot_conn[conn as usize] = id;
+                        let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+                        let mut props = ConnectProperties::new();
+                        props.session_expiry_interval = Some(expiry);
+                        props.receive_maximum = Some(receive_max);
+                        let connect = Connect {
+                            keep_alive: 1,
+                            client_id: format!("c{client}"),
+                            clean_start: clean,
+                            properties: v5.then_some(props),
+                        };
+                        let will = LastWill::new("a/b", "gone", QoS::AtLeastOnce, true, None);
+                        broker.handle_frame(now, id, Frame::Connect { version, connect, will: Some(will), login: None });
+                        open.insert(id);
+                        windows.insert(id, if v5 { usize::from(receive_max).min(3) } else { 3 });
+                    }
+                    Step::Publish { conn, topic, qos: q, retain, pkid, empty } => {
+                        let mut p = Publish::new(TOPICS[topic as usize], qos(q), if empty { Bytes::new() } else { Bytes::from_static(b"x") }, None);
+                        p.retain = retain;
+                        p.pkid = if q == 0 { 0 } else { pkid };
+                        broker.handle_frame(now, slot_conn[conn as usize], Frame::Packet(Packet::Publish(p)));
+                    }
+                    Step::Subscribe { conn, filter, qos: q, handling } => {
+                        let mut f = Filter::new(FILTERS[filter as usize], qos(q));
+                        f.retain_forward_rule = match handling {
+                            0 => RetainForwardRule::OnEverySubscribe,
+                            1 => RetainForwardRule::OnNewSubscribe,
+                            _ => RetainForwardRule::Never,
+                        };
+                        let s = Subscribe { pkid: 9, filters: vec![f], properties: None };
+                        broker.handle_frame(now, slot_conn[conn as usize], Frame::Packet(Packet::Subscribe(s)));
+                    }
+                    Step::Unsubscribe { conn, filter } => {
+                        let u = Unsubscribe { pkid: 9, filters: vec![FILTERS[filter as usize].to_owned()], properties: None };
+                        broker.handle_frame(now, slot_conn[conn as usize], Frame::Packet(Packet::Unsubscribe(u)));
+                    }
+                    Step::Ack { conn, pkid, kind } => {
+                        let flights = in_flight.entry(slot_conn[conn as usize]).or_default();
+                        match (kind, flights.get(&pkid).copied()) {
+                            (0, Some(1)) | (2, Some(3)) => {
+                                flights.remove(&pkid);
+                            }
+                            (1, Some(2)) => {
+                                flights.insert(pkid, 3);
+                            }
+                            _ => {}
+                        }
+                        let packet = match kind {
+                            0 => Packet::PubAck(PubAck::new(pkid, None)),
+                            1 => Packet::PubRec(PubRec::new(pkid, None)),
+                            2 => Packet::PubComp(PubComp::new(pkid, None)),
+                            _ => Packet::PubRel(PubRel::new(pkid, None)),
+                        };
+                        broker.handle_frame(now, slot_conn[conn as usize], Frame::Packet(packet));
+                    }
+                    Step::Disconnect { conn, with_will } => {
+                        let reason = if with_will { DisconnectReasonCode::DisconnectWithWillMessage } else { DisconnectReasonCode::NormalDisconnection };
+                        broker.handle_frame(now, slot_conn[conn as usize], Frame::Packet(Packet::Disconnect(Disconnect::new(reason))));
+                    }
+                    Step::Close { conn } => broker.handle_closed(now, slot_conn[conn as usize]),
+                    Step::Garbage { conn, bytes } => {
+                        // Bytes after a CONNECT go through the real decoder.
+                        let id = slot_conn[conn as usize];
+                        let mut decoder = Decoder::new(1024);
+                        let mut buf = BytesMut::from(&[0x10u8, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 0][..]);
+                        let _ = decoder.decode(&mut buf);
+                        buf.extend_from_slice(&bytes);
+                        loop {
+                            match decoder.decode(&mut buf) {
+                                Ok(Some(Frame::Packet(p))) => broker.handle_frame(now, id, Frame::Packet(p)),
+                                Ok(Some(frame)) => broker.handle_frame(now, id, frame),
+                                Ok(None) => break,
+                                Err(DecodeError::Invalid { reason, .. }) => {
+                                    broker.handle_malformed(now, id, reason);
+                                    break;
+                                }
+                                Err(DecodeError::UnsupportedProtocol { .. }) => break,
+                            }
+                        }
+                    }
+                    Step::Advance { secs } => {
+                        now += Duration::from_secs(u64::from(secs));
+                        broker.handle_timeout(now);
+                    }
+                }
+                while let Some(action) = broker.poll_action() {
+                    match action {
+                        Action::Send(conn, packet) => {
+                            prop_assert!(!closed.contains(&conn), "sent {packet:?} to closed connection {conn}");
+                            match packet {
+                                Packet::Publish(p) if p.qos != QoS::AtMostOnce => {
+                                    let flights = in_flight.entry(conn).or_default();
+                                    let awaiting = if p.qos == QoS::AtLeastOnce { 1 } else { 2 };
+                                    flights.insert(p.pkid, awaiting);
+                                    if !p.dup {
+                                        // MQTT-4.9.0-1 (5.0): never more than the
+                                        // client's Receive Maximum in flight.
+                                        let window = windows.get(&conn).copied().unwrap_or(3);
+                                        prop_assert!(flights.len() <= window, "{} in flight, window {window}", flights.len());
+                                    }
+                                }
+                                Packet::PubRel(r) => {
+                                    in_flight.entry(conn).or_default().insert(r.pkid, 3);
+                                }
+                                _ => {}
+                            }
+                        }
+                        Action::Close(conn) => {
+                            open.remove(&conn);
+                            closed.insert(conn);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

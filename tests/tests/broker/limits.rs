@@ -1,0 +1,298 @@
+//! Configured limits and capabilities as seen on the wire: Server Keep
+//! Alive, Maximum QoS, retain availability, queue size, the client's Maximum
+//! Packet Size, topic aliases, invalid filters, unsubscribe and shutdown.
+
+use crate::common::*;
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use host_shim::broker::{BrokerConfig, RetainConfig};
+
+/// 5.0: a keep alive above `max_keep_alive` is answered with Server Keep
+/// Alive (MQTT-3.2.2-21), and that value is what the broker enforces
+/// (MQTT-3.1.2-22 with 1.5 × 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_server_keep_alive_mqtt_3_2_2_21() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_keep_alive: 1,
+        ..config()
+    })
+    .await?;
+    let connect = RawConnect {
+        keep_alive: 30,
+        ..RawConnect::v5("ska")
+    };
+    let (mut raw, connack) = Raw::handshake(&broker, &connect).await?;
+    let p5::Packet::ConnAck(connack) = connack.v5()? else {
+        bail!("expected CONNACK");
+    };
+    let server_keep_alive = connack.properties.and_then(|p| p.server_keep_alive);
+    assert_eq!(server_keep_alive, Some(1), "Server Keep Alive in CONNACK");
+    // Silent: closed after 1.5 s, not the 45 s the client asked for.
+    raw.closed().await?;
+    broker.shutdown().await
+}
+
+/// `maximum_qos = 1`: 5.0 CONNACK says Maximum QoS 1 (MQTT-3.2.2-9);
+/// subscriptions are granted at most QoS 1 (v311 MQTT-3.8.4-5, v5
+/// MQTT-3.8.4-7); a 5.0 QoS 2 PUBLISH is DISCONNECT 0x9B (MQTT-3.2.2-11); a
+/// Will QoS 2 is refused with CONNACK 0x9B (MQTT-3.2.2-12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximum_qos_1_mqtt_3_2_2_9_to_12() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        maximum_qos: 1,
+        ..config()
+    })
+    .await?;
+    let mut c5 = V5::connect(v5_opts(&broker, "mq1-v5")).await?;
+    assert_eq!(c5.connack_props()?.max_qos, Some(1), "CONNACK Maximum QoS");
+    assert_eq!(c5.subscribe("mq1/t", 2).await?, 1, "5.0 grant capped");
+    let mut c4 = V4::connect(v4_opts(&broker, "mq1-v4")).await?;
+    assert_eq!(c4.subscribe("mq1/t", 2).await?, 1, "3.1.1 grant capped");
+
+    let mut raw = Raw::connected(&broker, &RawConnect::v5("mq1-raw")).await?;
+    raw.send(&raw_publish(5, "mq1/t", 2, 1, false, false, b"x"))
+        .await?;
+    let frames = raw.closed().await?;
+    assert!(
+        matches!(frames.as_slice(), [f] if f.kind() == kind::DISCONNECT && f.disconnect_reason() == 0x9B),
+        "expected DISCONNECT 0x9B: {frames:?}"
+    );
+
+    let will = RawConnect {
+        will: Some(RawWill::new("mq1/will", b"w", 2, false)),
+        ..RawConnect::v5("mq1-will")
+    };
+    let (mut raw, connack) = Raw::handshake(&broker, &will).await?;
+    assert_eq!(connack.connack_code(), 0x9B, "{connack:?}");
+    raw.closed().await?;
+    c5.no_publish().await?;
+    broker.shutdown().await
+}
+
+/// `retain.enabled = false`: 5.0 CONNACK Retain Available 0; a retained
+/// PUBLISH is DISCONNECT 0x9A (MQTT-3.2.2-14) or, in 3.1.1, a closed
+/// connection; a Will with Will Retain 1 is refused with 0x9A
+/// (MQTT-3.2.2-13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_unavailable_mqtt_3_2_2_13_and_14() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        retain: RetainConfig { enabled: false },
+        ..config()
+    })
+    .await?;
+    let c5 = V5::connect(v5_opts(&broker, "noret-v5")).await?;
+    assert_eq!(c5.connack_props()?.retain_available, Some(0));
+
+    let mut raw = Raw::connected(&broker, &RawConnect::v5("noret-raw5")).await?;
+    raw.send(&raw_publish(5, "noret/t", 1, 1, true, false, b"x"))
+        .await?;
+    let frames = raw.closed().await?;
+    assert!(
+        matches!(frames.as_slice(), [f] if f.kind() == kind::DISCONNECT && f.disconnect_reason() == 0x9A),
+        "expected DISCONNECT 0x9A: {frames:?}"
+    );
+
+    let mut raw = Raw::connected(&broker, &RawConnect::v4("noret-raw4")).await?;
+    raw.send(&raw_publish(4, "noret/t", 1, 1, true, false, b"x"))
+        .await?;
+    let frames = raw.closed().await?;
+    assert!(
+        frames.is_empty(),
+        "3.1.1: closed without a PUBACK: {frames:?}"
+    );
+
+    let will = RawConnect {
+        will: Some(RawWill::new("noret/will", b"w", 0, true)),
+        ..RawConnect::v5("noret-will")
+    };
+    let (mut raw, connack) = Raw::handshake(&broker, &will).await?;
+    assert_eq!(connack.connack_code(), 0x9A, "{connack:?}");
+    raw.closed().await?;
+    broker.shutdown().await
+}
+
+/// `max_queued_messages = 5`: an offline session queues five messages; the
+/// ones over the limit are dropped, the queued ones delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_queued_messages_bounds_offline_queue() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_queued_messages: 5,
+        ..config()
+    })
+    .await?;
+    let mut opts = v4_opts(&broker, "queue-sub");
+    opts.set_clean_session(false);
+    let mut sub = V4::connect(opts.clone()).await?;
+    sub.subscribe("queue/t", 1).await?;
+    sub.disconnect().await?;
+
+    let mut publ = V4::connect(v4_opts(&broker, "queue-pub")).await?;
+    for i in 0..10u8 {
+        publ.publish("queue/t", 1, false, &[b'0' + i]).await?;
+    }
+    let mut sub = V4::connect(opts).await?;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(sub.next_publish().await?.payload);
+    }
+    sub.no_publish().await?;
+    let expected: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![b'0' + i])).collect();
+    assert_eq!(got, expected, "the first five, in order; the rest dropped");
+    broker.shutdown().await
+}
+
+/// 5.0: a message larger than the client's Maximum Packet Size is not sent
+/// to it (MQTT-3.1.2-24) but discarded as if delivered (MQTT-3.1.2-25): the
+/// connection stays up and later messages arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_client_maximum_packet_size_mqtt_3_1_2_24_and_25() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut opts = v5_opts(&broker, "cmps-sub");
+    opts.set_max_packet_size(Some(200));
+    let mut sub = V5::connect(opts).await?;
+    sub.subscribe("cmps/t", 1).await?;
+    let mut publ = V5::connect(v5_opts(&broker, "cmps-pub")).await?;
+    publ.publish("cmps/t", 1, false, b"small").await?;
+    publ.publish("cmps/t", 1, false, &[b'x'; 500]).await?;
+    publ.publish("cmps/t", 1, false, b"after").await?;
+    assert_eq!(
+        sub.next_publish().await?.payload,
+        Bytes::from_static(b"small")
+    );
+    assert_eq!(
+        sub.next_publish().await?.payload,
+        Bytes::from_static(b"after"),
+        "the oversized message is skipped, not the connection"
+    );
+    broker.shutdown().await
+}
+
+/// 5.0 topic aliases from the client: an alias set with a topic is used by a
+/// later PUBLISH with an empty topic (MQTT-3.3.2-12); an alias above the
+/// Topic Alias Maximum is DISCONNECT 0x94 Topic Alias invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_topic_alias_mqtt_3_3_2_12() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut sub = V5::connect(v5_opts(&broker, "alias-sub")).await?;
+    sub.subscribe("alias/#", 1).await?;
+    let mut raw = Raw::connected(&broker, &RawConnect::v5("alias-pub")).await?;
+    let alias = |n: u16| {
+        let [hi, lo] = n.to_be_bytes();
+        [0x23, hi, lo]
+    };
+    raw.send(&raw_publish_v5_props("alias/t", 1, 1, &alias(1), b"first"))
+        .await?;
+    assert_eq!(raw.recv().await?.kind(), kind::PUBACK);
+    raw.send(&raw_publish_v5_props("", 1, 2, &alias(1), b"second"))
+        .await?;
+    assert_eq!(raw.recv().await?.kind(), kind::PUBACK);
+    for payload in ["first", "second"] {
+        let got = sub.next_publish().await?;
+        assert_eq!(topic5(&got), "alias/t", "{got:?}");
+        assert_eq!(got.payload, Bytes::from(payload));
+    }
+
+    let max = broker_topic_alias_maximum();
+    raw.send(&raw_publish_v5_props(
+        "alias/u",
+        1,
+        3,
+        &alias(max + 1),
+        b"x",
+    ))
+    .await?;
+    let frames = raw.closed().await?;
+    assert!(
+        matches!(frames.as_slice(), [f] if f.kind() == kind::DISCONNECT && f.disconnect_reason() == 0x94),
+        "expected DISCONNECT 0x94: {frames:?}"
+    );
+    sub.no_publish().await?;
+    broker.shutdown().await
+}
+
+fn broker_topic_alias_maximum() -> u16 {
+    config().topic_alias_maximum
+}
+
+/// A syntactically invalid Topic Filter (`#` not last, v311 MQTT-4.7.1-2, v5
+/// MQTT-4.7.1-1) is never granted: SUBACK failure (0x80 / 0x8F) or a closed
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_topic_filter_not_granted_mqtt_4_7_1() -> Result<()> {
+    let broker = Broker::start().await?;
+    for connect in [RawConnect::v4("badfilter-4"), RawConnect::v5("badfilter-5")] {
+        let level = connect.level;
+        for filter in ["a/#/b", "a/b+", "$share/g"] {
+            if level == 4 && filter.starts_with("$share") {
+                continue;
+            }
+            let mut raw = Raw::connected(&broker, &connect).await?;
+            raw.send(&raw_subscribe(level, 1, filter, 0)).await?;
+            match raw.recv_for(WAIT).await {
+                Ok(Some(f)) if f.kind() == kind::SUBACK => {
+                    let code = *f.body.last().expect("a reason code");
+                    assert!(code >= 0x80, "level {level}, {filter}: granted {code:#04x}");
+                }
+                Ok(Some(f)) if f.kind() == kind::DISCONNECT => {
+                    assert!(f.disconnect_reason() >= 0x80, "{f:?}");
+                }
+                Ok(other) => panic!("level {level}, {filter}: unexpected {other:?}"),
+                // Closed without a SUBACK: also a refusal.
+                Err(_) => {}
+            }
+        }
+    }
+    broker.shutdown().await
+}
+
+/// UNSUBSCRIBE stops delivery (v311 MQTT-3.10.4-2, v5 MQTT-3.10.4-2); the
+/// 5.0 UNSUBACK says 0x00 for a removed subscription and 0x11 for one that
+/// did not exist (MQTT-3.11.3-2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_delivery_mqtt_3_10_4_2() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut sub = V5::connect(v5_opts(&broker, "unsub-sub")).await?;
+    sub.subscribe("unsub/t", 1).await?;
+    let mut publ = V5::connect(v5_opts(&broker, "unsub-pub")).await?;
+    publ.publish("unsub/t", 1, false, b"before").await?;
+    assert_eq!(
+        sub.next_publish().await?.payload,
+        Bytes::from_static(b"before")
+    );
+
+    for (filter, expected) in [
+        ("unsub/t", p5::UnsubAckReason::Success),
+        ("unsub/none", p5::UnsubAckReason::NoSubscriptionExisted),
+    ] {
+        sub.client.unsubscribe(filter).await?;
+        let ack = sub
+            .inbox
+            .next_where("UNSUBACK", |p| matches!(p, p5::Packet::UnsubAck(_)))
+            .await?;
+        let p5::Packet::UnsubAck(ack) = ack else {
+            unreachable!()
+        };
+        assert_eq!(ack.reasons, [expected], "{filter}");
+    }
+    publ.publish("unsub/t", 1, false, b"after").await?;
+    sub.no_publish().await?;
+    broker.shutdown().await
+}
+
+/// Shutdown completes, disconnecting 5.0 clients with 0x8B Server shutting
+/// down and closing 3.1.1 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_disconnects_clients_0x8b() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut c5 = V5::connect(v5_opts(&broker, "bye-v5")).await?;
+    let mut c4 = V4::connect(v4_opts(&broker, "bye-v4")).await?;
+    broker.shutdown().await?;
+    let why = c5.inbox.ended().await?;
+    assert_eq!(
+        server_disconnect_reason(why),
+        Some(p5::DisconnectReasonCode::ServerShuttingDown),
+        "{why:?}"
+    );
+    c4.inbox.ended().await?;
+    Ok(())
+}
