@@ -8,8 +8,11 @@
 //! - [`mqtt`]: the native MQTT client capability (rumqttc), without wasmtime.
 //! - [`host`]: the WebAssembly host: the connector component, its MQTT
 //!   capability, and its operations under sandbox limits.
+//! - [`flow`]: flow files for `host-shim run`: the model and its JSON
+//!   Schema, every problem with its JSON pointer, and the runner.
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod flow;
 pub mod host;
 pub mod mqtt;

@@ -1,9 +1,12 @@
 //! The `host-shim` command line.
 //!
-//! Each subcommand has its own argument struct; `main` parses, sets up
-//! logging on stderr (filtered by `RUST_LOG`, default `warn`), runs the
-//! command and turns an error into `host-shim: {error chain}` and exit
-//! code 2.
+//! Each subcommand has its own argument struct (`broker` here, the others
+//! in `cli/`); `main` parses, sets up logging on stderr (filtered by
+//! `RUST_LOG`, default `warn`), runs the command and turns an error into
+//! `host-shim: {error chain}` and exit code 2. A closed stdout ends a
+//! command quietly with exit code 0, as `host-shim listen ... | head` wants.
+
+mod cli;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -15,7 +18,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Runs the MQTT connector locally.
 #[derive(Debug, Parser)]
-#[command(name = "host-shim", version)]
+#[command(
+    name = "host-shim",
+    version,
+    after_help = "Start here: host-shim run examples/quickstart.flow.json"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,8 +31,18 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a flow file: steps that send and listen, checked as they go
+    Run(cli::run::RunArgs),
+    /// Send documents to a broker through the connector
+    Send(cli::send::SendArgs),
+    /// Listen to a broker through the connector; one JSON line per document
+    Listen(cli::listen::ListenArgs),
     /// Run the built-in MQTT 3.1.1 + 5.0 broker until Ctrl-C or SIGTERM
     Broker(BrokerArgs),
+    /// Print the JSON Schema of a configuration or flow file
+    Schema(cli::schema::SchemaArgs),
+    /// Check a configuration or flow file; print each problem and where
+    Validate(cli::validate::ValidateArgs),
 }
 
 /// `host-shim broker`.
@@ -37,7 +54,7 @@ struct BrokerArgs {
     /// Port to listen on; 0 picks a free port [default: 1883]
     #[arg(long)]
     port: Option<u16>,
-    /// JSON file of broker settings; --host and --port override it
+    /// JSON file of broker settings; the flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -53,7 +70,8 @@ fn main() -> ExitCode {
         .init();
 
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("host-shim: {err:#}");
             ExitCode::from(2)
@@ -61,9 +79,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Broker(args) => run_broker(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Send(args) => cli::send::run(args),
+        Command::Listen(args) => cli::listen::run(args),
+        Command::Broker(args) => run_broker(args).map(|()| ExitCode::SUCCESS),
+        Command::Schema(args) => cli::schema::run(args),
+        Command::Validate(args) => cli::validate::run(args),
     }
 }
 
@@ -148,6 +171,7 @@ mod tests {
     fn broker_args(args: &[&str]) -> BrokerArgs {
         match parse(args).command {
             Command::Broker(args) => args,
+            other => panic!("not a broker command: {other:?}"),
         }
     }
 
@@ -193,7 +217,7 @@ mod tests {
     fn help_lines_fit_in_80_columns() {
         use clap::CommandFactory;
         let mut cmd = Cli::command();
-        for sub in ["broker"] {
+        for sub in ["run", "send", "listen", "broker", "schema", "validate"] {
             let help = cmd
                 .find_subcommand_mut(sub)
                 .unwrap()

@@ -158,6 +158,9 @@ impl Runtime {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
                 .instances(4)
+                // A clear trap at the limit, rather than an allocation
+                // failure the guest reports as `unreachable`.
+                .trap_on_grow_failure(true)
                 .build(),
             guest_time: self.limits.guest_time,
             call_started: Instant::now(),
@@ -287,7 +290,13 @@ fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
 }
 
 fn trap(e: wasmtime::Error) -> OperationError {
-    OperationError::Trap(format!("{e:#}"))
+    let detail = format!("{e:#}");
+    if detail.contains("memory growth failure") || detail.contains("growing memory") {
+        return OperationError::Trap(format!(
+            "the connector went over its memory limit: {detail}"
+        ));
+    }
+    OperationError::Trap(detail)
 }
 
 /// An open operation: its own store and instance, and the guest resource.

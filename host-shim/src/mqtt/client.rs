@@ -36,6 +36,8 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// How long `disconnect` waits for the DISCONNECT to be written.
     close_wait: Duration,
+    /// How long an operation waits for a reconnect before it fails.
+    reconnect_wait: Duration,
 }
 
 impl Drop for Inner {
@@ -129,6 +131,7 @@ impl MqttClient {
                 shared,
                 task: Mutex::new(Some(task)),
                 close_wait: options.connect_timeout + Duration::from_secs(1),
+                reconnect_wait: options.connect_timeout,
             }),
         };
         match rx.await {
@@ -138,6 +141,24 @@ impl MqttClient {
                 ErrorCode::Internal,
                 "the client's event loop ended before connecting",
             )),
+        }
+    }
+
+    /// Waits (at most the connect timeout) while the client reconnects, so
+    /// an operation asked during a brief reconnect runs on the new
+    /// connection instead of failing; after the wait it fails as usual.
+    async fn wait_connected(&self) {
+        let deadline = tokio::time::Instant::now() + self.inner.reconnect_wait;
+        loop {
+            let phase = self.inner.shared.core().phase();
+            if !matches!(
+                phase,
+                super::core::Phase::Connecting | super::core::Phase::Down
+            ) || tokio::time::Instant::now() >= deadline
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -162,6 +183,7 @@ impl MqttClient {
     /// acknowledged with `ConnectionFailed` (when the session resumes,
     /// rumqttc still resends those MQTT requires, so a retry may duplicate).
     pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<Result<(), Error>> {
+        self.wait_connected().await;
         let mut pending = Vec::with_capacity(batch.len());
         {
             let mut core = self.inner.shared.core();
@@ -196,9 +218,21 @@ impl MqttClient {
                 _ => Ok(Vec::new()),
             };
         }
-        let (tx, rx) = oneshot::channel();
-        self.inner.shared.core().submit_subscribe(subs, tx);
-        outcome(rx).await
+        // Subscribing again is harmless, so a connection lost before the
+        // SUBACK (a resumed session's first packets can end it) is retried
+        // on the next connection rather than failing the operation.
+        let mut attempts = 0;
+        loop {
+            self.wait_connected().await;
+            let (tx, rx) = oneshot::channel();
+            self.inner.shared.core().submit_subscribe(subs.clone(), tx);
+            let result = outcome(rx).await;
+            attempts += 1;
+            match result {
+                Err(e) if e.code == ErrorCode::ConnectionFailed && attempts < 3 => continue,
+                other => return other,
+            }
+        }
     }
 
     /// Unsubscribes from each filter (one UNSUBSCRIBE each) and waits for the

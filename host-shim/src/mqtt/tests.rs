@@ -672,7 +672,10 @@ async fn reconnects_after_a_broker_restart_and_resubscribes() {
 #[tokio::test]
 async fn v5_broker_without_retain_fails_only_the_retained_message() {
     let config = BrokerConfig {
-        retain: broker::RetainConfig { enabled: false },
+        retain: broker::RetainConfig {
+            enabled: false,
+            ..broker::RetainConfig::default()
+        },
         ..BrokerConfig::ephemeral()
     };
     let broker = TestBroker::builtin(config).await;

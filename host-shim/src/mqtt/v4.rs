@@ -34,6 +34,9 @@ pub(crate) struct Link {
     client: AsyncClient,
     eventloop: EventLoop,
     window: u16,
+    /// Packet ids of PUBRELs the broker sent for QoS 2 deliveries this
+    /// client no longer remembers; see [`Link::arm_released`].
+    released: Vec<u16>,
 }
 
 impl Link {
@@ -87,6 +90,7 @@ impl Link {
             client,
             eventloop,
             window,
+            released: Vec::new(),
         })
     }
 
@@ -101,7 +105,39 @@ impl Link {
     pub(crate) async fn poll(&mut self) -> Result<Ev, LinkError> {
         match self.eventloop.poll().await {
             Ok(event) => Ok(convert(event)),
-            Err(e) => Err(link_error(e)),
+            Err(e) => {
+                self.remember_unsolicited(&e);
+                Err(link_error(e))
+            }
+        }
+    }
+
+    fn remember_unsolicited(&mut self, e: &ConnectionError) {
+        if let ConnectionError::MqttState(rumqttc::StateError::Unsolicited(pkid)) = e {
+            if !self.released.contains(pkid) {
+                self.released.push(*pkid);
+            }
+        }
+    }
+
+    /// rumqttc forgets the QoS 2 deliveries it sent PUBREC for when a
+    /// connection ends, so the PUBREL a resumed session must resend
+    /// (MQTT-4.4.0-1) looks unsolicited and drops the connection, again and
+    /// again. Marking those ids as received QoS 2 publishes lets rumqttc
+    /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
+    fn arm_released(&mut self) {
+        for &pkid in &self.released {
+            let mut marker = Publish::new("", QoS::ExactlyOnce, Vec::new());
+            marker.pkid = pkid;
+            if self
+                .eventloop
+                .state
+                .handle_incoming_packet(rumqttc::Incoming::Publish(marker))
+                .is_ok()
+            {
+                // The marker is not a delivery: take back the event it made.
+                self.eventloop.state.events.pop_back();
+            }
         }
     }
 
@@ -130,6 +166,7 @@ impl Link {
         }
         // A fresh state restarts the identifier counter the core mirrors.
         self.eventloop.state = MqttState::new(self.window, true);
+        self.arm_released();
         resends
     }
 

@@ -65,6 +65,9 @@ pub(crate) struct Link {
     client: AsyncClient,
     eventloop: EventLoop,
     window: u16,
+    /// Packet ids of PUBRELs the broker sent for QoS 2 deliveries this
+    /// client no longer remembers; see [`Link::arm_released`].
+    released: Vec<u16>,
     /// rumqttc's v5 event loop keeps its network private: a CONNACK means
     /// connected, an error means not.
     connected: bool,
@@ -133,6 +136,7 @@ impl Link {
             client,
             eventloop,
             window,
+            released: Vec::new(),
             connected: false,
         })
     }
@@ -156,7 +160,37 @@ impl Link {
             }
             Err(e) => {
                 self.connected = false;
+                self.remember_unsolicited(&e);
                 Err(link_error(e))
+            }
+        }
+    }
+
+    fn remember_unsolicited(&mut self, e: &ConnectionError) {
+        if let ConnectionError::MqttState(rumqttc::v5::StateError::Unsolicited(pkid)) = e {
+            if !self.released.contains(pkid) {
+                self.released.push(*pkid);
+            }
+        }
+    }
+
+    /// rumqttc forgets the QoS 2 deliveries it sent PUBREC for when a
+    /// connection ends, so the PUBREL a resumed session must resend
+    /// (MQTT-4.4.0-1) looks unsolicited and drops the connection, again and
+    /// again. Marking those ids as received QoS 2 publishes lets rumqttc
+    /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
+    fn arm_released(&mut self) {
+        for &pkid in &self.released {
+            let mut marker = Publish::new("", QoS::ExactlyOnce, Bytes::new(), None);
+            marker.pkid = pkid;
+            if self
+                .eventloop
+                .state
+                .handle_incoming_packet(Packet::Publish(marker))
+                .is_ok()
+            {
+                // The marker is not a delivery: take back the event it made.
+                self.eventloop.state.events.pop_back();
             }
         }
     }
@@ -201,6 +235,7 @@ impl Link {
         // forgets the in-flight slots rumqttc leaked, and drops topic aliases
         // that were only valid on the old connection.
         self.eventloop.state = MqttState::new(self.window, true);
+        self.arm_released();
         resends
     }
 

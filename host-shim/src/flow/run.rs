@@ -1,0 +1,522 @@
+//! The flow runner: starts the built-in broker when the flow uses it, runs
+//! each step through the connector component, prints what happened and
+//! checks the step's expectations.
+
+use super::check::{broker_config, merge_connection};
+use super::expect::{self, Sent};
+use super::{Flow, FlowDocument, ListenExpect, Received, SendStep, Step, DEFAULT_TIMEOUT};
+use crate::broker;
+use crate::host::{Document, Error as WitError, Listener, Property, Runtime, Sender, Value};
+use anyhow::Context as _;
+use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How a flow runs.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The connector to run the steps with.
+    pub runtime: Runtime,
+    /// Run against this broker instead of the built-in one, whatever the
+    /// flow says.
+    pub url: Option<String>,
+}
+
+/// How a flow ended, when it could run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Steps that ran.
+    pub steps_run: usize,
+    /// The step whose expectation was not met, with every difference; the
+    /// flow stops there.
+    pub failed: Option<(usize, Vec<String>)>,
+}
+
+impl Outcome {
+    /// Whether every step met its expectations.
+    pub fn passed(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+/// Runs `flow`, printing each step's outcome and each received document (as
+/// a JSON line) to `out`.
+///
+/// # Errors
+///
+/// When the broker cannot start, `out` cannot be written, or a step fails in
+/// a way its expectations do not allow for and that is not a difference to
+/// report (a named listener that is not open, for example).
+pub async fn run(
+    flow: &Flow,
+    options: &RunOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let builtin = options.url.is_none()
+        && (flow.broker.is_some()
+            || !flow
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.contains_key("url")));
+    let (broker, url) = if builtin {
+        let settings = Json::Object(flow.broker.clone().unwrap_or_default());
+        let config = broker_config(&settings)
+            .map_err(|e| anyhow::anyhow!("invalid broker settings: {e}"))?;
+        let handle = broker::start(config)
+            .await
+            .context("cannot start the built-in broker")?;
+        let url = handle.url();
+        writeln!(out, "built-in broker on {url}")?;
+        (Some(handle), url)
+    } else {
+        let url = options.url.clone().or_else(|| {
+            let connection = flow.connection.as_ref()?;
+            connection.get("url")?.as_str().map(str::to_owned)
+        });
+        let url = url.context("the flow's connection has no `url`")?;
+        if flow.broker.is_some() {
+            tracing::warn!("the flow's broker settings do not apply to {url}");
+        }
+        (None, url)
+    };
+
+    let mut connection = flow.connection.clone().unwrap_or_default();
+    connection.insert("url".to_owned(), Json::from(url));
+    let mut runner = Runner {
+        runtime: options.runtime.clone(),
+        connection,
+        senders: HashMap::new(),
+        listeners: HashMap::new(),
+        out,
+    };
+    let mut outcome = Outcome {
+        steps_run: 0,
+        failed: None,
+    };
+    let mut result = Ok(());
+    for (i, step) in flow.steps.iter().enumerate() {
+        outcome.steps_run += 1;
+        match runner.step(i, step).await {
+            Ok(diffs) if diffs.is_empty() => {}
+            Ok(diffs) => {
+                outcome.failed = Some((i, diffs));
+                break;
+            }
+            Err(e) => {
+                result = Err(e.context(format!("step {i} ({})", step.kind())));
+                break;
+            }
+        }
+    }
+    runner.close_all().await;
+    if let Some(handle) = broker {
+        handle.shutdown().await;
+    }
+    result?;
+    let Runner { out, .. } = runner;
+    match &outcome.failed {
+        None => writeln!(out, "passed: {} steps", outcome.steps_run)?,
+        Some((i, diffs)) => {
+            writeln!(out, "FAILED: step {i} ({})", flow.steps[*i].kind())?;
+            for diff in diffs {
+                writeln!(out, "  {diff}")?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+struct Runner<'a> {
+    runtime: Runtime,
+    /// The flow's connection settings with the broker's URL.
+    connection: Map<String, Json>,
+    senders: HashMap<String, Sender>,
+    listeners: HashMap<String, Listener>,
+    out: &'a mut dyn Write,
+}
+
+impl Runner<'_> {
+    /// Runs one step: the differences from its expectations, none when met.
+    async fn step(&mut self, i: usize, step: &Step) -> anyhow::Result<Vec<String>> {
+        if let Some(description) = step.description() {
+            writeln!(self.out, "# {description}")?;
+        }
+        match step {
+            Step::Send(send) => self.send(i, send).await,
+            Step::Subscribe(subscribe) => {
+                let connection = self.connection_json(subscribe.connection.as_ref());
+                let opened = self
+                    .runtime
+                    .open_listener(&connection, &subscribe.config.to_string())
+                    .await;
+                let want = subscribe.expect_error.as_deref();
+                let diffs = match (opened, want) {
+                    (Ok(listener), None) => {
+                        writeln!(
+                            self.out,
+                            "step {i} subscribe {}: subscribed",
+                            subscribe.name
+                        )?;
+                        self.listeners.insert(subscribe.name.clone(), listener);
+                        Vec::new()
+                    }
+                    (Ok(listener), Some(want)) => {
+                        listener.close().await;
+                        vec![format!(
+                            "expected an error containing {want:?}, it subscribed"
+                        )]
+                    }
+                    (Err(e), want) => {
+                        let err = e.to_string();
+                        writeln!(
+                            self.out,
+                            "step {i} subscribe {}: failed: {err}",
+                            subscribe.name
+                        )?;
+                        match want {
+                            Some(want) if err.contains(want) => Vec::new(),
+                            Some(want) => vec![format!(
+                                "expected an error containing {want:?}, got {err:?}"
+                            )],
+                            None => vec![format!("the subscription failed: {err}")],
+                        }
+                    }
+                };
+                Ok(diffs)
+            }
+            Step::Receive(receive) => {
+                let listener = self
+                    .listeners
+                    .get_mut(&receive.name)
+                    .with_context(|| format!("no listener `{}` is open", receive.name))?;
+                let timeout = receive
+                    .timeout_ms
+                    .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+                let (received, error) = collect(listener, receive.count, timeout, self.out).await?;
+                let label = format!("receive {}", receive.name);
+                self.report_listen(
+                    i,
+                    &label,
+                    &received,
+                    error.as_deref(),
+                    receive.expect.as_ref(),
+                )
+            }
+            Step::Listen(listen) => {
+                let connection = self.connection_json(listen.connection.as_ref());
+                let timeout = listen
+                    .timeout_ms
+                    .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+                let opened = self
+                    .runtime
+                    .open_listener(&connection, &listen.config.to_string())
+                    .await;
+                let (received, error) = match opened {
+                    Ok(mut listener) => {
+                        let collected =
+                            collect(&mut listener, listen.count, timeout, self.out).await;
+                        listener.close().await;
+                        collected?
+                    }
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                self.report_listen(
+                    i,
+                    "listen",
+                    &received,
+                    error.as_deref(),
+                    listen.expect.as_ref(),
+                )
+            }
+            Step::Close(name) => {
+                if let Some(sender) = self.senders.remove(name) {
+                    sender.close().await;
+                } else if let Some(listener) = self.listeners.remove(name) {
+                    listener.close().await;
+                } else {
+                    anyhow::bail!("no sender or listener `{name}` is open");
+                }
+                writeln!(self.out, "step {i} close {name}: closed")?;
+                Ok(Vec::new())
+            }
+            Step::Drop(name) => {
+                // Dropping without close ends the client's event loop with
+                // no DISCONNECT, so the broker sees a lost connection.
+                let dropped = self.senders.remove(name).map(drop).is_some()
+                    || self.listeners.remove(name).map(drop).is_some();
+                anyhow::ensure!(dropped, "no sender or listener `{name}` is open");
+                writeln!(self.out, "step {i} drop {name}: connection dropped")?;
+                Ok(Vec::new())
+            }
+            Step::SleepMs(ms) => {
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                writeln!(self.out, "step {i} sleep: {ms} ms")?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn send(&mut self, i: usize, step: &SendStep) -> anyhow::Result<Vec<String>> {
+        let documents = step
+            .documents
+            .iter()
+            .enumerate()
+            .map(|(j, d)| to_document(d).map_err(|e| anyhow::anyhow!("document {j}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let label = match &step.name {
+            Some(name) => format!("send {name}"),
+            None => "send".to_owned(),
+        };
+
+        let existing = step
+            .name
+            .as_ref()
+            .and_then(|name| self.senders.remove(name));
+        let opened = match existing {
+            Some(sender) => Ok(sender),
+            None => {
+                let config = step.config.as_ref().context("missing `config`")?;
+                let connection = self.connection_json(step.connection.as_ref());
+                self.runtime
+                    .open_sender(&connection, &config.to_string())
+                    .await
+            }
+        };
+        let sent = match opened {
+            Ok(mut sender) => {
+                let sent = match sender.send(&documents).await {
+                    Ok(outcomes) => Sent::Batch(
+                        outcomes
+                            .into_iter()
+                            .map(|o| o.map_err(|e| error_text(&e)))
+                            .collect(),
+                    ),
+                    Err(e) => Sent::Failed(e.to_string()),
+                };
+                match &step.name {
+                    Some(name) => {
+                        self.senders.insert(name.clone(), sender);
+                    }
+                    None => sender.close().await,
+                }
+                sent
+            }
+            Err(e) => Sent::Failed(e.to_string()),
+        };
+
+        match &sent {
+            Sent::Batch(outcomes) => {
+                let failed: Vec<&String> =
+                    outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+                let ok = outcomes.len() - failed.len();
+                if failed.is_empty() {
+                    writeln!(self.out, "step {i} {label}: {ok} ok")?;
+                } else {
+                    writeln!(
+                        self.out,
+                        "step {i} {label}: {ok} ok, {} failed",
+                        failed.len()
+                    )?;
+                    for err in failed {
+                        writeln!(self.out, "  {err}")?;
+                    }
+                }
+            }
+            Sent::Failed(err) => writeln!(self.out, "step {i} {label}: failed: {err}")?,
+        }
+        Ok(expect::send(step.expect.as_ref(), &sent))
+    }
+
+    fn report_listen(
+        &mut self,
+        i: usize,
+        label: &str,
+        received: &[Received],
+        error: Option<&str>,
+        expect: Option<&ListenExpect>,
+    ) -> anyhow::Result<Vec<String>> {
+        let n = received.len();
+        let noun = if n == 1 { "document" } else { "documents" };
+        match error {
+            Some(err) => writeln!(self.out, "step {i} {label}: {n} {noun}, then failed: {err}")?,
+            None => writeln!(self.out, "step {i} {label}: {n} {noun}")?,
+        }
+        Ok(expect::listen(expect, received, error))
+    }
+
+    /// The connection configuration of a step, as JSON text.
+    fn connection_json(&self, step: Option<&Map<String, Json>>) -> String {
+        let url = self
+            .connection
+            .get("url")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        Json::Object(merge_connection(&self.connection, step, url)).to_string()
+    }
+
+    async fn close_all(&mut self) {
+        for (_, sender) in self.senders.drain() {
+            sender.close().await;
+        }
+        for (_, listener) in self.listeners.drain() {
+            listener.close().await;
+        }
+    }
+}
+
+/// Collects documents until `count` came, `timeout` passed or the listener
+/// is done; prints each as a JSON line and commits each batch once printed.
+/// A failure of the listener ends the collection and is returned with what
+/// came before it.
+async fn collect(
+    listener: &mut Listener,
+    count: Option<usize>,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<(Vec<Received>, Option<String>)> {
+    let deadline = Instant::now() + timeout;
+    let mut received = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wanted = count.map_or(usize::MAX, |c| c.saturating_sub(received.len()));
+        if left.is_zero() || wanted == 0 {
+            break;
+        }
+        let max = u32::try_from(wanted.min(1000)).unwrap_or(1000);
+        let batch = match listener.next(max, left).await {
+            Ok(batch) => batch,
+            Err(e) => return Ok((received, Some(e.to_string()))),
+        };
+        if batch.is_empty() {
+            match listener.done().await {
+                Ok(true) => break,
+                Ok(false) => continue,
+                Err(e) => return Ok((received, Some(e.to_string()))),
+            }
+        }
+        for document in &batch {
+            let doc = to_received(document);
+            writeln!(out, "{}", doc.to_json_line())?;
+            received.push(doc);
+        }
+        out.flush()?;
+        let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
+        if let Err(e) = listener.commit(&ids).await {
+            return Ok((received, Some(e.to_string())));
+        }
+    }
+    Ok((received, None))
+}
+
+/// An error as a sentence: `document N: ` when it names one, and the
+/// broker's reason code with its name.
+pub fn error_text(e: &WitError) -> String {
+    connector::model::Error {
+        code: connector::model::ErrorCode::Internal,
+        message: e.message.clone(),
+        reason_code: e.reason_code,
+        document_index: e.document_index,
+    }
+    .to_string()
+}
+
+/// A flow document as the connector's `document`.
+///
+/// # Errors
+///
+/// A sentence saying which payload or property is invalid.
+pub fn to_document(document: &FlowDocument) -> Result<Document, String> {
+    let payload = document.payload_bytes()?;
+    let properties = document
+        .properties
+        .iter()
+        .map(|(name, value)| {
+            property_value(value)
+                .map(|value| Property {
+                    name: name.clone(),
+                    value,
+                })
+                .map_err(|e| format!("property {name}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Document {
+        id: 0,
+        payload,
+        properties,
+    })
+}
+
+/// A JSON property value as a connector `value`: text, a whole number, a
+/// flag, `{"base64": "..."}` for bytes, `[["name", "value"], ...]` for pairs.
+pub(crate) fn property_value(json: &Json) -> Result<Value, String> {
+    match json {
+        Json::String(text) => Ok(Value::Text(text.clone())),
+        Json::Bool(flag) => Ok(Value::Boolean(*flag)),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::Integer)
+            .ok_or_else(|| format!("{n} is not a whole number")),
+        Json::Object(object) => match object.get("base64").and_then(Json::as_str) {
+            Some(b64) if object.len() == 1 => connector::config::decode_base64(b64)
+                .map(Value::Binary)
+                .map_err(|e| format!("invalid base64: {e}")),
+            _ => Err("an object value must be {\"base64\": \"...\"}".to_owned()),
+        },
+        Json::Array(items) => items
+            .iter()
+            .map(|item| match item.as_array().map(Vec::as_slice) {
+                Some([Json::String(name), Json::String(value)]) => {
+                    Ok((name.clone(), value.clone()))
+                }
+                _ => Err("pairs are written [[\"name\", \"value\"], ...]".to_owned()),
+            })
+            .collect::<Result<_, _>>()
+            .map(Value::Pairs),
+        Json::Null => {
+            Err("null is only for expectations (a property that must be absent)".to_owned())
+        }
+    }
+}
+
+/// A connector `value` as JSON, the inverse of [`property_value`].
+pub(crate) fn property_json(value: &Value) -> Json {
+    match value {
+        Value::Text(text) => Json::from(text.as_str()),
+        Value::Integer(n) => Json::from(*n),
+        Value::Boolean(flag) => Json::from(*flag),
+        Value::Binary(bytes) => serde_json::json!({ "base64": super::base64_encode(bytes) }),
+        Value::Pairs(pairs) => Json::Array(
+            pairs
+                .iter()
+                .map(|(name, value)| serde_json::json!([name, value]))
+                .collect(),
+        ),
+    }
+}
+
+/// A received document in the form the shim prints and expectations check.
+pub fn to_received(document: &Document) -> Received {
+    let mut received = Received {
+        payload: document.payload.clone(),
+        ..Received::default()
+    };
+    for Property { name, value } in &document.properties {
+        match (name.as_str(), value) {
+            ("mqtt.topic", Value::Text(topic)) => received.topic = Some(topic.clone()),
+            ("mqtt.qos", Value::Integer(qos)) => received.qos = Some(*qos),
+            ("mqtt.retained", Value::Boolean(retained)) => received.retained = Some(*retained),
+            _ => {
+                received
+                    .properties
+                    .insert(name.clone(), property_json(value));
+            }
+        }
+    }
+    received
+}
+
+/// The JSON line `host-shim listen` and flows print for a document.
+pub fn document_line(document: &Document) -> String {
+    to_received(document).to_json_line()
+}
