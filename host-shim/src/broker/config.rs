@@ -1,14 +1,90 @@
 //! Broker configuration: every key, with its default, in one serde struct so
 //! it can come from a JSON file (`host-shim broker --config FILE`).
+//!
+//! # Profiles
+//!
+//! `"profile"` makes the broker behave, as far as retained messages, packet
+//! size and QoS go, like a given production broker does by default, so a
+//! flow can be tried on a laptop against each. Keys written next to it
+//! override the profile: `{"profile": "emqx", "retain": {"max_messages": 10}}`
+//! is EMQX's defaults with at most ten retained messages. Without a profile
+//! the defaults are the ones documented on each key (Mosquitto-like).
+//!
+//! | Setting | `mosquitto` | `emqx` | `aws-iot` | `tagoio` |
+//! |---|---|---|---|---|
+//! | `retain.enabled` | true [M1] | true [E1] | true [A1] | **false** [T1] |
+//! | `retain.max_messages` | 0 (unlimited) [M2] | 0 (unlimited) [E1] | 0 [A3] | - |
+//! | `retain.max_payload_bytes` | 0 (unlimited) [M2] | 1 MiB [E1] | 128 KiB [A2] | - |
+//! | `retain.default_expiry` | 0 (never) | 0 (never) [E1] | 3 years (94,608,000 s) [A1] | - |
+//! | `retain.clean_interval` | 60 s | 0 (no sweep) [E1] | 60 s | 60 s |
+//! | `retain.wildcard_delivery` | true | true [E2] | **false** [A4] | - |
+//! | `retain.delivery_batch` / `delivery_rate` | 0 / 0 | 0 / 0 [E1] | 0 / 0 | - |
+//! | `retain.storage` | memory [M3] | memory (`ram`) [E1] | memory | memory |
+//! | `max_packet_size` | 16 MiB (ours) | 1 MiB [E3] | 128 KiB [A2] | 16 MiB |
+//! | `maximum_qos` | 2 | 2 [E3] | 1 [A5] | 1 [T2] |
+//!
+//! Sources (vendor documentation, as consulted for this table):
+//!
+//! - [M1] mosquitto.conf(5), `retain_available` (default true),
+//!   <https://mosquitto.org/man/mosquitto-conf-5.html>.
+//! - [M2] mosquitto.conf(5), `message_size_limit` and `max_queued_messages`:
+//!   no limit on retained messages by default.
+//! - [M3] mosquitto.conf(5), `persistence` (default false: retained messages
+//!   live in memory).
+//! - [E1] EMQX retainer configuration, `emqx_retainer_schema.erl` in
+//!   emqx/emqx and "Retained Messages" / "Retainer" in the EMQX docs
+//!   (<https://docs.emqx.com/en/emqx/latest/messaging/mqtt-retained-message.html>):
+//!   `enable = true`, `max_retained_messages = 0`, `max_payload_size = 1MB`,
+//!   `msg_expiry_interval = 0s`, `msg_clear_interval = 0s`,
+//!   `storage_type = ram`, `flow_control.batch_deliver_number = 0`, no
+//!   `deliver_rate` unless set.
+//! - [E2] EMQX docs, "Retained Messages": retained messages are sent to
+//!   subscriptions matching the topic, wildcards included.
+//! - [E3] EMQX docs, "MQTT" configuration: `mqtt.max_packet_size = 1MB`,
+//!   `max_qos_allowed = 2`.
+//! - [A1] AWS IoT blog "Getting started with MQTT retained messages for AWS
+//!   IoT Core": retained messages are stored "for up to three years after the
+//!   last time they were updated or accessed". We count from the last update
+//!   only.
+//! - [A2] AWS IoT Core endpoints and quotas, message broker: payload at most
+//!   128 KB (<https://docs.aws.amazon.com/general/latest/gr/iot-core.html>).
+//! - [A3] AWS IoT Core quotas: retained messages are capped per account (an
+//!   adjustable account quota), which one broker cannot model; no cap here.
+//! - [A4] AWS IoT Core Developer Guide, "MQTT retained messages"
+//!   (<https://docs.aws.amazon.com/iot/latest/developerguide/mqtt.html#mqtt-retain>):
+//!   retained messages are delivered to subscriptions to the exact topic, not
+//!   to wildcard topic filters.
+//! - [A5] AWS IoT Core Developer Guide, "MQTT Quality of Service (QoS)
+//!   options": QoS 0 and 1 only; `RetainedMessageSummary.qos` is 0..1.
+//! - [T1] The issue this profile was written for states that TagoIO's broker
+//!   has no retained messages. Note that TagoIO's help center ("MQTT
+//!   Publishing and Subscribing", help.tago.io) says "TagoIO also supports
+//!   retained messages": check before relying on this row.
+//! - [T2] TagoIO help center, "MQTT QoS and message retention": "TagoIO
+//!   officially supports QoS 0 and 1".
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Configuration of the built-in broker. Every field has a default; a JSON
 /// file only names what it changes. Unknown keys are an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Deserializing applies `profile` first and the other keys over it; see
+/// [`BrokerConfig::from_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialized through `ConfigFile`, whose every key is optional, so that a
+// key left out takes the profile's value rather than the plain default. The
+// schema describes this struct itself, with its defaults.
+#[serde(from = "ConfigFile")]
+#[schemars(!from, default, deny_unknown_fields)]
+#[schemars(title = "Built-in MQTT broker configuration")]
 pub struct BrokerConfig {
+    /// Start from the defaults of a production broker (see the module
+    /// documentation for what each sets and the sources); keys given next to
+    /// it override it. Default none: the defaults documented on each key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
     /// Address to listen on. Default `127.0.0.1`.
     pub host: String,
     /// Port to listen on; 0 picks a free port. Default 1883.
@@ -60,7 +136,7 @@ pub struct BrokerConfig {
 }
 
 /// One account the broker accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// The CONNECT username.
@@ -69,19 +145,84 @@ pub struct User {
     pub password: String,
 }
 
+/// A production broker whose defaults a configuration starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Eclipse Mosquitto 2: retained messages without limits, delivered to
+    /// wildcard subscriptions too. The same as no profile.
+    Mosquitto,
+    /// EMQX 5: 1 MiB payloads and packets, no expiry, no sweep.
+    Emqx,
+    /// AWS IoT Core: QoS 0 and 1, 128 KiB payloads, retained messages kept
+    /// three years and sent only to subscriptions without wildcards.
+    AwsIot,
+    /// TagoIO: no retained messages, QoS 0 and 1.
+    Tagoio,
+}
+
 /// Retained message options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetainConfig {
-    /// Store retained messages. Off: CONNACK Retain Available = 0 on 5.0, and
+    /// Store retained messages. Off: CONNACK Retain Available = 0 on 5.0,
     /// a retained PUBLISH is DISCONNECT 0x9A (5.0) or a closed connection
-    /// (3.1.1). Default true.
+    /// (3.1.1), and a CONNECT with a retained will is refused with 0x9A
+    /// (MQTT-3.2.2-13/-14 in 5.0). Default true.
     pub enabled: bool,
+    /// Where retained messages are kept: `"memory"`, or `{"disk": "PATH"}`
+    /// for a database file that survives restarts and crashes (a retained
+    /// QoS 1 or 2 PUBLISH is acknowledged only once it is on disk). Memory
+    /// stays the index either way: reads never touch the disk. Default
+    /// `"memory"`.
+    pub storage: RetainStorage,
+    /// Most retained messages kept; 0 is no limit. When full, a topic that has
+    /// one can still replace or clear it, but a new topic's message is not
+    /// stored (it is still delivered to current subscribers); the refusal is
+    /// logged and counted. Default 0.
+    pub max_messages: usize,
+    /// Largest payload, in bytes, of a message that is retained; 0 is no
+    /// limit. A larger retained PUBLISH is delivered as usual but not stored
+    /// (logged and counted). Default 0.
+    pub max_payload_bytes: usize,
+    /// Seconds a retained message is kept when its PUBLISH has no Message
+    /// Expiry Interval of its own (which takes precedence); 0 is forever.
+    /// Default 0.
+    pub default_expiry: u32,
+    /// Seconds between sweeps that free expired retained messages; 0 never
+    /// sweeps. Expired messages are never delivered, swept or not. Default 60.
+    pub clean_interval: u32,
+    /// Send retained messages to new subscriptions whose filter has a
+    /// wildcard. False behaves like AWS IoT Core: only a filter naming a topic
+    /// exactly gets that topic's retained message. Default true.
+    pub wildcard_delivery: bool,
+    /// Most retained messages a new subscription is sent per step: they are
+    /// read from the store a step at a time as the client's in-flight window
+    /// frees up, never all at once; 0 is as many as the window (QoS 1 and 2)
+    /// allows, or all of them (QoS 0). Default 0.
+    pub delivery_batch: usize,
+    /// Most retained messages per second sent to one new subscription; 0 is
+    /// no limit. With a limit, steps of `delivery_batch` messages (1 if 0)
+    /// are spaced out to keep the rate. Default 0.
+    pub delivery_rate: u32,
+}
+
+/// Where retained messages are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RetainStorage {
+    /// In memory only: gone when the broker stops.
+    #[default]
+    Memory,
+    /// In memory and in a database file at this path (created if missing),
+    /// loaded back at start.
+    Disk(PathBuf),
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
+            profile: None,
             host: "127.0.0.1".to_owned(),
             port: 1883,
             max_connections: 10_000,
@@ -107,16 +248,263 @@ impl Default for BrokerConfig {
 
 impl Default for RetainConfig {
     fn default() -> Self {
-        RetainConfig { enabled: true }
+        RetainConfig {
+            enabled: true,
+            storage: RetainStorage::Memory,
+            max_messages: 0,
+            max_payload_bytes: 0,
+            default_expiry: 0,
+            clean_interval: 60,
+            wildcard_delivery: true,
+            delivery_batch: 0,
+            delivery_rate: 0,
+        }
     }
 }
 
+/// Three years of 365 days, in seconds: how long AWS IoT Core keeps a
+/// retained message.
+const THREE_YEARS: u32 = 3 * 365 * 24 * 60 * 60;
+
 impl BrokerConfig {
+    /// The defaults of `profile` (see the module documentation).
+    pub fn profile(profile: Profile) -> Self {
+        let mut config = BrokerConfig {
+            profile: Some(profile),
+            ..BrokerConfig::default()
+        };
+        let retain = &mut config.retain;
+        match profile {
+            Profile::Mosquitto => {}
+            Profile::Emqx => {
+                retain.max_payload_bytes = 1024 * 1024;
+                retain.clean_interval = 0;
+                config.max_packet_size = 1024 * 1024;
+            }
+            Profile::AwsIot => {
+                retain.max_payload_bytes = 128 * 1024;
+                retain.default_expiry = THREE_YEARS;
+                retain.wildcard_delivery = false;
+                config.max_packet_size = 128 * 1024;
+                config.maximum_qos = 1;
+            }
+            Profile::Tagoio => {
+                retain.enabled = false;
+                config.maximum_qos = 1;
+            }
+        }
+        config
+    }
+
+    /// Reads a JSON configuration: `profile` first, the other keys over it.
+    ///
+    /// # Errors
+    ///
+    /// The JSON error (with line and column) when the text is not JSON, has
+    /// an unknown key or a value of the wrong type.
+    pub fn from_json(text: &str) -> Result<BrokerConfig, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
     /// A configuration for tests: loopback, a free port, defaults otherwise.
     pub fn ephemeral() -> Self {
         BrokerConfig {
             port: 0,
             ..BrokerConfig::default()
         }
+    }
+}
+
+/// The JSON Schema of the broker configuration file, generated from
+/// [`BrokerConfig`]: every key with its description and default.
+pub fn broker_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(BrokerConfig);
+    schema.to_value()
+}
+
+/// A configuration file as written: every key optional, so that
+/// [`BrokerConfig`] can tell a key left out (the profile's value holds) from a
+/// key given (it overrides the profile). Serde reads it straight from the
+/// text, so errors keep their line and column.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    profile: Option<Profile>,
+    host: Option<String>,
+    port: Option<u16>,
+    max_connections: Option<usize>,
+    max_packet_size: Option<u32>,
+    receive_maximum: Option<u16>,
+    max_inflight: Option<u16>,
+    max_queued_messages: Option<usize>,
+    max_keep_alive: Option<u16>,
+    max_session_expiry: Option<u32>,
+    topic_alias_maximum: Option<u16>,
+    maximum_qos: Option<u8>,
+    wildcard_subscriptions: Option<bool>,
+    shared_subscriptions: Option<bool>,
+    subscription_identifiers: Option<bool>,
+    deny_subscribe: Option<Vec<String>>,
+    allow_anonymous: Option<bool>,
+    users: Option<Vec<User>>,
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    retain: RetainFile,
+}
+
+/// The `retain` object as written; see [`ConfigFile`].
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetainFile {
+    enabled: Option<bool>,
+    storage: Option<RetainStorage>,
+    max_messages: Option<usize>,
+    max_payload_bytes: Option<usize>,
+    default_expiry: Option<u32>,
+    clean_interval: Option<u32>,
+    wildcard_delivery: Option<bool>,
+    delivery_batch: Option<usize>,
+    delivery_rate: Option<u32>,
+}
+
+/// Moves each `Some` field of `$from` into the same field of `$to`.
+macro_rules! overlay {
+    ($to:expr, $from:expr, $($field:ident),+ $(,)?) => {
+        $(if let Some(value) = $from.$field {
+            $to.$field = value;
+        })+
+    };
+}
+
+impl From<ConfigFile> for BrokerConfig {
+    fn from(file: ConfigFile) -> Self {
+        let mut config = file
+            .profile
+            .map_or_else(BrokerConfig::default, BrokerConfig::profile);
+        overlay!(
+            config,
+            file,
+            host,
+            port,
+            max_connections,
+            max_packet_size,
+            receive_maximum,
+            max_inflight,
+            max_queued_messages,
+            max_keep_alive,
+            max_session_expiry,
+            topic_alias_maximum,
+            maximum_qos,
+            wildcard_subscriptions,
+            shared_subscriptions,
+            subscription_identifiers,
+            deny_subscribe,
+            allow_anonymous,
+            users,
+        );
+        if file.password_file.is_some() {
+            config.password_file = file.password_file;
+        }
+        let retain = file.retain;
+        overlay!(
+            config.retain,
+            retain,
+            enabled,
+            storage,
+            max_messages,
+            max_payload_bytes,
+            default_expiry,
+            clean_interval,
+            wildcard_delivery,
+            delivery_batch,
+            delivery_rate,
+        );
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_override_the_profile() {
+        let config =
+            BrokerConfig::from_json(r#"{"profile": "emqx", "retain": {"max_messages": 10}}"#)
+                .unwrap();
+        let mut want = BrokerConfig::profile(Profile::Emqx);
+        want.retain.max_messages = 10;
+        assert_eq!(config, want);
+        assert_eq!(config.retain.max_payload_bytes, 1024 * 1024);
+
+        let aws = BrokerConfig::from_json(
+            r#"{"profile": "aws-iot", "max_packet_size": 1000,
+                "retain": {"wildcard_delivery": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(aws.max_packet_size, 1000);
+        assert!(aws.retain.wildcard_delivery);
+        assert_eq!(aws.retain.default_expiry, THREE_YEARS);
+        assert_eq!(aws.maximum_qos, 1);
+
+        let tago = BrokerConfig::from_json(r#"{"profile": "tagoio"}"#).unwrap();
+        assert!(!tago.retain.enabled);
+        assert_eq!(
+            BrokerConfig::from_json(r#"{"profile": "mosquitto"}"#).unwrap(),
+            BrokerConfig {
+                profile: Some(Profile::Mosquitto),
+                ..BrokerConfig::default()
+            }
+        );
+        assert_eq!(
+            BrokerConfig::from_json("{}").unwrap(),
+            BrokerConfig::default()
+        );
+    }
+
+    #[test]
+    fn storage_shapes_and_errors() {
+        let config =
+            BrokerConfig::from_json(r#"{"retain": {"storage": {"disk": "/tmp/r.redb"}}}"#).unwrap();
+        assert_eq!(
+            config.retain.storage,
+            RetainStorage::Disk(PathBuf::from("/tmp/r.redb"))
+        );
+        let config = BrokerConfig::from_json(r#"{"retain": {"storage": "memory"}}"#).unwrap();
+        assert_eq!(config.retain.storage, RetainStorage::Memory);
+
+        let err = BrokerConfig::from_json("{\n \"retain\": {\"colour\": 1}}").unwrap_err();
+        assert!(err.contains("colour") && err.contains("line 2"), "{err}");
+        let err = BrokerConfig::from_json(r#"{"profile": "hivemq"}"#).unwrap_err();
+        assert!(err.contains("hivemq"), "{err}");
+    }
+
+    #[test]
+    fn serialized_config_reads_back_the_same() {
+        for profile in [
+            Profile::Mosquitto,
+            Profile::Emqx,
+            Profile::AwsIot,
+            Profile::Tagoio,
+        ] {
+            let mut config = BrokerConfig::profile(profile);
+            config.retain.delivery_rate = 7;
+            let text = serde_json::to_string(&config).unwrap();
+            assert_eq!(BrokerConfig::from_json(&text).unwrap(), config, "{text}");
+        }
+    }
+
+    #[test]
+    fn schema_documents_keys_and_defaults() {
+        let schema = broker_schema();
+        let props = &schema["properties"];
+        assert_eq!(props["port"]["default"], 1883);
+        let retain = &schema["$defs"]["RetainConfig"]["properties"];
+        assert_eq!(retain["clean_interval"]["default"], 60);
+        assert!(retain["wildcard_delivery"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("AWS IoT")));
+        assert!(props["profile"]["description"].is_string());
+        assert_eq!(schema["additionalProperties"], false);
     }
 }

@@ -20,10 +20,41 @@
 //!
 //! All 3.1.1 packets arrive converted to their 5.0 form; a connection's
 //! protocol version decides only what the rules say differs between the two.
+//!
+//! # Retained messages
+//!
+//! - Storing: limits (`retain.max_messages`, `retain.max_payload_bytes`)
+//!   refuse to store, never to deliver; refusals are logged and counted in
+//!   [`Stats`]. Expiry is the PUBLISH's own interval, else
+//!   `retain.default_expiry`.
+//! - Disk: with `retain.storage = {"disk": ...}` every change is also a
+//!   pending write. The shell calls [`Broker::commit_retained`] after a
+//!   batch of inputs and before carrying out the batch's actions, so a
+//!   PUBACK or PUBREC for a retained PUBLISH goes out only once the message
+//!   is on disk, and one disk transaction covers the whole batch. Should the
+//!   shell not call it, [`Broker::poll_action`] commits before handing out
+//!   the first action, which keeps the same guarantee per input.
+//! - Delivery to a new subscription: not a snapshot of messages but a cursor
+//!   (the filter and the last topic sent) that walks the store in topic
+//!   order, `retain.delivery_batch` messages a step, as the client's
+//!   in-flight window frees up and, with `retain.delivery_rate`, on a timer.
+//!   So a `#` subscriber to 100,000 retained topics costs the broker one
+//!   cursor, not 100,000 queued entries. A message deleted or expired before
+//!   the cursor reaches it is skipped; one replaced after the SUBSCRIBE is
+//!   skipped too, because the subscriber got the replacement as a live
+//!   message (it matches the same filter), queued behind the cursor.
+//! - Time: the core keeps `Instant`s for timers and expiry. For the
+//!   wall-clock time a message was stored (listings, and expiry across
+//!   restarts on disk) it maps `Instant`s onto the wall clock from one pair
+//!   read at construction ([`Broker::open_at`] takes the pair, so tests stay
+//!   deterministic); a wall clock stepped later does not skew the core.
 
 use super::codec::Frame;
 use super::config::BrokerConfig;
-use super::retained::{RetainedMessage, RetainedStore};
+use super::config::RetainStorage;
+use super::retained::{
+    RetainedEntry, RetainedMessage, RetainedPage, RetainedStore, RetainedStoreError,
+};
 use super::session::{Inflight, Message, PendingWill, Queued, Session};
 use super::trie::{Match, SubscriptionTrie};
 use super::types::{ProtocolVersion, RetainHandling, SessionId, SubOptions};
@@ -38,7 +69,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A transport connection, numbered by the server shell.
 pub type ConnId = u64;
@@ -68,6 +99,14 @@ pub struct Stats {
     pub received: u64,
     /// Messages sent to subscribers.
     pub sent: u64,
+    /// Retained messages not stored because `retain.max_messages` was
+    /// reached (they were still delivered).
+    pub retained_refused_full: u64,
+    /// Retained messages not stored because their payload exceeded
+    /// `retain.max_payload_bytes` (they were still delivered).
+    pub retained_refused_too_large: u64,
+    /// Failed commits of retained messages to disk.
+    pub retained_write_errors: u64,
 }
 
 /// A transport connection the core knows about.
@@ -92,11 +131,41 @@ enum Timer {
     Will(SessionId, u64),
     SessionExpiry(SessionId, u64),
     RetainedSweep,
+    /// A session's retained delivery may take its next step (delivery rate).
+    RetainedDelivery(SessionId),
 }
 
-/// How often expired retained messages are swept from the store; they are
-/// never delivered once expired, the sweep only frees their memory.
-const RETAINED_SWEEP: Duration = Duration::from_secs(60);
+/// Where a new subscription's retained messages have got to.
+#[derive(Debug)]
+struct RetainedCursor {
+    /// The subscription's filter (never shared).
+    filter: String,
+    /// The subscription's options: granted QoS and identifier.
+    options: SubOptions,
+    /// The last topic sent; the walk resumes after it.
+    after: Option<String>,
+    /// Messages stored later than this (`RetainedMessage::seq`) reached the
+    /// subscriber live, so they are skipped.
+    start_seq: u64,
+    /// Messages of the session queue that were there before the SUBSCRIBE:
+    /// they go first, as they would have with a snapshot queued behind them.
+    ahead: usize,
+    /// Earliest time of the next step (delivery rate).
+    next_step: Instant,
+    /// The step timer set, if any.
+    scheduled: Option<Instant>,
+}
+
+/// What one step of a retained cursor achieved.
+enum Step {
+    /// The cursor is finished and gone.
+    Done,
+    /// Messages were sent; another step may follow at once.
+    Progress,
+    /// Nothing more now: the window is full, the rate says wait, or the
+    /// client is offline.
+    Blocked,
+}
 
 /// The broker core. See the module documentation for how to drive it.
 #[derive(Debug)]
@@ -115,18 +184,73 @@ pub struct Broker {
     stats: Stats,
     /// Reused for every routed message, so routing does not allocate.
     matches: Vec<Match>,
+    /// Retained deliveries in progress, per session, oldest first.
+    cursors: HashMap<SessionId, VecDeque<RetainedCursor>>,
+    /// Reused by every retained delivery step.
+    retained_scratch: Vec<Arc<RetainedMessage>>,
+    /// One moment on both clocks, to turn `Instant`s into wall-clock time.
+    clock: (Instant, SystemTime),
 }
 
 impl Broker {
-    /// A broker with no sessions.
+    /// A broker with no sessions. With disk storage that cannot be opened it
+    /// logs the error and keeps retained messages in memory only: use
+    /// [`Broker::open`] to get the error instead.
     pub fn new(config: BrokerConfig) -> Self {
-        Broker {
+        let now = Instant::now();
+        match Broker::open_at(config.clone(), now, SystemTime::now()) {
+            Ok(broker) => broker,
+            Err(error) => {
+                tracing::error!(%error, "retained messages will not be kept on disk");
+                Broker::with_store(config, RetainedStore::new(), now, SystemTime::now())
+            }
+        }
+    }
+
+    /// A broker with no sessions; with disk storage, its retained messages
+    /// loaded from the file.
+    ///
+    /// # Errors
+    ///
+    /// When the retained message store cannot be opened or read.
+    #[allow(
+        dead_code,
+        reason = "for the shell, to fail start-up with a clear error"
+    )]
+    pub fn open(config: BrokerConfig) -> Result<Self, RetainedStoreError> {
+        Broker::open_at(config, Instant::now(), SystemTime::now())
+    }
+
+    /// [`Broker::open`] with the current time given on both clocks.
+    ///
+    /// # Errors
+    ///
+    /// When the retained message store cannot be opened or read.
+    pub fn open_at(
+        config: BrokerConfig,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, RetainedStoreError> {
+        let store = match &config.retain.storage {
+            RetainStorage::Memory => RetainedStore::new(),
+            RetainStorage::Disk(path) => RetainedStore::open(path, now, wall)?,
+        };
+        Ok(Broker::with_store(config, store, now, wall))
+    }
+
+    fn with_store(
+        config: BrokerConfig,
+        retained: RetainedStore,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let mut broker = Broker {
             config,
             conns: HashMap::new(),
             sessions: HashMap::new(),
             by_client_id: HashMap::new(),
             trie: SubscriptionTrie::new(),
-            retained: RetainedStore::new(),
+            retained,
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             next_session: 1,
@@ -134,7 +258,12 @@ impl Broker {
             sweep_scheduled: false,
             stats: Stats::default(),
             matches: Vec::new(),
-        }
+            cursors: HashMap::new(),
+            retained_scratch: Vec::new(),
+            clock: (now, wall),
+        };
+        broker.schedule_sweep(now);
+        broker
     }
 
     /// A packet (or the CONNECT) decoded from connection `conn`.
@@ -200,9 +329,19 @@ impl Broker {
                     }
                 }
                 Timer::RetainedSweep => {
-                    self.retained.purge_expired(now);
+                    let purged = self.retained.purge_expired(now);
+                    if purged > 0 {
+                        tracing::debug!(purged, "expired retained messages swept");
+                    }
                     self.sweep_scheduled = false;
                     self.schedule_sweep(now);
+                }
+                Timer::RetainedDelivery(session) => {
+                    if let Some(cursor) = self.cursors.get_mut(&session).and_then(|c| c.front_mut())
+                    {
+                        cursor.scheduled = None;
+                    }
+                    self.flush_queue(now, session);
                 }
             }
         }
@@ -235,20 +374,43 @@ impl Broker {
     }
 
     /// The next action for the shell, in order.
+    ///
+    /// Retained changes not yet on disk are committed first (see
+    /// [`Broker::commit_retained`]), so no acknowledgement ever leaves before
+    /// the write it acknowledges. A failed commit is logged and counted here;
+    /// it is tried again after the next change.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.retained.needs_commit() {
+            if let Err(error) = self.commit_retained() {
+                tracing::error!(%error, "retained messages not written to disk");
+            }
+        }
         self.actions.pop_front()
+    }
+
+    /// Writes the retained messages stored, replaced, deleted or expired
+    /// since the last commit to disk, in one transaction. A no-op with memory
+    /// storage or nothing to write.
+    ///
+    /// The shell calls it after handling a batch of inputs and before
+    /// carrying out that batch's actions (group commit).
+    ///
+    /// # Errors
+    ///
+    /// When the write fails. The changes stay pending and are tried again at
+    /// the next commit; the messages are retained in memory meanwhile, and
+    /// the batch's acknowledgements are sent anyway (the error is the shell's
+    /// to report).
+    pub fn commit_retained(&mut self) -> Result<(), RetainedStoreError> {
+        self.retained.commit().inspect_err(|_| {
+            self.stats.retained_write_errors += 1;
+        })
     }
 
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Number of retained messages stored.
-    #[cfg(test)]
-    pub fn retained_count(&self) -> usize {
-        self.retained.len()
     }
 
     // ----- CONNECT -----
@@ -723,18 +885,7 @@ impl Broker {
         }
 
         if publish.retain {
-            if publish.payload.is_empty() {
-                // MQTT-3.3.1-10/-11 (3.1.1), MQTT-3.3.1-6/-7 (5.0).
-                self.retained.remove(&topic);
-            } else {
-                let stored = RetainedMessage {
-                    publish: publish.clone(),
-                    stored_at: now,
-                    expires_at,
-                };
-                self.retained.insert(&topic, Arc::new(stored));
-                self.schedule_sweep(now);
-            }
+            self.store_retained(now, &topic, &publish);
         }
 
         let message = Arc::new(Message {
@@ -785,9 +936,67 @@ impl Broker {
         delivered
     }
 
+    /// Stores, replaces or deletes the retained message of `topic` for a
+    /// PUBLISH with RETAIN set, within the configured limits. A message the
+    /// limits refuse is still routed by the caller.
+    fn store_retained(&mut self, now: Instant, topic: &str, publish: &Publish) {
+        let limits = &self.config.retain;
+        if publish.payload.is_empty() {
+            // MQTT-3.3.1-10/-11 (3.1.1), MQTT-3.3.1-6/-7 (5.0).
+            self.retained.remove(topic);
+            return;
+        }
+        if limits.max_payload_bytes > 0 && publish.payload.len() > limits.max_payload_bytes {
+            self.stats.retained_refused_too_large += 1;
+            tracing::warn!(
+                topic,
+                bytes = publish.payload.len(),
+                limit = limits.max_payload_bytes,
+                "retained message not stored: payload over retain.max_payload_bytes"
+            );
+            return;
+        }
+        let max = limits.max_messages;
+        if max > 0 && !self.retained.contains(topic) && self.retained.len() >= max {
+            // Expired messages still count until swept: sweep them now
+            // before refusing.
+            self.retained.purge_expired(now);
+            if self.retained.len() >= max {
+                self.stats.retained_refused_full += 1;
+                tracing::warn!(
+                    topic,
+                    limit = max,
+                    "retained message not stored: retain.max_messages reached"
+                );
+                return;
+            }
+        }
+        let stored = RetainedMessage::new(
+            publish.clone(),
+            now,
+            self.wall_time(now),
+            self.config.retain.default_expiry,
+        );
+        self.retained.insert(topic, stored);
+        self.schedule_sweep(now);
+    }
+
+    /// `now` on the wall clock.
+    fn wall_time(&self, now: Instant) -> SystemTime {
+        let (base, wall) = self.clock;
+        match now.checked_duration_since(base) {
+            Some(since) => wall.checked_add(since).unwrap_or(wall),
+            None => wall,
+        }
+    }
+
     /// Sends a message to a session now if it can, else queues it.
     fn deliver(&mut self, now: Instant, session_id: SessionId, queued: Queued) {
         let limit = self.config.max_queued_messages;
+        // Behind a retained delivery in progress, live messages wait their
+        // turn, so that a topic's retained message comes before what was
+        // published on it later (MQTT-4.6.0-5 in 5.0, 4.6.0-6 in 3.1.1).
+        let behind_cursor = self.cursors.contains_key(&session_id);
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -798,6 +1007,7 @@ impl Broker {
             return;
         }
         let can_send_now = online
+            && !behind_cursor
             && session.queue.is_empty()
             && (queued.qos == QoS::AtMostOnce || session.has_free_slot());
         if can_send_now {
@@ -814,14 +1024,26 @@ impl Broker {
         }
     }
 
-    /// Sends queued messages while the client's window has room.
+    /// Sends queued messages and steps retained deliveries, in order, while
+    /// the client's window has room.
     fn flush_queue(&mut self, now: Instant, session_id: SessionId) {
         loop {
+            let cursor_ahead = self
+                .cursors
+                .get(&session_id)
+                .and_then(VecDeque::front)
+                .map(|c| c.ahead);
             let Some(session) = self.sessions.get_mut(&session_id) else {
                 return;
             };
             if session.conn.is_none() {
                 return;
+            }
+            if cursor_ahead == Some(0) || (cursor_ahead.is_some() && session.queue.is_empty()) {
+                match self.step_retained(now, session_id) {
+                    Step::Done | Step::Progress => continue,
+                    Step::Blocked => return,
+                }
             }
             let Some(next) = session.queue.front() else {
                 return;
@@ -829,8 +1051,108 @@ impl Broker {
             if next.qos != QoS::AtMostOnce && !session.has_free_slot() {
                 return;
             }
-            let queued = session.dequeue().expect("front exists");
+            let Some(queued) = session.dequeue() else {
+                return;
+            };
+            if let Some(cursors) = self.cursors.get_mut(&session_id) {
+                for cursor in cursors {
+                    cursor.ahead = cursor.ahead.saturating_sub(1);
+                }
+            }
             self.transmit(now, session_id, queued);
+        }
+    }
+
+    /// One step of the session's oldest retained delivery: sends the next
+    /// matching messages in topic order, as many as the step size, the
+    /// window (QoS 1 and 2) and the delivery rate allow.
+    fn step_retained(&mut self, now: Instant, session_id: SessionId) -> Step {
+        let batch = self.config.retain.delivery_batch;
+        let rate = self.config.retain.delivery_rate;
+        let Some(session) = self.sessions.get(&session_id) else {
+            return Step::Blocked;
+        };
+        let free = session.window.saturating_sub(session.inflight.len());
+        let Some(cursor) = self
+            .cursors
+            .get_mut(&session_id)
+            .and_then(VecDeque::front_mut)
+        else {
+            return Step::Done;
+        };
+        if rate > 0 && now < cursor.next_step {
+            if cursor.scheduled != Some(cursor.next_step) {
+                cursor.scheduled = Some(cursor.next_step);
+                let due = cursor.next_step;
+                self.schedule(due, Timer::RetainedDelivery(session_id));
+            }
+            return Step::Blocked;
+        }
+        let mut budget = match (batch, rate) {
+            (0, 0) => usize::MAX,
+            // A rate without a step size: steps of a tenth of a second.
+            (0, rate) => (rate as usize / 10).max(1),
+            (batch, _) => batch,
+        };
+        if cursor.options.qos != QoS::AtMostOnce {
+            // Never more than the window: the rest waits in the store, not
+            // in memory.
+            budget = budget.min(free);
+            if budget == 0 {
+                return Step::Blocked;
+            }
+        }
+
+        let mut found = std::mem::take(&mut self.retained_scratch);
+        found.clear();
+        let start_seq = cursor.start_seq;
+        self.retained.walk(
+            &cursor.filter,
+            cursor.after.as_deref(),
+            now,
+            budget,
+            &mut |m| m.seq <= start_seq,
+            &mut found,
+        );
+        let finished = found.len() < budget;
+        if let Some(last) = found.last() {
+            cursor.after = Some(last.topic());
+        }
+        if rate > 0 {
+            let secs = found.len() as f64 / f64::from(rate);
+            cursor.next_step = now + Duration::from_secs_f64(secs);
+        }
+        let options = cursor.options.clone();
+        if finished {
+            if let Some(cursors) = self.cursors.get_mut(&session_id) {
+                cursors.pop_front();
+                if cursors.is_empty() {
+                    self.cursors.remove(&session_id);
+                }
+            }
+        }
+        for stored in found.drain(..) {
+            let message = Arc::new(Message {
+                publish: stored.publish.clone(),
+                // Only the publisher's own expiry is told to the client.
+                expires_at: stored.own_expiry(),
+            });
+            let queued = Queued {
+                // Never upgraded: the lower of stored and granted QoS.
+                qos: min_qos(stored.publish.qos, options.qos),
+                // MQTT-3.3.1-8 (3.1.1) / MQTT-3.3.1-9 (5.0).
+                retain: true,
+                message,
+                subscription_ids: options.subscription_id.into_iter().collect(),
+                from_retained: true,
+            };
+            self.transmit(now, session_id, queued);
+        }
+        self.retained_scratch = found;
+        if finished {
+            Step::Done
+        } else {
+            Step::Progress
         }
     }
 
@@ -988,30 +1310,39 @@ impl Broker {
             }),
         );
 
-        // Retained messages follow the SUBACK; they queue behind the
-        // window like any message, so a wildcard subscriber to many topics
-        // gets all of them without overrunning its Receive Maximum.
-        let mut found = Vec::new();
-        for (filter, options) in retained_for {
-            found.clear();
-            self.retained.matching(&filter, now, &mut found);
-            for stored in found.drain(..) {
-                let message = Arc::new(Message {
-                    publish: stored.publish.clone(),
-                    expires_at: stored.expires_at,
-                });
-                let queued = Queued {
-                    // Never upgraded: the lower of stored and granted QoS.
-                    qos: min_qos(stored.publish.qos, options.qos),
-                    // MQTT-3.3.1-8 (3.1.1) / MQTT-3.3.1-9 (5.0).
-                    retain: true,
-                    message,
-                    subscription_ids: options.subscription_id.into_iter().collect(),
-                    from_retained: true,
-                };
-                self.deliver(now, session_id, queued);
-            }
+        // Retained messages follow the SUBACK, through a cursor per
+        // subscription that reads them from the store a step at a time as
+        // the window frees up: a wildcard subscriber to many topics gets all
+        // of them without overrunning its Receive Maximum, and without the
+        // broker holding them all in its queue.
+        if retained_for.is_empty() {
+            return;
         }
+        let ahead = self.session_mut(session_id).queue.len();
+        let start_seq = self.retained.last_seq();
+        let wildcard_delivery = self.config.retain.wildcard_delivery;
+        let cursors = self.cursors.entry(session_id).or_default();
+        for (filter, options) in retained_for {
+            if !wildcard_delivery && (filter.contains('+') || filter.contains('#')) {
+                // AWS IoT Core: no retained messages for wildcard filters.
+                continue;
+            }
+            // Subscribing again restarts a delivery still in progress.
+            cursors.retain(|c| c.filter != filter);
+            cursors.push_back(RetainedCursor {
+                filter,
+                options,
+                after: None,
+                start_seq,
+                ahead,
+                next_step: now,
+                scheduled: None,
+            });
+        }
+        if cursors.is_empty() {
+            self.cursors.remove(&session_id);
+        }
+        self.flush_queue(now, session_id);
     }
 
     /// Validates a subscription filter; `Ok(Some((group, filter)))` for a
@@ -1070,6 +1401,13 @@ impl Broker {
             .is_none()
         {
             return false;
+        }
+        if let Some(cursors) = self.cursors.get_mut(&session_id) {
+            // Its retained messages not sent yet are no longer wanted.
+            cursors.retain(|c| c.filter != path);
+            if cursors.is_empty() {
+                self.cursors.remove(&session_id);
+            }
         }
         match topic::parse_shared(path) {
             Ok(Some(shared)) => self
@@ -1215,6 +1553,7 @@ impl Broker {
         let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
         };
+        self.cursors.remove(&session_id);
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {
             self.by_client_id.remove(&session.client_id);
         }
@@ -1259,10 +1598,14 @@ impl Broker {
         self.timers.insert((due, timer));
     }
 
+    /// Sets the sweep timer of expired retained messages unless it is set,
+    /// there is nothing to sweep, or `retain.clean_interval` is 0.
     fn schedule_sweep(&mut self, now: Instant) {
-        if !self.sweep_scheduled && !self.retained.is_empty() {
+        let interval = self.config.retain.clean_interval;
+        if !self.sweep_scheduled && interval > 0 && !self.retained.is_empty() {
             self.sweep_scheduled = true;
-            self.schedule(now + RETAINED_SWEEP, Timer::RetainedSweep);
+            let due = now + Duration::from_secs(u64::from(interval));
+            self.schedule(due, Timer::RetainedSweep);
         }
     }
 
@@ -1276,6 +1619,79 @@ impl Broker {
         self.sessions
             .get_mut(&id)
             .expect("session of a live connection")
+    }
+}
+
+/// Retained message management, for the admin endpoint. Every call takes
+/// the current time, like the inputs, so expiry is judged the same way.
+#[allow(
+    dead_code,
+    reason = "called through the router task by the admin endpoint"
+)]
+impl Broker {
+    /// Number of retained messages stored and not expired at `now`.
+    pub fn retained_count(&self, now: Instant) -> usize {
+        self.retained.len() - self.retained.expired_count(now)
+    }
+
+    /// A page of the retained messages whose topic matches `filter` (`#` for
+    /// all), in topic order, unexpired at `now`: at most `page_size` (at
+    /// least 1), starting after the topic `cursor` (the previous page's
+    /// `next_cursor`).
+    ///
+    /// # Errors
+    ///
+    /// When `filter` is not a valid topic filter, or is a shared one.
+    pub fn retained_list(
+        &self,
+        now: Instant,
+        filter: &str,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<RetainedPage, String> {
+        if topic::validate_filter(filter).is_err() || filter.starts_with("$share/") {
+            return Err(format!("invalid topic filter {filter:?}"));
+        }
+        let page_size = page_size.max(1);
+        let mut found = Vec::new();
+        // One more than a page tells whether another page follows.
+        self.retained.walk(
+            filter,
+            cursor,
+            now,
+            page_size.saturating_add(1),
+            &mut |_| true,
+            &mut found,
+        );
+        let more = found.len() > page_size;
+        found.truncate(page_size);
+        let entries: Vec<_> = found.iter().map(|m| m.info(now)).collect();
+        let next_cursor = if more {
+            entries.last().map(|e| e.topic.clone())
+        } else {
+            None
+        };
+        Ok(RetainedPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    /// The retained message of `topic` with its payload, unless there is
+    /// none or it expired at `now`.
+    pub fn retained_get(&self, now: Instant, topic: &str) -> Option<RetainedEntry> {
+        let message = self.retained.get(topic, now)?;
+        Some(RetainedEntry {
+            info: message.info(now),
+            payload: message.publish.payload.clone(),
+        })
+    }
+
+    /// Deletes the retained message of `topic`, from disk too at the next
+    /// commit; true if there was one. Subscriptions whose delivery has not
+    /// reached the topic yet will not get it.
+    pub fn retained_delete(&mut self, topic: &str) -> bool {
+        self.retained.remove(topic)
     }
 }
 

@@ -17,10 +17,15 @@
 //! - `session`: one client's state: subscriptions, packet identifiers, the
 //!   in-flight window and the queue behind it.
 //! - `trie`: the subscription trie, shared subscriptions included.
-//! - `retained`: the retained message store with wildcard lookup and expiry.
+//! - `retained`: the retained message store with wildcard lookup, expiry,
+//!   resumable walks in topic order, and optional disk storage (`redb`).
 //! - `server`: the thin tokio shell: accept loop, one task per connection,
-//!   one router task that owns the core, and graceful shutdown.
+//!   one router task that owns the core, group commit of retained writes,
+//!   the management API ([`BrokerAdmin`]), and graceful shutdown.
+//! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
+//!   loopback over the management API, for `host-shim retained`.
 
+pub mod admin;
 mod codec;
 pub mod config;
 mod core;
@@ -30,5 +35,7 @@ mod session;
 mod trie;
 mod types;
 
-pub use config::{BrokerConfig, RetainConfig, User};
-pub use server::{start, BrokerHandle, StartError};
+pub use self::core::Stats;
+pub use config::{broker_schema, BrokerConfig, Profile, RetainConfig, RetainStorage, User};
+pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
+pub use server::{start, AdminError, BrokerAdmin, BrokerHandle, StartError, MAX_PAGE_SIZE};

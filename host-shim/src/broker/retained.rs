@@ -4,23 +4,67 @@
 //!
 //! Children are kept in a `BTreeMap`, so a walk visits topics in a stable
 //! order: level by level, each level compared byte by byte, a parent before
-//! its children (`a`, `a/b`, `a-b`). That order is what subscribers see,
-//! and it is also what a later listing with a cursor will need.
+//! its children (`a`, `a/b`, `a-b`). That order is what subscribers see, and
+//! it is what makes a walk resumable: [`RetainedStore::walk`] starts after a
+//! given topic, so a subscription's delivery cursor and a management listing
+//! only need to remember the last topic they handed out.
 //!
 //! Expiry is checked on every read, so an expired message is never handed
 //! out even if [`RetainedStore::purge_expired`] has not run yet; the purge
-//! only gives the memory back.
+//! only gives the memory (and disk) back. Messages with an expiry are also
+//! indexed by expiry time, so a purge touches only what expired.
+//!
+//! With disk storage (`disk` submodule) the trie stays the index and the
+//! cache: reads never touch the disk. Every change is recorded as a pending
+//! write, and [`RetainedStore::commit`] writes them all in one transaction.
 //!
 //! Topic names can be more than 30,000 levels deep, so walks use loops with
 //! an explicit stack and nodes are dismantled iteratively on drop: a hostile
 //! topic must not overflow the router task's stack.
 
-#![allow(dead_code, reason = "some of the API is not used by the core yet")]
+mod disk;
 
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Publish;
-use std::collections::BTreeMap;
+use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The retained message store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RetainedStoreError {
+    /// The database file could not be opened or created (missing directory,
+    /// no permission, held by another broker, not a database).
+    #[error("cannot open the retained message store {}: {reason}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An entry in the file could not be decoded.
+    #[error("retained message store {}: entry {topic:?}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The entry's topic.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Pending changes could not be written; they are kept and tried again
+    /// at the next commit.
+    #[error("cannot write to the retained message store {}: {reason}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
 
 /// A retained message as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,27 +72,35 @@ pub struct RetainedMessage {
     /// The PUBLISH as received (topic set, RETAIN set, no topic alias, no
     /// packet id); its payload `Bytes` are shared with every delivery.
     pub publish: Publish,
-    /// When it was stored.
-    pub stored_at: Instant,
-    /// When it expires, from its Message Expiry Interval.
+    /// Wall-clock time it was stored, for listings and for the disk, where
+    /// an `Instant` means nothing after a restart.
+    pub modified: SystemTime,
+    /// When it expires: after its own Message Expiry Interval, or the
+    /// broker's default expiry when it has none.
     pub expires_at: Option<Instant>,
+    /// The interval, in seconds, `expires_at` was computed from.
+    pub expiry_secs: Option<u32>,
+    /// Store order, set by [`RetainedStore::insert`]: a message with a higher
+    /// number was stored later.
+    pub seq: u64,
 }
 
 impl RetainedMessage {
-    /// A message stored at `now`, expiring after the PUBLISH's Message
-    /// Expiry Interval if it has one (MQTT 5.0 3.3.2.3.3).
-    pub fn new(publish: Publish, now: Instant) -> Self {
-        let interval = publish
+    /// A message stored at `now` (`wall` on the wall clock). It expires after
+    /// the PUBLISH's Message Expiry Interval if it has one (MQTT 5.0
+    /// 3.3.2.3.3), else after `default_expiry` seconds if that is not 0.
+    pub fn new(publish: Publish, now: Instant, wall: SystemTime, default_expiry: u32) -> Self {
+        let own = publish
             .properties
             .as_ref()
             .and_then(|p| p.message_expiry_interval);
-        // An interval too large for the clock is as good as none.
-        let expires_at =
-            interval.and_then(|secs| now.checked_add(Duration::from_secs(secs.into())));
+        let expiry_secs = own.or((default_expiry > 0).then_some(default_expiry));
         RetainedMessage {
             publish,
-            stored_at: now,
-            expires_at,
+            modified: wall,
+            expires_at: expiry_secs.and_then(|secs| expiry_instant(now, secs)),
+            expiry_secs,
+            seq: 0,
         }
     }
 
@@ -57,6 +109,88 @@ impl RetainedMessage {
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// The expiry the subscriber is told about: only the publisher's own
+    /// Message Expiry Interval. A broker default (`retain.default_expiry`)
+    /// limits how long the message is kept, not what it says.
+    pub fn own_expiry(&self) -> Option<Instant> {
+        let own = self
+            .publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval);
+        own.and(self.expires_at)
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> String {
+        String::from_utf8_lossy(&self.publish.topic).into_owned()
+    }
+
+    /// What a listing shows of the message at `now`.
+    pub fn info(&self, now: Instant) -> RetainedInfo {
+        RetainedInfo {
+            topic: self.topic(),
+            qos: self.publish.qos as u8,
+            payload_bytes: self.publish.payload.len(),
+            last_modified: self
+                .modified
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            expires_in: self
+                .expires_at
+                .map(|at| at.saturating_duration_since(now).as_secs()),
+        }
+    }
+}
+
+/// `now + secs`, or `None` when that is past what the clock can represent
+/// (as good as never).
+fn expiry_instant(now: Instant, secs: u32) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(secs.into()))
+}
+
+/// One retained message as the management API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetainedInfo {
+    /// The topic name.
+    pub topic: String,
+    /// The QoS it was published with.
+    pub qos: u8,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// When it was stored, in seconds since the Unix epoch.
+    pub last_modified: u64,
+    /// Seconds until it expires; `None` never expires.
+    pub expires_in: Option<u64>,
+}
+
+/// One retained message with its payload, as the management API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetainedEntry {
+    /// What a listing shows.
+    #[serde(flatten)]
+    pub info: RetainedInfo,
+    /// The payload. In JSON: a string when it is UTF-8, else an array of
+    /// byte values.
+    #[serde(serialize_with = "payload_json")]
+    pub payload: Bytes,
+}
+
+fn payload_json<S: Serializer>(payload: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => serializer.serialize_str(text),
+        Err(_) => serializer.collect_seq(payload.iter()),
+    }
+}
+
+/// One page of a retained message listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetainedPage {
+    /// The entries, in topic order.
+    pub entries: Vec<RetainedInfo>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Retained messages by topic name, with wildcard lookup.
@@ -69,6 +203,12 @@ pub struct RetainedStore {
     root: Node,
     /// Messages stored, expired ones not yet purged included.
     len: usize,
+    /// Messages that expire, by expiry time.
+    expiries: BTreeSet<(Instant, Box<str>)>,
+    /// The next [`RetainedMessage::seq`].
+    next_seq: u64,
+    /// The database behind the trie, with disk storage.
+    disk: Option<disk::DiskStore>,
 }
 
 /// One topic level.
@@ -80,32 +220,117 @@ struct Node {
     message: Option<Arc<RetainedMessage>>,
 }
 
-/// Work left in a [`RetainedStore::matching`] walk.
+/// Work left in a [`RetainedStore::walk`]. Each carries the node's depth
+/// (levels from the root) and whether its path equals the first `depth`
+/// levels of the topic to resume after: only such "spine" nodes need their
+/// children cut at the resume point, everything off the spine is entirely
+/// before it (skipped) or entirely after it.
 enum Visit<'a> {
     /// Match the filter from level `.1` on against the subtree at `.0`.
-    Filter(&'a Node, usize),
+    Filter(&'a Node, usize, bool),
     /// A `#` covers this whole subtree.
-    All(&'a Node),
+    All(&'a Node, usize, bool),
 }
 
 impl RetainedStore {
-    /// An empty store.
+    /// An empty store in memory.
     pub fn new() -> Self {
         RetainedStore::default()
     }
 
-    /// Stores `message` for `topic`, replacing any earlier one.
-    pub fn insert(&mut self, topic: &str, message: Arc<RetainedMessage>) {
+    /// Opens (or creates) the database at `path` and loads every message in
+    /// it; messages that expired while the broker was down are dropped, from
+    /// the file too. `now` and `wall` are the same moment on both clocks.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or an entry cannot be decoded.
+    pub fn open(path: &Path, now: Instant, wall: SystemTime) -> Result<Self, RetainedStoreError> {
+        let (disk, loaded) = disk::DiskStore::open(path)?;
+        let mut store = RetainedStore {
+            disk: Some(disk),
+            ..RetainedStore::default()
+        };
+        let mut expired = Vec::new();
+        for record in loaded {
+            let topic = record.topic;
+            let expires_at = match record.expiry_secs {
+                None => None,
+                Some(secs) => {
+                    let end = record
+                        .modified
+                        .checked_add(Duration::from_secs(secs.into()));
+                    match end.map(|end| end.duration_since(wall)) {
+                        // Still to come: the same distance from `now`.
+                        Some(Ok(left)) if !left.is_zero() => now.checked_add(left),
+                        // Past (or unrepresentably far): past is dropped.
+                        Some(_) => {
+                            expired.push(topic);
+                            continue;
+                        }
+                        None => None,
+                    }
+                }
+            };
+            let message = RetainedMessage {
+                publish: record.publish,
+                modified: record.modified,
+                expires_at,
+                expiry_secs: record.expiry_secs,
+                seq: 0,
+            };
+            store.insert_indexed(&topic, message);
+        }
+        if let Some(disk) = store.disk.as_mut() {
+            for topic in expired {
+                disk.delete(&topic);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Stores `message` for `topic`, replacing any earlier one; returns it as
+    /// stored. With disk storage the change is pending until
+    /// [`commit`](Self::commit).
+    pub fn insert(&mut self, topic: &str, message: RetainedMessage) -> Arc<RetainedMessage> {
+        let stored = self.insert_indexed(topic, message);
+        if let Some(disk) = self.disk.as_mut() {
+            disk.put(topic, Arc::clone(&stored));
+        }
+        stored
+    }
+
+    /// [`insert`](Self::insert) without the disk write.
+    fn insert_indexed(
+        &mut self,
+        topic: &str,
+        mut message: RetainedMessage,
+    ) -> Arc<RetainedMessage> {
+        self.next_seq += 1;
+        message.seq = self.next_seq;
+        if let Some(at) = message.expires_at {
+            self.expiries.insert((at, topic.into()));
+        }
+        let stored = Arc::new(message);
         let mut node = &mut self.root;
         for level in topic.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
-        if node.message.replace(message).is_none() {
-            self.len += 1;
+        match node.message.replace(Arc::clone(&stored)) {
+            None => self.len += 1,
+            Some(old) => {
+                if let Some(at) = old.expires_at {
+                    if Some(at) != stored.expires_at {
+                        self.expiries.remove(&(at, topic.into()));
+                    }
+                }
+            }
         }
+        stored
     }
 
-    /// Deletes the retained message of `topic`; true if there was one.
+    /// Deletes the retained message of `topic`; true if there was one. With
+    /// disk storage the deletion is pending until [`commit`](Self::commit).
     ///
     /// Levels left with neither a message nor children are pruned, so the
     /// store does not keep the shape of every topic ever retained.
@@ -120,10 +345,16 @@ impl RetainedStore {
                 None => return false,
             }
         }
-        if node.message.take().is_none() {
+        let Some(old) = node.message.take() else {
             return false;
-        }
+        };
         self.len -= 1;
+        if let Some(at) = old.expires_at {
+            self.expiries.remove(&(at, topic.into()));
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.delete(topic);
+        }
 
         // Second walk: find the highest level from which the rest of the
         // path holds nothing else, and cut the branch there.
@@ -162,101 +393,158 @@ impl RetainedStore {
 
     /// The retained message of exactly `topic`, unless expired at `now`.
     pub fn get(&self, topic: &str, now: Instant) -> Option<Arc<RetainedMessage>> {
+        self.find(topic)?.live(now).cloned()
+    }
+
+    /// Whether `topic` has a message, expired or not.
+    pub fn contains(&self, topic: &str) -> bool {
+        self.find(topic).is_some_and(|node| node.message.is_some())
+    }
+
+    fn find(&self, topic: &str) -> Option<&Node> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
         }
-        node.live(now).cloned()
+        Some(node)
     }
 
     /// Appends every unexpired retained message whose topic matches `filter`
     /// (a valid filter without `$share/`), in topic order.
+    #[cfg(test)]
+    pub fn matching(&self, filter: &str, now: Instant, out: &mut Vec<Arc<RetainedMessage>>) {
+        self.walk(filter, None, now, usize::MAX, &mut |_| true, out);
+    }
+
+    /// Appends, in topic order, up to `limit` unexpired retained messages
+    /// whose topic matches `filter` (a valid filter without `$share/`), comes
+    /// after `after` in topic order, and passes `keep`.
     ///
     /// The wildcard rules are the subscription trie's: `+` is one level, the
     /// empty one included; `#` is the parent level and everything below it
     /// (`a/#` matches `a`); and a filter starting with a wildcard does not
     /// match topics starting with `$` (MQTT-4.7.2-1).
-    pub fn matching(&self, filter: &str, now: Instant, out: &mut Vec<Arc<RetainedMessage>>) {
+    ///
+    /// Resuming costs a descent along `after`'s levels, not a walk over
+    /// everything before it: at each level the children before `after`'s are
+    /// skipped with a range lookup.
+    pub fn walk(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        now: Instant,
+        limit: usize,
+        keep: &mut dyn FnMut(&RetainedMessage) -> bool,
+        out: &mut Vec<Arc<RetainedMessage>>,
+    ) {
         let levels: Vec<&str> = filter.split('/').collect();
         let last = levels.len().saturating_sub(1);
+        let after: Vec<&str> = after.map_or_else(Vec::new, |a| a.split('/').collect());
+        let mut found = 0;
 
         // Depth-first, children pushed in reverse so that they pop in order:
         // the output comes out sorted with no sort step.
-        let mut stack = vec![Visit::Filter(&self.root, 0)];
+        let mut stack = vec![Visit::Filter(&self.root, 0, !after.is_empty())];
         while let Some(visit) = stack.pop() {
-            match visit {
-                Visit::All(node) => {
-                    out.extend(node.live(now).cloned());
-                    stack.extend(node.children.values().rev().map(Visit::All));
+            let (node, depth, spine) = match visit {
+                Visit::Filter(node, depth, spine) | Visit::All(node, depth, spine) => {
+                    (node, depth, spine)
                 }
-                Visit::Filter(node, depth) => {
-                    let Some(level) = levels.get(depth) else {
-                        out.extend(node.live(now).cloned());
-                        continue;
-                    };
-                    // MQTT-4.7.2-1: a first-level wildcard skips `$` topics.
-                    let visible = |key: &str| depth > 0 || !key.starts_with('$');
-                    match *level {
-                        // '#' only counts as a wildcard as the last level; an
-                        // invalid filter with '#' elsewhere matches it
-                        // literally, which no topic name can, instead of
-                        // panicking.
-                        "#" if depth == last => {
-                            out.extend(node.live(now).cloned());
-                            let children = node.children.iter().rev();
-                            stack.extend(
-                                children
-                                    .filter(|(key, _)| visible(key))
-                                    .map(|(_, child)| Visit::All(child)),
-                            );
-                        }
-                        "+" => {
-                            let children = node.children.iter().rev();
-                            stack.extend(
-                                children
-                                    .filter(|(key, _)| visible(key))
-                                    .map(|(_, child)| Visit::Filter(child, depth + 1)),
-                            );
-                        }
-                        literal => {
-                            if let Some(child) = node.children.get(literal) {
-                                stack.push(Visit::Filter(child, depth + 1));
-                            }
-                        }
+            };
+            // The children at or after the resume point, each with whether it
+            // stays on the spine. Off the spine, all of them.
+            let cut = spine.then(|| after.get(depth)).flatten().copied();
+            let children = || -> Box<dyn DoubleEndedIterator<Item = (&Box<str>, &Node, bool)>> {
+                match cut {
+                    Some(from) => Box::new(
+                        node.children
+                            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
+                            .map(move |(key, child)| (key, child, &**key == from)),
+                    ),
+                    None => Box::new(node.children.iter().map(|(key, child)| (key, child, false))),
+                }
+            };
+            // MQTT-4.7.2-1: a first-level wildcard skips `$` topics.
+            let visible = |key: &str| depth > 0 || !key.starts_with('$');
+            // A spine node's own topic is `after` or a prefix of it: not
+            // after it.
+            let mut emit = |node: &Node| {
+                if spine {
+                    return;
+                }
+                if let Some(message) = node.live(now) {
+                    if keep(message) {
+                        out.push(Arc::clone(message));
+                        found += 1;
                     }
                 }
+            };
+            match visit {
+                Visit::All(..) => {
+                    emit(node);
+                    stack.extend(
+                        children()
+                            .rev()
+                            .map(|(_, child, on)| Visit::All(child, depth + 1, on)),
+                    );
+                }
+                Visit::Filter(..) => match levels.get(depth).copied() {
+                    None => emit(node),
+                    // '#' only counts as a wildcard as the last level; an
+                    // invalid filter with '#' elsewhere matches it literally,
+                    // which no topic name can, instead of panicking.
+                    Some("#") if depth == last => {
+                        emit(node);
+                        stack.extend(
+                            children()
+                                .rev()
+                                .filter(|(key, _, _)| visible(key))
+                                .map(|(_, child, on)| Visit::All(child, depth + 1, on)),
+                        );
+                    }
+                    Some("+") => {
+                        stack.extend(
+                            children()
+                                .rev()
+                                .filter(|(key, _, _)| visible(key))
+                                .map(|(_, child, on)| Visit::Filter(child, depth + 1, on)),
+                        );
+                    }
+                    Some(literal) => {
+                        let on = match cut {
+                            Some(from) if literal < from => continue,
+                            Some(from) => literal == from,
+                            None => false,
+                        };
+                        if let Some(child) = node.children.get(literal) {
+                            stack.push(Visit::Filter(child, depth + 1, on));
+                        }
+                    }
+                },
+            }
+            if found >= limit {
+                return;
             }
         }
     }
 
     /// Deletes messages expired at `now`; returns how many.
-    ///
-    /// It visits every stored topic; the core calls it from its timer, not
-    /// on the publish path.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
-        // Collect the topics first, then remove each, so that pruning stays
-        // in one place (`remove`) and no walk needs two mutable borrows.
-        let mut expired: Vec<String> = Vec::new();
-        let mut path: Vec<&str> = Vec::new();
-        let mut stack: Vec<(&Node, &str, usize)> = self
-            .root
-            .children
-            .iter()
-            .map(|(key, child)| (child, &**key, 0))
-            .collect();
-        while let Some((node, key, depth)) = stack.pop() {
-            path.truncate(depth);
-            path.push(key);
-            if node.message.as_ref().is_some_and(|m| m.is_expired(now)) {
-                expired.push(path.join("/"));
+        let mut purged = 0;
+        while let Some((at, _)) = self.expiries.first() {
+            if *at > now {
+                break;
             }
-            stack.extend(
-                node.children
-                    .iter()
-                    .map(|(key, child)| (child, &**key, depth + 1)),
-            );
+            let Some((_, topic)) = self.expiries.pop_first() else {
+                break;
+            };
+            // The index only holds topics whose current message expires at
+            // `at`, so this removes exactly that message.
+            if self.remove(&topic) {
+                purged += 1;
+            }
         }
-        expired.iter().filter(|topic| self.remove(topic)).count()
+        purged
     }
 
     /// Number of retained messages stored, counting expired ones until
@@ -265,9 +553,43 @@ impl RetainedStore {
         self.len
     }
 
+    /// Number of messages expired at `now` but not purged yet.
+    pub fn expired_count(&self, now: Instant) -> usize {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .count()
+    }
+
     /// Whether no message is stored.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether changes were made since the last commit attempt.
+    pub fn needs_commit(&self) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(disk::DiskStore::needs_commit)
+    }
+
+    /// The [`RetainedMessage::seq`] of the message stored last.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Writes the pending changes to disk in one transaction; a no-op in
+    /// memory or with nothing pending.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails; the changes stay pending and are tried again at
+    /// the next commit.
+    pub fn commit(&mut self) -> Result<(), RetainedStoreError> {
+        match self.disk.as_mut() {
+            Some(disk) => disk.commit(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -301,14 +623,14 @@ mod tests {
 
     /// A retained message for `topic` stored at `now`, expiring after
     /// `expiry` seconds if given.
-    fn message(topic: &str, now: Instant, expiry: Option<u32>) -> Arc<RetainedMessage> {
+    fn message(topic: &str, now: Instant, expiry: Option<u32>) -> RetainedMessage {
         let properties = expiry.map(|secs| PublishProperties {
             message_expiry_interval: Some(secs),
             ..PublishProperties::default()
         });
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, topic.to_owned(), properties);
         publish.retain = true;
-        Arc::new(RetainedMessage::new(publish, now))
+        RetainedMessage::new(publish, now, UNIX_EPOCH, 0)
     }
 
     /// Topics of the messages `filter` finds, in the order found.
@@ -334,16 +656,14 @@ mod tests {
         let now = Instant::now();
         let mut store = RetainedStore::new();
         assert!(store.is_empty());
-        let first = message("a/b", now, None);
-        store.insert("a/b", first.clone());
+        let first = store.insert("a/b", message("a/b", now, None));
         assert_eq!(store.len(), 1);
         assert_eq!(store.get("a/b", now), Some(first));
         assert_eq!(store.get("a", now), None);
         assert_eq!(store.get("a/b/c", now), None);
 
         // MQTT-3.3.1-5: a new retained message replaces the old one.
-        let second = message("a/b", now, Some(60));
-        store.insert("a/b", second.clone());
+        let second = store.insert("a/b", message("a/b", now, Some(60)));
         assert_eq!(store.len(), 1);
         assert_eq!(store.get("a/b", now), Some(second));
 
@@ -536,8 +856,7 @@ mod tests {
             // What the store should hold: the last message per topic.
             let mut expected: BTreeMap<String, Arc<RetainedMessage>> = BTreeMap::new();
             for (topic, expiry) in &stored {
-                let m = message(topic, t0, *expiry);
-                store.insert(topic, m.clone());
+                let m = store.insert(topic, message(topic, t0, *expiry));
                 expected.insert(topic.clone(), m);
             }
             for topic in &removed {

@@ -20,10 +20,23 @@
 //!   stops the accept loop and makes the router disconnect everyone. Every
 //!   task holds a clone of a `done` sender it never uses; `shutdown` waits
 //!   until the last one is dropped, that is until every task has ended.
+//! - **Group commit.** The router handles a batch of events (up to
+//!   [`EVENT_BATCH`]), then asks the core to write that batch's retained
+//!   changes to disk in one transaction, and only then carries out the
+//!   batch's actions. So a PUBACK or PUBREC for a retained PUBLISH leaves
+//!   only once the message is durable, and one fsync serves many
+//!   publishers. When the write fails, the connections that sent a retained
+//!   QoS 1 or 2 PUBLISH in the batch are closed without their
+//!   acknowledgement: the clients resend, and the write is tried again.
+//! - **Management.** [`BrokerAdmin`] (from [`BrokerHandle::admin`]) sends
+//!   requests to the router on their own small channel, each with a oneshot
+//!   reply, so listing or deleting retained messages takes no lock on the
+//!   publish path and sees the store exactly as subscribers do.
 
 use super::codec::{self, DecodeError, Decoder, Frame};
 use super::config::{BrokerConfig, User};
 use super::core::{Action, Broker, ConnId};
+use super::retained::{RetainedEntry, RetainedPage, RetainedStoreError};
 use super::types::ProtocolVersion;
 use bytes::{Bytes, BytesMut};
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
@@ -37,7 +50,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -45,8 +58,17 @@ use tracing::{debug, error, info, warn};
 /// enough that a router that falls behind soon stops the readers.
 const EVENT_CAPACITY: usize = 1024;
 
-/// Most events the router handles before it carries out the core's actions.
+/// Most events the router handles before it carries out the core's actions
+/// (and commits the retained changes they made).
 const EVENT_BATCH: usize = 64;
+
+/// Capacity of the management request channel: requests are rare, and a
+/// caller beyond this waits its turn.
+const ADMIN_CAPACITY: usize = 16;
+
+/// The largest page [`BrokerAdmin::retained_list`] returns: the router
+/// builds a page while every connection waits, so a page stays small.
+pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// How long a new connection may take to send its CONNECT. Short in unit
 /// tests so the timeout can be tested in real time (tokio's `test-util`
@@ -105,6 +127,8 @@ pub struct BrokerHandle {
     shutdown: watch::Sender<()>,
     /// Returns `None` once every task has dropped its `done` sender.
     done: mpsc::Receiver<()>,
+    /// Management requests to the router.
+    admin: BrokerAdmin,
 }
 
 impl BrokerHandle {
@@ -126,6 +150,57 @@ impl BrokerHandle {
         format!("mqtt://{addr}")
     }
 
+    /// A cloneable handle to the management API, for tasks that outlive a
+    /// borrow of this handle (such as the [admin endpoint](super::admin)).
+    /// It stops working, with [`AdminError::Closed`], when the broker shuts
+    /// down.
+    pub fn admin(&self) -> BrokerAdmin {
+        self.admin.clone()
+    }
+
+    /// A page of the retained messages whose topic matches `filter`; see
+    /// [`BrokerAdmin::retained_list`].
+    ///
+    /// # Errors
+    ///
+    /// See [`BrokerAdmin::retained_list`].
+    pub async fn retained_list(
+        &self,
+        filter: &str,
+        page_size: usize,
+        cursor: Option<String>,
+    ) -> Result<RetainedPage, AdminError> {
+        self.admin.retained_list(filter, page_size, cursor).await
+    }
+
+    /// The retained message of `topic`; see [`BrokerAdmin::retained_get`].
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_get(&self, topic: &str) -> Result<Option<RetainedEntry>, AdminError> {
+        self.admin.retained_get(topic).await
+    }
+
+    /// Deletes the retained message of `topic`; see
+    /// [`BrokerAdmin::retained_delete`].
+    ///
+    /// # Errors
+    ///
+    /// See [`BrokerAdmin::retained_delete`].
+    pub async fn retained_delete(&self, topic: &str) -> Result<bool, AdminError> {
+        self.admin.retained_delete(topic).await
+    }
+
+    /// The number of retained messages; see [`BrokerAdmin::retained_count`].
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_count(&self) -> Result<usize, AdminError> {
+        self.admin.retained_count().await
+    }
+
     /// Disconnects every client (5.0: reason 0x8B), stops listening, and
     /// waits until all connection tasks have ended.
     pub async fn shutdown(self) {
@@ -136,6 +211,138 @@ impl BrokerHandle {
         // Nothing is ever sent: this returns `None` when the last task ends.
         let _ = done.recv().await;
     }
+}
+
+/// Why a management request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The broker has shut down.
+    #[error("the broker has shut down")]
+    Closed,
+    /// The topic filter is not valid (or is a shared subscription's).
+    #[error("{0}")]
+    InvalidFilter(String),
+    /// The change is made in memory, but could not be written to disk; the
+    /// write is tried again at the next commit.
+    #[error("done in memory but not yet on disk")]
+    Store(#[source] RetainedStoreError),
+}
+
+/// The management API of a running broker: list, get, delete and count
+/// retained messages. Cheap to clone; every call is one request to the
+/// router task, answered between two batches of client traffic.
+#[derive(Debug, Clone)]
+pub struct BrokerAdmin {
+    requests: mpsc::Sender<AdminRequest>,
+}
+
+impl BrokerAdmin {
+    /// A page of the retained messages whose topic matches `filter` (`#`
+    /// for all), in topic order, without payloads: at most `page_size`
+    /// entries (at least 1, at most [`MAX_PAGE_SIZE`]), starting after the
+    /// topic `cursor`, the previous page's
+    /// [`next_cursor`](RetainedPage::next_cursor). Expired messages are
+    /// never listed.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::InvalidFilter`] for a filter that is not a valid topic
+    /// filter, [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_list(
+        &self,
+        filter: &str,
+        page_size: usize,
+        cursor: Option<String>,
+    ) -> Result<RetainedPage, AdminError> {
+        let filter = filter.to_owned();
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        self.ask(|reply| AdminRequest::List {
+            filter,
+            page_size,
+            cursor,
+            reply,
+        })
+        .await?
+    }
+
+    /// The retained message of `topic` with its payload, or `None` when
+    /// there is none (or it has expired).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_get(&self, topic: &str) -> Result<Option<RetainedEntry>, AdminError> {
+        let topic = topic.to_owned();
+        self.ask(|reply| AdminRequest::Get { topic, reply }).await
+    }
+
+    /// Deletes the retained message of `topic`, as an empty retained
+    /// PUBLISH would; true if there was one. With disk storage the delete
+    /// is written before the answer. Subscribers whose retained delivery
+    /// has not reached the topic yet will not get it.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Store`] when the delete could not be written to disk
+    /// (the message is gone from memory and the write is tried again),
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_delete(&self, topic: &str) -> Result<bool, AdminError> {
+        let topic = topic.to_owned();
+        self.ask(|reply| AdminRequest::Delete { topic, reply })
+            .await?
+    }
+
+    /// The number of retained messages stored and not expired.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn retained_count(&self) -> Result<usize, AdminError> {
+        self.ask(|reply| AdminRequest::Count { reply }).await
+    }
+
+    /// Resolves when the broker has shut down: no request can succeed any
+    /// more.
+    pub async fn closed(&self) {
+        self.requests.closed().await;
+    }
+
+    /// Sends the request `make` builds around a reply channel, and waits
+    /// for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+    ) -> Result<T, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| AdminError::Closed)?;
+        // A dropped reply means the router stopped before it answered.
+        answer.await.map_err(|_| AdminError::Closed)
+    }
+}
+
+/// A management request, with the channel for its answer.
+#[derive(Debug)]
+enum AdminRequest {
+    List {
+        filter: String,
+        page_size: usize,
+        cursor: Option<String>,
+        reply: oneshot::Sender<Result<RetainedPage, AdminError>>,
+    },
+    Get {
+        topic: String,
+        reply: oneshot::Sender<Option<RetainedEntry>>,
+    },
+    Delete {
+        topic: String,
+        reply: oneshot::Sender<Result<bool, AdminError>>,
+    },
+    Count {
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Starts a broker on the current tokio runtime.
@@ -182,10 +389,12 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     let (shutdown_tx, shutdown_rx) = watch::channel(());
     let (done_tx, done_rx) = mpsc::channel(1);
     let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+    let (admin_tx, admin_rx) = mpsc::channel(ADMIN_CAPACITY);
 
     let router = Router {
         max_queued: config.max_queued_messages,
         conns: HashMap::new(),
+        store_failing: false,
     };
     let accept = Acceptor {
         listener,
@@ -197,13 +406,14 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         next_conn: 1,
     };
     let core = Broker::new(config);
-    tokio::spawn(router.run(core, events_rx, shutdown_rx, done_tx));
+    tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 
     Ok(BrokerHandle {
         local_addr,
         shutdown: shutdown_tx,
         done: done_rx,
+        admin: BrokerAdmin { requests: admin_tx },
     })
 }
 
@@ -413,6 +623,9 @@ struct ConnEntry {
     queued_qos0: Arc<AtomicUsize>,
     /// The core has been told about this connection.
     in_core: bool,
+    /// The router closed it without the core (a failed retained write):
+    /// nothing more is sent to it.
+    closing: bool,
     /// QoS 0 messages dropped since the queue last had room.
     dropping: u64,
     /// QoS 0 messages dropped in all.
@@ -458,46 +671,70 @@ impl ConnEntry {
 struct Router {
     max_queued: usize,
     conns: HashMap<ConnId, ConnEntry>,
+    /// The last retained write failed: the next failure is not logged
+    /// again, and a success is.
+    store_failing: bool,
+}
+
+/// What the router remembers of a batch of events until their actions are
+/// carried out.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Connections that sent a retained QoS 1 or 2 PUBLISH in the batch:
+    /// their acknowledgement promises that the message is stored.
+    retained_publishers: Vec<ConnId>,
 }
 
 impl Router {
-    /// Feeds events and timeouts to the core and carries out its actions,
-    /// until shutdown.
+    /// Feeds events, management requests and timeouts to the core and
+    /// carries out its actions, until shutdown.
     async fn run(
         mut self,
         mut core: Broker,
         mut events: mpsc::Receiver<Event>,
+        mut admin: mpsc::Receiver<AdminRequest>,
         mut shutdown: watch::Receiver<()>,
         _done: mpsc::Sender<()>,
     ) {
+        // Cleared when every `BrokerAdmin` is gone, so the closed channel
+        // is not polled again and again.
+        let mut admin_open = true;
         loop {
             let deadline = core.poll_timeout();
             // Biased: shutdown first, then due timers, so a steady stream of
-            // events cannot hold back keep alive and expiry.
+            // events cannot hold back keep alive and expiry; then the rare
+            // management requests, so they are answered under load too.
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 () = sleep_until_opt(deadline) => {
                     core.handle_timeout(Instant::now().into_std());
-                    self.dispatch(&mut core);
+                    self.finish(&mut core, &mut Batch::default());
                 }
+                request = admin.recv(), if admin_open => match request {
+                    Some(request) => self.admin(&mut core, request),
+                    None => admin_open = false,
+                },
                 event = events.recv() => {
                     // `None` cannot happen before shutdown: the accept loop
                     // holds a sender until then.
                     let Some(event) = event else { break };
-                    self.handle(&mut core, event);
+                    let mut batch = Batch::default();
+                    self.handle(&mut core, event, &mut batch);
                     // Take what else is waiting, so the actions of a burst
-                    // are carried out together.
+                    // are carried out together and its retained changes
+                    // are written in one transaction.
                     for _ in 1..EVENT_BATCH {
                         let Ok(event) = events.try_recv() else { break };
-                        self.handle(&mut core, event);
+                        self.handle(&mut core, event, &mut batch);
                     }
+                    self.finish(&mut core, &mut batch);
                 }
             }
         }
 
         core.handle_shutdown(Instant::now().into_std());
-        self.dispatch(&mut core);
+        self.finish(&mut core, &mut Batch::default());
         // Connections the core never heard of (no CONNECT yet).
         for (_, entry) in self.conns.drain() {
             let _ = entry.outbound.send(Outbound::Close);
@@ -507,7 +744,8 @@ impl Router {
         // dropping the outbound senders (above) ends their writers.
     }
 
-    fn handle(&mut self, core: &mut Broker, event: Event) {
+    /// Hands one event to the core. Its actions wait for [`Router::finish`].
+    fn handle(&mut self, core: &mut Broker, event: Event, batch: &mut Batch) {
         let now = Instant::now().into_std();
         match event {
             Event::Opened {
@@ -521,6 +759,7 @@ impl Router {
                         outbound,
                         queued_qos0,
                         in_core: false,
+                        closing: false,
                         dropping: 0,
                         dropped: 0,
                     },
@@ -531,6 +770,11 @@ impl Router {
                     return;
                 };
                 entry.in_core = true;
+                if let Frame::Packet(Packet::Publish(publish)) = &frame {
+                    if publish.retain && publish.qos != QoS::AtMostOnce {
+                        batch.retained_publishers.push(conn);
+                    }
+                }
                 core.handle_frame(now, conn, frame);
             }
             Event::Malformed { conn, reason } => {
@@ -546,10 +790,14 @@ impl Router {
                 let Some(entry) = self.conns.get(&conn) else {
                     return;
                 };
-                if entry.in_core {
+                let in_core = entry.in_core;
+                // What the batch owes this connection goes out while the
+                // writer can still take it: end the batch here.
+                self.finish(core, batch);
+                if in_core {
                     core.handle_closed(now, conn);
                 }
-                self.dispatch(core);
+                self.finish(core, batch);
                 // Dropping the sender ends the writer once it has written
                 // what is queued.
                 if let Some(entry) = self.conns.remove(&conn) {
@@ -559,7 +807,81 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Ends a batch: writes its retained changes to disk, then carries out
+    /// its actions. When the write fails, the connections that sent a
+    /// retained QoS 1 or 2 PUBLISH in the batch are closed instead of
+    /// acknowledged, so their clients send it again.
+    fn finish(&mut self, core: &mut Broker, batch: &mut Batch) {
+        match core.commit_retained() {
+            Ok(()) => {
+                if self.store_failing {
+                    self.store_failing = false;
+                    info!("retained messages are written to disk again");
+                }
+            }
+            Err(error) => {
+                if !self.store_failing {
+                    self.store_failing = true;
+                    error!(
+                        %error,
+                        "retained messages not written to disk; closing the \
+                         connections that wait for their acknowledgement"
+                    );
+                }
+                for conn in batch.retained_publishers.drain(..) {
+                    if let Some(entry) = self.conns.get_mut(&conn) {
+                        if !entry.closing {
+                            warn!(conn, "closed: its retained message is not on disk");
+                            entry.closing = true;
+                            // The entry stays: the connection's `Closed`
+                            // event still tells the core.
+                            let _ = entry.outbound.send(Outbound::Close);
+                        }
+                    }
+                }
+            }
+        }
+        batch.retained_publishers.clear();
         self.dispatch(core);
+    }
+
+    /// Answers a management request. A delete is written to disk before
+    /// the answer.
+    fn admin(&mut self, core: &mut Broker, request: AdminRequest) {
+        let now = Instant::now().into_std();
+        match request {
+            AdminRequest::List {
+                filter,
+                page_size,
+                cursor,
+                reply,
+            } => {
+                let page = core
+                    .retained_list(now, &filter, page_size, cursor.as_deref())
+                    .map_err(AdminError::InvalidFilter);
+                let _ = reply.send(page);
+            }
+            AdminRequest::Get { topic, reply } => {
+                let _ = reply.send(core.retained_get(now, &topic));
+            }
+            AdminRequest::Count { reply } => {
+                let _ = reply.send(core.retained_count(now));
+            }
+            AdminRequest::Delete { topic, reply } => {
+                let deleted = core.retained_delete(&topic);
+                let result = match core.commit_retained() {
+                    Ok(()) => Ok(deleted),
+                    Err(error) => {
+                        error!(%error, topic, "retained message deleted in memory only");
+                        Err(AdminError::Store(error))
+                    }
+                };
+                self.dispatch(core);
+                let _ = reply.send(result);
+            }
+        }
     }
 
     /// Carries out every action the core has queued.
@@ -570,6 +892,9 @@ impl Router {
                     let Some(entry) = self.conns.get_mut(&conn) else {
                         continue;
                     };
+                    if entry.closing {
+                        continue;
+                    }
                     if entry.admit(conn, &packet, self.max_queued) {
                         // An error means the connection task has ended;
                         // its `Closed` event is on the way.
@@ -1238,6 +1563,7 @@ mod tests {
             outbound,
             queued_qos0: Arc::new(AtomicUsize::new(0)),
             in_core: true,
+            closing: false,
             dropping: 0,
             dropped: 0,
         };

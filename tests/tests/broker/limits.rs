@@ -76,7 +76,10 @@ async fn maximum_qos_1_mqtt_3_2_2_9_to_12() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_unavailable_mqtt_3_2_2_13_and_14() -> Result<()> {
     let broker = Broker::with(BrokerConfig {
-        retain: RetainConfig { enabled: false },
+        retain: RetainConfig {
+            enabled: false,
+            ..RetainConfig::default()
+        },
         ..config()
     })
     .await?;

@@ -282,12 +282,12 @@ fn empty_payload_deletes_retained_only_when_retain_is_set() {
     h.publish(1, "k", QoS::AtMostOnce, true, b"v", 0);
     h.publish(1, "k", QoS::AtMostOnce, false, b"", 0);
     assert_eq!(
-        h.broker.retained_count(),
+        h.broker.retained_count(h.now),
         1,
         "RETAIN=0 with empty payload keeps it"
     );
     h.publish(1, "k", QoS::AtMostOnce, true, b"", 0);
-    assert_eq!(h.broker.retained_count(), 0);
+    assert_eq!(h.broker.retained_count(h.now), 0);
 }
 
 #[test]
@@ -830,5 +830,551 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+/// Retainer options (`retain.*`), profiles, disk storage and management.
+mod retainer {
+    use super::*;
+    use crate::broker::config::{Profile, RetainStorage};
+    use std::time::UNIX_EPOCH;
+
+    /// A fixed wall-clock start, so `last_modified` is deterministic.
+    const WALL: u64 = 1_700_000_000;
+
+    fn harness(config: BrokerConfig) -> Harness {
+        let now = Instant::now();
+        let broker = Broker::open_at(config, now, UNIX_EPOCH + Duration::from_secs(WALL))
+            .expect("store opens");
+        Harness {
+            broker,
+            now,
+            out: HashMap::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    fn retain(edit: impl FnOnce(&mut crate::broker::RetainConfig)) -> BrokerConfig {
+        let mut config = BrokerConfig::default();
+        edit(&mut config.retain);
+        config
+    }
+
+    fn topic_of(p: &Publish) -> String {
+        String::from_utf8(p.topic.to_vec()).unwrap()
+    }
+
+    /// Publishes a retained QoS 0 message with a static topic built at run time.
+    fn put(h: &mut Harness, conn: ConnId, topic: &str, payload: &'static [u8]) {
+        let mut p = Publish::new(topic, QoS::AtMostOnce, Bytes::from_static(payload), None);
+        p.retain = true;
+        h.packet(conn, Packet::Publish(p));
+    }
+
+    /// Topics of the retained messages `sub` gets for `filter`.
+    fn retained_for(h: &mut Harness, conn: ConnId, filter_path: &str) -> Vec<String> {
+        h.subscribe(conn, filter(filter_path, QoS::AtMostOnce), None);
+        let out = h.take(conn);
+        publishes(&out).iter().map(|p| topic_of(p)).collect()
+    }
+
+    /// Acknowledges every QoS 1 PUBLISH in `packets`; returns their topics.
+    fn ack_all(h: &mut Harness, conn: ConnId, packets: &[Packet]) -> Vec<String> {
+        let mut topics = Vec::new();
+        for p in publishes(packets) {
+            topics.push(topic_of(p));
+            if p.qos == QoS::AtLeastOnce {
+                h.packet(conn, Packet::PubAck(PubAck::new(p.pkid, None)));
+            }
+        }
+        topics
+    }
+
+    #[test]
+    fn disabled_retain_is_announced_and_refused_three_ways() {
+        let mut h = harness(retain(|r| r.enabled = false));
+        // 5.0 CONNACK Retain Available = 0 (MQTT-3.2.2-14 lets the client know).
+        let ack = h.connect(1, V5, "v5", true, None);
+        assert_eq!(ack.properties.unwrap().retain_available, Some(0));
+        // 5.0 retained PUBLISH: DISCONNECT 0x9A (MQTT-3.2.2-14).
+        h.publish(1, "t", QoS::AtMostOnce, true, b"x", 0);
+        assert!(matches!(
+            h.take(1).as_slice(),
+            [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::RetainNotSupported
+        ));
+        assert_eq!(h.closed, vec![1]);
+        // 3.1.1: no DISCONNECT to send, the connection is closed.
+        h.connect(2, V3, "v3", true, None);
+        h.publish(2, "t", QoS::AtMostOnce, true, b"x", 0);
+        assert!(h.take(2).is_empty());
+        assert_eq!(h.closed, vec![1, 2]);
+        // A will with RETAIN: CONNACK 0x9A (MQTT-3.2.2-13).
+        let connect = Connect {
+            keep_alive: 0,
+            client_id: "w".into(),
+            clean_start: true,
+            properties: Some(ConnectProperties::new()),
+        };
+        let will = LastWill::new("w", "gone", QoS::AtMostOnce, true, None);
+        let ack = h.connect_with(3, V5, connect, Some(will));
+        assert_eq!(ack.code, ConnectReturnCode::RetainNotSupported);
+        assert_eq!(h.broker.retained_count(h.now), 0);
+    }
+
+    #[test]
+    fn max_messages_refuses_new_topics_only() {
+        let mut h = harness(retain(|r| r.max_messages = 2));
+        h.connect(1, V5, "pub", true, None);
+        h.connect(2, V5, "live", true, None);
+        h.subscribe(2, filter("#", QoS::AtMostOnce), None);
+        put(&mut h, 1, "a", b"1");
+        put(&mut h, 1, "b", b"1");
+        put(&mut h, 1, "c", b"1");
+        // Refused, but still delivered to the live subscriber.
+        assert_eq!(publishes(&h.take(2)).len(), 3);
+        assert_eq!(h.broker.stats().retained_refused_full, 1);
+        assert_eq!(h.broker.retained_count(h.now), 2);
+        // A topic that has one can still replace or clear it.
+        put(&mut h, 1, "a", b"2");
+        assert_eq!(
+            &h.broker.retained_get(h.now, "a").unwrap().payload[..],
+            b"2"
+        );
+        put(&mut h, 1, "b", b"");
+        put(&mut h, 1, "c", b"1");
+        assert_eq!(h.broker.stats().retained_refused_full, 1);
+        h.connect(3, V5, "new", true, None);
+        assert_eq!(retained_for(&mut h, 3, "#"), ["a", "c"]);
+    }
+
+    #[test]
+    fn max_messages_counts_expired_ones_only_until_they_go() {
+        let mut h = harness(retain(|r| {
+            r.max_messages = 1;
+            r.default_expiry = 5;
+            r.clean_interval = 0;
+        }));
+        h.connect(1, V5, "pub", true, None);
+        put(&mut h, 1, "a", b"1");
+        put(&mut h, 1, "b", b"1");
+        assert_eq!(h.broker.stats().retained_refused_full, 1);
+        h.advance(Duration::from_secs(5));
+        put(&mut h, 1, "b", b"1");
+        assert_eq!(
+            h.broker.stats().retained_refused_full,
+            1,
+            "expired a made room"
+        );
+        assert!(h.broker.retained_get(h.now, "b").is_some());
+    }
+
+    #[test]
+    fn max_payload_bytes_delivers_but_does_not_store() {
+        let mut h = harness(retain(|r| r.max_payload_bytes = 3));
+        h.connect(1, V5, "pub", true, None);
+        h.connect(2, V5, "live", true, None);
+        h.subscribe(2, filter("t/#", QoS::AtMostOnce), None);
+        put(&mut h, 1, "t/big", b"four");
+        put(&mut h, 1, "t/ok", b"abc");
+        assert_eq!(publishes(&h.take(2)).len(), 2);
+        assert_eq!(h.broker.stats().retained_refused_too_large, 1);
+        h.connect(3, V5, "new", true, None);
+        assert_eq!(retained_for(&mut h, 3, "t/#"), ["t/ok"]);
+    }
+
+    #[test]
+    fn default_expiry_own_interval_precedence_and_sweep() {
+        let mut h = harness(retain(|r| {
+            r.default_expiry = 10;
+            r.clean_interval = 30;
+        }));
+        h.connect(1, V5, "pub", true, None);
+        put(&mut h, 1, "default", b"d");
+        let mut p = Publish::new(
+            "own-long",
+            QoS::AtMostOnce,
+            Bytes::from_static(b"o"),
+            Some(PublishProperties {
+                message_expiry_interval: Some(100),
+                ..PublishProperties::default()
+            }),
+        );
+        p.retain = true;
+        h.packet(1, Packet::Publish(p.clone()));
+        p.topic = Bytes::from_static(b"own-short");
+        p.properties.as_mut().unwrap().message_expiry_interval = Some(3);
+        h.packet(1, Packet::Publish(p));
+
+        h.connect(2, V5, "s1", true, None);
+        h.subscribe(2, filter("#", QoS::AtMostOnce), None);
+        let out = h.take(2);
+        let got = publishes(&out);
+        assert_eq!(got.len(), 3);
+        // The broker's default limits how long it keeps the message; it is
+        // not announced as the message's own expiry.
+        let default = got.iter().find(|p| &p.topic[..] == b"default").unwrap();
+        assert_eq!(
+            default
+                .properties
+                .as_ref()
+                .and_then(|p| p.message_expiry_interval),
+            None
+        );
+        let info = h.broker.retained_get(h.now, "default").unwrap().info;
+        assert_eq!((info.expires_in, info.last_modified), (Some(10), WALL));
+
+        // Expired ones are never delivered, even before a sweep.
+        h.advance(Duration::from_secs(3));
+        h.connect(3, V5, "s2", true, None);
+        assert_eq!(retained_for(&mut h, 3, "#"), ["default", "own-long"]);
+        h.advance(Duration::from_secs(7));
+        h.connect(4, V5, "s3", true, None);
+        assert_eq!(retained_for(&mut h, 4, "#"), ["own-long"]);
+        assert_eq!(h.broker.retained_count(h.now), 1);
+        assert_eq!(h.broker.retained.len(), 3, "not swept yet");
+        // The sweep runs every clean_interval seconds.
+        h.advance(Duration::from_secs(20));
+        assert_eq!(h.broker.retained.len(), 1);
+    }
+
+    #[test]
+    fn wildcard_delivery_off_behaves_like_aws_iot() {
+        for mut h in [
+            harness(retain(|r| r.wildcard_delivery = false)),
+            harness(BrokerConfig::profile(Profile::AwsIot)),
+        ] {
+            h.connect(1, V5, "pub", true, None);
+            put(&mut h, 1, "dev/1/cfg", b"x");
+            h.connect(2, V5, "sub", true, None);
+            assert!(retained_for(&mut h, 2, "dev/+/cfg").is_empty());
+            assert!(retained_for(&mut h, 2, "#").is_empty());
+            assert_eq!(retained_for(&mut h, 2, "dev/1/cfg"), ["dev/1/cfg"]);
+        }
+    }
+
+    #[test]
+    fn tagoio_profile_refuses_retained_publishes() {
+        let mut h = harness(BrokerConfig::profile(Profile::Tagoio));
+        h.connect(1, V5, "pub", true, None);
+        put(&mut h, 1, "t", b"x");
+        assert_eq!(h.closed, vec![1]);
+    }
+
+    /// A broker with `n` retained QoS 1 messages `r/00000`.. and a window of
+    /// `window` for the subscriber on connection 2.
+    fn loaded(config: BrokerConfig, n: usize) -> Harness {
+        let mut h = harness(config);
+        h.connect(1, V5, "pub", true, None);
+        for i in 0..n {
+            let mut p = Publish::new(
+                format!("r/{i:05}"),
+                QoS::AtLeastOnce,
+                Bytes::from_static(b"v"),
+                None,
+            );
+            p.retain = true;
+            p.pkid = 1;
+            h.broker
+                .handle_frame(h.now, 1, Frame::Packet(Packet::Publish(p)));
+            h.drain();
+        }
+        h.take(1);
+        h
+    }
+
+    #[test]
+    fn a_wildcard_subscriber_streams_many_retained_with_bounded_memory() {
+        // 10,000 retained messages, window 10: the session never queues them,
+        // each step sends what the window allows, none twice, in topic order.
+        let config = BrokerConfig {
+            max_inflight: 10,
+            ..BrokerConfig::default()
+        };
+        let mut h = loaded(config, 10_000);
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("r/#", QoS::AtLeastOnce), None);
+        let mut seen = Vec::new();
+        loop {
+            let session = h.broker.by_client_id["sub"];
+            assert!(
+                h.broker.sessions[&session].queue.is_empty(),
+                "nothing queued"
+            );
+            let out = h.take(2);
+            if out.is_empty() {
+                break;
+            }
+            assert!(publishes(&out).len() <= 10, "window exceeded");
+            assert!(publishes(&out).iter().all(|p| p.retain));
+            seen.extend(ack_all(&mut h, 2, &out));
+        }
+        let want: Vec<String> = (0..10_000).map(|i| format!("r/{i:05}")).collect();
+        assert_eq!(seen, want);
+        assert!(h.broker.cursors.is_empty());
+    }
+
+    #[test]
+    fn delivery_batch_and_rate_pace_the_steps() {
+        // 20 messages, 5 a step, 10 a second: a step every half second.
+        let mut h = loaded(
+            retain(|r| {
+                r.delivery_batch = 5;
+                r.delivery_rate = 10;
+            }),
+            20,
+        );
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("#", QoS::AtLeastOnce), None);
+        let mut counts = Vec::new();
+        for _ in 0..5 {
+            let out = h.take(2);
+            counts.push(ack_all(&mut h, 2, &out).len());
+            h.advance(Duration::from_millis(250));
+            let early = h.take(2);
+            assert!(publishes(&early).is_empty(), "a step before its time");
+            h.advance(Duration::from_millis(250));
+        }
+        assert_eq!(counts, [5, 5, 5, 5, 0]);
+
+        // Without a rate, the batch only sizes the steps: the window decides.
+        let mut h = loaded(retain(|r| r.delivery_batch = 3), 20);
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("#", QoS::AtMostOnce), None);
+        assert_eq!(publishes(&h.take(2)).len(), 20, "QoS 0: all, in steps of 3");
+    }
+
+    #[test]
+    fn changes_during_delivery_skip_deleted_and_keep_order() {
+        // Window 1: the cursor is at "a" when "b" is cleared and "c" replaced.
+        let config = BrokerConfig {
+            max_inflight: 1,
+            ..BrokerConfig::default()
+        };
+        let mut h = harness(config);
+        h.connect(1, V5, "pub", true, None);
+        for topic in ["a", "b", "c", "d"] {
+            let mut p = Publish::new(topic, QoS::AtLeastOnce, Bytes::from_static(b"old"), None);
+            p.retain = true;
+            p.pkid = 1;
+            h.packet(1, Packet::Publish(p));
+        }
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("#", QoS::AtLeastOnce), None);
+        let first = h.take(2);
+        put(&mut h, 1, "b", b"");
+        put(&mut h, 1, "c", b"new");
+        assert!(h.take(2).is_empty(), "live messages wait behind the cursor");
+        let mut got: Vec<(String, Vec<u8>, bool)> = Vec::new();
+        let mut out = first;
+        while !out.is_empty() {
+            for p in publishes(&out) {
+                got.push((topic_of(p), p.payload.to_vec(), p.retain));
+            }
+            ack_all(&mut h, 2, &out);
+            out = h.take(2);
+        }
+        let want = [
+            ("a", &b"old"[..], true),
+            ("d", b"old", true),
+            // The live messages, after the retained ones: the clearing of b
+            // and the new c (which the cursor skipped, as it came live).
+            ("b", b"", false),
+            ("c", b"new", false),
+        ];
+        let want: Vec<(String, Vec<u8>, bool)> = want
+            .iter()
+            .map(|(t, p, r)| (t.to_string(), p.to_vec(), *r))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unsubscribing_or_resubscribing_ends_a_delivery_in_progress() {
+        let config = BrokerConfig {
+            max_inflight: 2,
+            ..BrokerConfig::default()
+        };
+        let mut h = loaded(config, 10);
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("#", QoS::AtLeastOnce), None);
+        let out = h.take(2);
+        assert_eq!(publishes(&out).len(), 2);
+        h.packet(
+            2,
+            Packet::Unsubscribe(Unsubscribe {
+                pkid: 2,
+                filters: vec!["#".into()],
+                properties: None,
+            }),
+        );
+        h.take(2);
+        ack_all(&mut h, 2, &out);
+        assert!(publishes(&h.take(2)).is_empty());
+        assert!(h.broker.cursors.is_empty());
+    }
+
+    #[test]
+    fn persistent_session_resumes_its_retained_delivery() {
+        let config = BrokerConfig {
+            max_inflight: 3,
+            ..BrokerConfig::default()
+        };
+        let mut h = loaded(config, 7);
+        h.connect(2, V3, "sub", false, None);
+        h.subscribe(2, filter("#", QoS::AtLeastOnce), None);
+        let first: Vec<String> = publishes(&h.take(2)).iter().map(|p| topic_of(p)).collect();
+        h.broker.handle_closed(h.now, 2);
+        h.connect(3, V3, "sub", false, None);
+        h.drain();
+        // The three in flight again (DUP), then the rest as slots free.
+        let mut out = h.take(3);
+        let mut seen = Vec::new();
+        while !out.is_empty() {
+            seen.extend(ack_all(&mut h, 3, &out));
+            out = h.take(3);
+        }
+        assert_eq!(&seen[..3], &first[..]);
+        assert_eq!(seen.len(), 7);
+    }
+
+    #[test]
+    fn management_lists_pages_gets_and_deletes() {
+        let mut h = loaded(BrokerConfig::default(), 5);
+        put(&mut h, 1, "other/x", b"{\"on\":true}");
+        assert_eq!(h.broker.retained_count(h.now), 6);
+        let page = h.broker.retained_list(h.now, "r/#", 2, None).unwrap();
+        let topics = |p: &RetainedPage| {
+            p.entries
+                .iter()
+                .map(|e| e.topic.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(topics(&page), ["r/00000", "r/00001"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("r/00001"));
+        let page = h
+            .broker
+            .retained_list(h.now, "r/#", 2, page.next_cursor.as_deref())
+            .unwrap();
+        assert_eq!(topics(&page), ["r/00002", "r/00003"]);
+        let page = h
+            .broker
+            .retained_list(h.now, "r/#", 2, page.next_cursor.as_deref())
+            .unwrap();
+        assert_eq!(
+            (topics(&page), page.next_cursor),
+            (vec!["r/00004".to_owned()], None)
+        );
+        let all = h.broker.retained_list(h.now, "#", 100, None).unwrap();
+        assert_eq!(all.entries.len(), 6);
+        let first = &all.entries[0];
+        assert_eq!(
+            (
+                first.qos,
+                first.payload_bytes,
+                first.last_modified,
+                first.expires_in
+            ),
+            (0, 11, WALL, None)
+        );
+        assert!(h.broker.retained_list(h.now, "a/#/b", 1, None).is_err());
+
+        let entry = h.broker.retained_get(h.now, "other/x").unwrap();
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["payload"], "{\"on\":true}");
+        assert_eq!(json["topic"], "other/x");
+        assert!(h.broker.retained_delete("other/x"));
+        assert!(!h.broker.retained_delete("other/x"));
+        assert!(h.broker.retained_get(h.now, "other/x").is_none());
+        assert_eq!(h.broker.retained_count(h.now), 5);
+    }
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("host-shim-core-{name}-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn disk_storage_survives_a_restart_and_drops_what_expired() {
+        let path = temp_db("restart");
+        let config = retain(|r| r.storage = RetainStorage::Disk(path.clone()));
+        {
+            let mut h = harness(config.clone());
+            h.connect(1, V5, "pub", true, None);
+            h.publish(1, "keep", QoS::AtLeastOnce, true, b"k", 1);
+            // PUBACK came out of poll_action, after the automatic commit.
+            assert!(matches!(h.take(1).as_slice(), [Packet::PubAck(_)]));
+            assert!(!h.broker.retained.needs_commit());
+            h.publish(1, "gone", QoS::AtLeastOnce, true, b"g", 2);
+            h.publish(1, "gone", QoS::AtLeastOnce, true, b"", 3);
+            let mut p = Publish::new(
+                "short",
+                QoS::ExactlyOnce,
+                Bytes::from_static(b"s"),
+                Some(PublishProperties {
+                    message_expiry_interval: Some(10),
+                    ..PublishProperties::default()
+                }),
+            );
+            p.retain = true;
+            p.pkid = 4;
+            h.packet(1, Packet::Publish(p));
+            h.broker.commit_retained().unwrap();
+            assert!(h.broker.retained_delete("keep") && h.broker.commit_retained().is_ok());
+            h.publish(1, "keep", QoS::AtLeastOnce, true, b"k2", 5);
+        }
+        // Five seconds later: "short" has five left.
+        let wall = UNIX_EPOCH + Duration::from_secs(WALL + 5);
+        let now = Instant::now();
+        let broker = Broker::open_at(config.clone(), now, wall).unwrap();
+        let mut h = Harness {
+            broker,
+            now,
+            out: HashMap::new(),
+            closed: Vec::new(),
+        };
+        h.connect(1, V5, "sub", true, None);
+        h.subscribe(1, filter("#", QoS::ExactlyOnce), None);
+        let out = h.take(1);
+        let got: Vec<(String, Vec<u8>, QoS)> = publishes(&out)
+            .iter()
+            .map(|p| (topic_of(p), p.payload.to_vec(), p.qos))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("keep".to_owned(), b"k2".to_vec(), QoS::AtLeastOnce),
+                ("short".to_owned(), b"s".to_vec(), QoS::ExactlyOnce)
+            ]
+        );
+        let short = publishes(&out)[1].properties.clone().unwrap();
+        assert_eq!(short.message_expiry_interval, Some(5));
+        drop(h);
+
+        // Twenty seconds later "short" has expired and is dropped on load.
+        let wall = UNIX_EPOCH + Duration::from_secs(WALL + 20);
+        let broker = Broker::open_at(config.clone(), Instant::now(), wall).unwrap();
+        let page = broker.retained_list(Instant::now(), "#", 10, None).unwrap();
+        assert_eq!(page.entries.len(), 1);
+        drop(broker);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_opened_is_an_error_or_memory_only() {
+        let path = std::env::temp_dir().join("host-shim-no-such-dir/retained.redb");
+        let config = retain(|r| r.storage = RetainStorage::Disk(path));
+        let err = Broker::open(config.clone()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot open the retained message store"),
+            "{err}"
+        );
+        // `new` logs and carries on in memory.
+        let mut h = Harness::new(config);
+        h.connect(1, V5, "pub", true, None);
+        put(&mut h, 1, "t", b"x");
+        assert_eq!(h.broker.retained_count(h.now), 1);
     }
 }

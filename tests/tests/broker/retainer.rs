@@ -1,0 +1,100 @@
+//! Retainer options (`retain.*` and `profile`) seen from clients: disk
+//! storage across a restart, limits, and AWS IoT Core's exact-topic-only
+//! delivery. The core's tests cover each option in detail with a virtual
+//! clock; these check that the running broker honours them.
+
+use crate::common::*;
+use anyhow::{ensure, Result};
+use host_shim::broker::{BrokerConfig, RetainStorage};
+
+/// A database path of its own for one test.
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("e2e-retainer-{name}-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Retained messages acknowledged at QoS 1 are there after a restart on the
+/// same file (MQTT-3.3.1-5 across restarts: the server stores the message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_storage_survives_a_restart() -> Result<()> {
+    let path = temp_db("restart");
+    let mut config = config();
+    config.retain.storage = RetainStorage::Disk(path.clone());
+
+    let broker = Broker::with(config.clone()).await?;
+    let mut publisher = V5::connect(v5_opts(&broker, "disk-pub")).await?;
+    for i in 0..20 {
+        publisher
+            .publish(&format!("disk/{i:02}"), 1, true, format!("v{i}").as_bytes())
+            .await?;
+    }
+    // Cleared before the restart: must stay cleared.
+    publisher.publish("disk/05", 1, true, b"").await?;
+    publisher.disconnect().await?;
+    broker.shutdown().await?;
+
+    let broker = Broker::with(config).await?;
+    let mut sub = V5::connect(v5_opts(&broker, "disk-sub")).await?;
+    sub.subscribe("disk/#", 1).await?;
+    let mut got = Vec::new();
+    for _ in 0..19 {
+        let p = sub.next_publish().await?;
+        ensure!(p.retain, "RETAIN=1 expected: {p:?}");
+        got.push((topic5(&p), String::from_utf8_lossy(&p.payload).into_owned()));
+    }
+    sub.no_publish().await?;
+    let want: Vec<(String, String)> = (0..20)
+        .filter(|i| *i != 5)
+        .map(|i| (format!("disk/{i:02}"), format!("v{i}")))
+        .collect();
+    assert_eq!(got, want, "in topic order, the cleared one gone");
+    sub.disconnect().await?;
+    broker.shutdown().await?;
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// `{"profile": "emqx", "retain": {"max_messages": 1}}`: EMQX's defaults with
+/// one retained message at most; the second topic is delivered live but not
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_with_an_override_limits_retained_messages() -> Result<()> {
+    let config =
+        BrokerConfig::from_json(r#"{"profile": "emqx", "port": 0, "retain": {"max_messages": 1}}"#)
+            .map_err(anyhow::Error::msg)?;
+    assert_eq!(config.max_packet_size, 1024 * 1024, "EMQX's 1 MB");
+    let broker = Broker::with(config).await?;
+    let mut live = V5::connect(v5_opts(&broker, "live")).await?;
+    live.subscribe("lim/#", 0).await?;
+    let mut publisher = V5::connect(v5_opts(&broker, "lim-pub")).await?;
+    publisher.publish("lim/a", 1, true, b"a").await?;
+    publisher.publish("lim/b", 1, true, b"b").await?;
+    assert_eq!(topic5(&live.next_publish().await?), "lim/a");
+    assert_eq!(topic5(&live.next_publish().await?), "lim/b");
+
+    let mut sub = V5::connect(v5_opts(&broker, "lim-sub")).await?;
+    sub.subscribe("lim/#", 0).await?;
+    assert_eq!(topic5(&sub.next_publish().await?), "lim/a");
+    sub.no_publish().await?;
+    broker.shutdown().await
+}
+
+/// The `aws-iot` profile: a wildcard subscription gets no retained message,
+/// an exact one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_iot_profile_sends_retained_to_exact_filters_only() -> Result<()> {
+    let config = BrokerConfig::profile(host_shim::broker::Profile::AwsIot);
+    let broker = Broker::with(config).await?;
+    let mut publisher = V5::connect(v5_opts(&broker, "aws-pub")).await?;
+    publisher.publish("things/t1/config", 1, true, b"c").await?;
+    let mut wild = V5::connect(v5_opts(&broker, "aws-wild")).await?;
+    wild.subscribe("things/+/config", 1).await?;
+    wild.no_publish().await?;
+    let mut exact = V5::connect(v5_opts(&broker, "aws-exact")).await?;
+    exact.subscribe("things/t1/config", 1).await?;
+    let p = exact.next_publish().await?;
+    ensure!(p.retain && &p.payload[..] == b"c", "{p:?}");
+    broker.shutdown().await
+}
