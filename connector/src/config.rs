@@ -1055,18 +1055,7 @@ mod tests {
 
     #[test]
     fn retain_supported_false_clears_retain_available() {
-        let caps = Capabilities {
-            protocol: Protocol::V311,
-            session_present: false,
-            retain_available: true,
-            maximum_qos: QoS::ExactlyOnce,
-            wildcard_subscription_available: true,
-            shared_subscription_available: true,
-            subscription_identifiers_available: true,
-            maximum_packet_size: None,
-            topic_alias_maximum: 0,
-            receive_maximum: 65535,
-        };
+        let caps = Capabilities::defaults(Protocol::V311);
         let mut config = ConnectionConfig::new("mqtt://h");
         assert!(config.effective_capabilities(caps.clone()).retain_available);
         config.retain_supported = Some(false);

@@ -157,6 +157,26 @@ pub struct Capabilities {
     pub receive_maximum: u16,
 }
 
+impl Capabilities {
+    /// What a broker supports when it says nothing: everything, as MQTT 5.0
+    /// defines for absent CONNACK properties, and as a 3.1.1 broker is
+    /// assumed to.
+    pub fn defaults(protocol: Protocol) -> Self {
+        Capabilities {
+            protocol,
+            session_present: false,
+            retain_available: true,
+            maximum_qos: QoS::ExactlyOnce,
+            wildcard_subscription_available: true,
+            shared_subscription_available: true,
+            subscription_identifiers_available: true,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            receive_maximum: u16::MAX,
+        }
+    }
+}
+
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {

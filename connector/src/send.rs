@@ -433,18 +433,7 @@ mod tests {
     use crate::config::{PayloadFormat, UserProperty};
 
     fn caps() -> Capabilities {
-        Capabilities {
-            protocol: Protocol::V5,
-            session_present: false,
-            retain_available: true,
-            maximum_qos: QoS::ExactlyOnce,
-            wildcard_subscription_available: true,
-            shared_subscription_available: true,
-            subscription_identifiers_available: true,
-            maximum_packet_size: None,
-            topic_alias_maximum: 0,
-            receive_maximum: 65_535,
-        }
+        Capabilities::defaults(Protocol::V5)
     }
 
     fn error(plan: &SendPlan, index: usize) -> &Error {

@@ -514,74 +514,77 @@ pub fn is_system_topic(name: &str) -> bool {
     name.starts_with('$')
 }
 
+/// The string plumbing both validated newtypes share: `as_str`,
+/// `into_string`, parsing (which validates), `Display` and `AsRef<str>`.
+macro_rules! validated_string {
+    ($type:ident, $validate:ident, $what:literal) => {
+        impl $type {
+            #[doc = concat!("The ", $what, " as a string slice.")]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            #[doc = concat!("The ", $what, " as an owned string.")]
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl FromStr for $type {
+            type Err = TopicError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $validate(s)?;
+                Ok($type(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $type {
+            type Error = TopicError;
+
+            /// Validates without copying the string.
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $validate(&s)?;
+                Ok($type(s))
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $type {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
 /// A validated topic name, as carried by PUBLISH (see [`validate_name`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicName(String);
 
+validated_string!(TopicName, validate_name, "name");
+
 impl TopicName {
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The name as an owned string.
-    pub fn into_string(self) -> String {
-        self.0
-    }
-
     /// Whether the name starts with `$` (see [`is_system_topic`]).
     pub fn is_system(&self) -> bool {
         is_system_topic(&self.0)
     }
 }
 
-impl FromStr for TopicName {
-    type Err = TopicError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        validate_name(s)?;
-        Ok(TopicName(s.to_owned()))
-    }
-}
-
-impl TryFrom<String> for TopicName {
-    type Error = TopicError;
-
-    /// Validates without copying the string.
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        validate_name(&s)?;
-        Ok(TopicName(s))
-    }
-}
-
-impl fmt::Display for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for TopicName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// A validated topic filter, as carried by SUBSCRIBE, possibly a shared
-/// subscription (see [`validate_filter`]).
+/// subscription (see [`validate_filter`]). Its string includes any
+/// `$share/{group}/` prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicFilter(String);
 
+validated_string!(TopicFilter, validate_filter, "filter");
+
 impl TopicFilter {
-    /// The filter as a string slice, including any `$share/{group}/` prefix.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The filter as an owned string.
-    pub fn into_string(self) -> String {
-        self.0
-    }
-
     /// The group and inner filter when this is a shared subscription.
     pub fn shared(&self) -> Option<SharedFilter<'_>> {
         // Validated at construction, so the syntax check cannot fail here.
@@ -598,37 +601,6 @@ impl TopicFilter {
     /// subscription matches with its inner filter.
     pub fn matches(&self, name: &TopicName) -> bool {
         matches(self.match_filter(), name.as_str())
-    }
-}
-
-impl FromStr for TopicFilter {
-    type Err = TopicError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        validate_filter(s)?;
-        Ok(TopicFilter(s.to_owned()))
-    }
-}
-
-impl TryFrom<String> for TopicFilter {
-    type Error = TopicError;
-
-    /// Validates without copying the string.
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        validate_filter(&s)?;
-        Ok(TopicFilter(s))
-    }
-}
-
-impl fmt::Display for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for TopicFilter {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 
