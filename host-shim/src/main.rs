@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use host_shim::broker::{self, BrokerConfig};
 use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -43,10 +44,22 @@ enum Command {
     Schema(cli::schema::SchemaArgs),
     /// Check a configuration or flow file; print each problem and where
     Validate(cli::validate::ValidateArgs),
+    /// List, get or delete retained messages; snapshot any broker's
+    Retained(cli::retained::RetainedArgs),
 }
 
 /// `host-shim broker`.
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+The admin endpoint (HTTP, loopback only, no authentication) serves
+`host-shim retained list | get | delete | count`, which look for it on
+port 18830; --admin-port 0 picks a free port. Both addresses print at start:
+  listening on mqtt://127.0.0.1:1883
+  admin on http://127.0.0.1:18830
+
+Examples:
+  host-shim broker
+  host-shim broker --port 0 --admin-port 18830 --config broker.json")]
 struct BrokerArgs {
     /// Address to listen on [default: 127.0.0.1]
     #[arg(long, value_name = "ADDR")]
@@ -57,6 +70,12 @@ struct BrokerArgs {
     /// JSON file of broker settings; the flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Port for the admin endpoint of `host-shim retained` [default: off]
+    #[arg(long, value_name = "PORT")]
+    admin_port: Option<u16>,
+    /// Loopback address of the admin endpoint [default: 127.0.0.1]
+    #[arg(long, value_name = "ADDR", requires = "admin_port")]
+    admin_host: Option<IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Broker(args) => run_broker(args).map(|()| ExitCode::SUCCESS),
         Command::Schema(args) => cli::schema::run(args),
         Command::Validate(args) => cli::validate::run(args),
+        Command::Retained(args) => cli::retained::run(args),
     }
 }
 
@@ -121,9 +141,23 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let broker = broker::start(config).await?;
+        let admin = match args.admin_port {
+            Some(port) => {
+                let host = args.admin_host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let addr = SocketAddr::new(host, port);
+                Some(broker::admin::serve(broker.admin(), addr).await?)
+            }
+            None => None,
+        };
         announce(&format!("listening on mqtt://{}", broker.local_addr()))?;
+        if let Some(admin) = &admin {
+            announce(&format!("admin on {}", admin.url()))?;
+        }
         wait_for_signal().await?;
         tracing::info!("shutting down");
+        if let Some(admin) = admin {
+            admin.shutdown().await;
+        }
         broker.shutdown().await;
         Ok(())
     })
@@ -176,6 +210,17 @@ mod tests {
     }
 
     #[test]
+    fn admin_flags() {
+        let args = broker_args(&["broker", "--admin-port", "0"]);
+        assert_eq!((args.admin_port, args.admin_host), (Some(0), None));
+        let args = broker_args(&["broker", "--admin-port", "9", "--admin-host", "::1"]);
+        assert_eq!(args.admin_host, Some("::1".parse().unwrap()));
+        // An address without a port would start nothing: refused.
+        let parsed = Cli::try_parse_from(["host-shim", "broker", "--admin-host", "::1"]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
     fn broker_defaults() {
         let config = broker_config(&broker_args(&["broker"])).unwrap();
         assert_eq!(config, BrokerConfig::default());
@@ -217,7 +262,9 @@ mod tests {
     fn help_lines_fit_in_80_columns() {
         use clap::CommandFactory;
         let mut cmd = Cli::command();
-        for sub in ["run", "send", "listen", "broker", "schema", "validate"] {
+        for sub in [
+            "run", "send", "listen", "broker", "schema", "validate", "retained",
+        ] {
             let help = cmd
                 .find_subcommand_mut(sub)
                 .unwrap()
@@ -225,6 +272,17 @@ mod tests {
                 .to_string();
             for line in help.lines() {
                 assert!(line.len() < 80, "too long: {line:?}");
+            }
+        }
+        let retained = cmd.find_subcommand_mut("retained").unwrap();
+        for sub in ["list", "get", "delete", "count", "snapshot"] {
+            let help = retained
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for line in help.lines() {
+                assert!(line.len() < 80, "retained {sub}: too long: {line:?}");
             }
         }
     }

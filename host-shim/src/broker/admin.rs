@@ -34,10 +34,10 @@
 //!   shutting down).
 
 use super::server::{AdminError, BrokerAdmin, StartError, MAX_PAGE_SIZE};
-use super::RetainedEntry;
+use super::{RetainedEntry, RetainedInfo, RetainedPage};
 use base64::Engine as _;
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Value as Json};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -444,18 +444,21 @@ async fn answer(admin: &BrokerAdmin, request: Request) -> Response {
         } => admin
             .retained_list(&filter, page_size, cursor)
             .await
-            .map(|page| Response::ok(json!(page))),
+            .map(|page| Response::ok(&AdminPage::from(page))),
         Request::Count => admin
             .retained_count()
             .await
-            .map(|count| Response::ok(json!({ "count": count }))),
+            .map(|count| Response::ok(&AdminCount { count })),
         Request::Get(topic) => admin.retained_get(&topic).await.map(|entry| match entry {
-            Some(entry) => Response::ok(entry_json(&entry)),
+            Some(entry) => Response::ok(&AdminEntry::from(entry)),
             None => not_found(&topic),
         }),
         Request::Delete(topic) => admin.retained_delete(&topic).await.map(|deleted| {
             if deleted {
-                Response::ok(json!({ "topic": topic, "deleted": true }))
+                Response::ok(&AdminDeleted {
+                    topic,
+                    deleted: true,
+                })
             } else {
                 not_found(&topic)
             }
@@ -472,46 +475,129 @@ fn not_found(topic: &str) -> Response {
     Response::error(404, &format!("no retained message on topic {topic:?}"))
 }
 
-/// A retained message as `GET /retained/TOPIC` gives it: the listing's
-/// fields, and `payload` when it is UTF-8 text or `payload_base64` when it
-/// is not, as `host-shim listen` prints documents.
-pub fn entry_json(entry: &RetainedEntry) -> Json {
-    let mut object = match json!(entry.info) {
-        Json::Object(object) => object,
-        _ => serde_json::Map::new(),
-    };
-    match std::str::from_utf8(&entry.payload) {
-        Ok(text) => object.insert("payload".to_owned(), Json::from(text)),
-        Err(_) => object.insert(
-            "payload_base64".to_owned(),
-            Json::from(base64::engine::general_purpose::STANDARD.encode(&entry.payload)),
-        ),
-    };
-    Json::Object(object)
+/// One retained message as the endpoint sends it: in a listing without
+/// its payload, from `GET /retained/TOPIC` with `payload` (UTF-8 text) or
+/// `payload_base64` (anything else), as `host-shim listen` prints
+/// documents. The fields keep this order on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminEntry {
+    /// The topic name.
+    pub topic: String,
+    /// The QoS it was published with.
+    pub qos: u8,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// When it was stored, in seconds since the Unix epoch.
+    pub last_modified: u64,
+    /// Seconds until it expires; `null` never expires.
+    pub expires_in: Option<u64>,
+    /// The payload, when it is UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The payload in standard base64, when it is not UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+impl From<RetainedInfo> for AdminEntry {
+    fn from(info: RetainedInfo) -> Self {
+        AdminEntry {
+            topic: info.topic,
+            qos: info.qos,
+            payload_bytes: info.payload_bytes,
+            last_modified: info.last_modified,
+            expires_in: info.expires_in,
+            payload: None,
+            payload_base64: None,
+        }
+    }
+}
+
+impl From<RetainedEntry> for AdminEntry {
+    fn from(entry: RetainedEntry) -> Self {
+        let mut out = AdminEntry::from(entry.info);
+        match std::str::from_utf8(&entry.payload) {
+            Ok(text) => out.payload = Some(text.to_owned()),
+            Err(_) => {
+                out.payload_base64 =
+                    Some(base64::engine::general_purpose::STANDARD.encode(&entry.payload))
+            }
+        }
+        out
+    }
+}
+
+/// The answer to `GET /retained`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminPage {
+    /// The page's messages, in topic order, without payloads.
+    pub entries: Vec<AdminEntry>,
+    /// The `cursor` of the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<RetainedPage> for AdminPage {
+    fn from(page: RetainedPage) -> Self {
+        AdminPage {
+            entries: page.entries.into_iter().map(AdminEntry::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// The answer to `GET /retained-count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminCount {
+    /// Retained messages stored and not expired.
+    pub count: usize,
+}
+
+/// The answer to `DELETE /retained/TOPIC`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminDeleted {
+    /// The topic whose message was deleted.
+    pub topic: String,
+    /// Always true: a topic without a message answers 404.
+    pub deleted: bool,
+}
+
+/// An error answer's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminErrorBody {
+    /// What went wrong, as a sentence.
+    pub error: String,
 }
 
 /// An answer: a status and a JSON body.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Response {
     status: u16,
-    body: Json,
+    /// JSON text, serialized from a struct so its keys keep their order.
+    body: String,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
 }
 
 impl Response {
-    fn ok(body: Json) -> Self {
-        Response {
-            status: 200,
-            body,
-            allow: None,
+    fn ok(body: &impl Serialize) -> Self {
+        match serde_json::to_string(body) {
+            Ok(body) => Response {
+                status: 200,
+                body,
+                allow: None,
+            },
+            // Strings, numbers and lists of them always serialize.
+            Err(e) => Response::error(500, &format!("cannot encode the answer: {e}")),
         }
     }
 
     fn error(status: u16, message: &str) -> Self {
+        let body = AdminErrorBody {
+            error: message.to_owned(),
+        };
         Response {
             status,
-            body: json!({ "error": message }),
+            body: serde_json::to_string(&body).unwrap_or_default(),
             allow: None,
         }
     }
@@ -536,7 +622,7 @@ impl Response {
             505 => "HTTP Version Not Supported",
             _ => "Unknown",
         };
-        let mut body = self.body.to_string();
+        let mut body = self.body.clone();
         body.push('\n');
         let allow = self
             .allow
@@ -558,6 +644,7 @@ impl Response {
 mod tests {
     use super::*;
     use crate::broker::{start, BrokerConfig};
+    use serde_json::{json, Value as Json};
     use std::net::{IpAddr, Ipv4Addr};
 
     #[test]

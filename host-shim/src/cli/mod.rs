@@ -1,12 +1,14 @@
 //! The subcommands that run the connector: `run`, `send`, `listen`,
-//! `schema` and `validate`, one file each, and what they share: loading
-//! JSON files, the connection and component flags, and stdout handling.
+//! `schema`, `validate` and `retained`, one file each, and what they share:
+//! loading JSON files, the connection and component flags, and stdout
+//! handling.
 //!
 //! Each command takes its low-level arguments (what clap parsed), settles
 //! them into the configuration JSON the connector takes, checks it with the
 //! connector's own validation, and only then connects.
 
 pub mod listen;
+pub mod retained;
 pub mod run;
 pub mod schema;
 pub mod send;

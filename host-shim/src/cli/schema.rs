@@ -29,11 +29,19 @@ pub enum Kind {
     Listen,
     /// A flow file for `host-shim run`
     Flow,
+    /// The built-in broker's settings: port, limits, retainer
+    Broker,
 }
 
 impl Kind {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Kind; 4] = [Kind::Connection, Kind::Send, Kind::Listen, Kind::Flow];
+    pub const ALL: [Kind; 5] = [
+        Kind::Connection,
+        Kind::Send,
+        Kind::Listen,
+        Kind::Flow,
+        Kind::Broker,
+    ];
 
     /// The kind's name on the command line.
     pub fn name(self) -> &'static str {
@@ -42,6 +50,7 @@ impl Kind {
             Kind::Send => "send",
             Kind::Listen => "listen",
             Kind::Flow => "flow",
+            Kind::Broker => "broker",
         }
     }
 
@@ -52,6 +61,7 @@ impl Kind {
             Kind::Send => "the Send operation: topic, QoS, retain, properties",
             Kind::Listen => "the Listen operation: subscriptions and delivery",
             Kind::Flow => "a flow file for `host-shim run`",
+            Kind::Broker => "the built-in broker's settings: `host-shim broker --config`",
         }
     }
 }
@@ -63,6 +73,7 @@ pub fn schema(kind: Kind) -> Json {
         Kind::Send => connector::schema::send_schema(),
         Kind::Listen => connector::schema::listen_schema(),
         Kind::Flow => host_shim::flow::schema(),
+        Kind::Broker => host_shim::broker::broker_schema(),
     }
 }
 

@@ -4,6 +4,7 @@
 use super::read_text;
 use super::schema::Kind;
 use clap::Args;
+use host_shim::broker::BrokerConfig;
 use host_shim::flow::{self, config_problems, ConfigKind, Problem};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -44,6 +45,15 @@ pub fn problems(kind: Kind, text: &str) -> Vec<Problem> {
         Kind::Send => config_problems(ConfigKind::Send, &json),
         Kind::Listen => config_problems(ConfigKind::Listen, &json),
         Kind::Flow => flow::check(&json),
+        // The broker reads its file with serde alone, so there is one
+        // problem at most, with its line and column.
+        Kind::Broker => match BrokerConfig::from_json(text) {
+            Ok(_) => Vec::new(),
+            Err(message) => vec![Problem {
+                pointer: String::new(),
+                message,
+            }],
+        },
     }
 }
 

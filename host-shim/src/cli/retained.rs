@@ -1,0 +1,528 @@
+//! `host-shim retained`: the retained messages of a running built-in broker
+//! through its admin endpoint (`list`, `get`, `delete`, `count`), and a
+//! retained snapshot of any broker through the connector (`snapshot`).
+//!
+//! The admin endpoint speaks a small HTTP/1.1 JSON API (see
+//! `host_shim::broker::admin`); the client here is a few lines over a
+//! blocking socket, one request per connection, every wait bounded.
+
+use super::{ensure_valid, show_progress, ConnectionArgs};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use host_shim::broker::admin::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, AdminPage};
+use host_shim::flow::{document_line, ConfigKind};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpStream, ToSocketAddrs as _};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Where `list`, `get`, `delete` and `count` look without `--admin`.
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:18830";
+
+/// How long connecting to the admin endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one admin request may take in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest answer read: a page of listings, or one payload (at most
+/// MQTT's 256 MiB, a third more in base64).
+const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
+
+/// The longest one `next` call of a snapshot waits.
+const POLL: Duration = Duration::from_millis(250);
+
+/// `host-shim retained`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+list, get, delete and count talk to a built-in broker started with an
+admin endpoint:
+  host-shim broker --admin-port 18830
+snapshot works with any broker, through the connector.
+
+Each message prints as one line of JSON:
+  {\"topic\":\"a/b\",\"qos\":1,\"payload_bytes\":5,\"last_modified\":1767225600,
+   \"expires_in\":null}
+last_modified is in Unix seconds, expires_in in seconds (null: never).
+get adds \"payload\" (UTF-8 text) or \"payload_base64\".
+get and delete exit with 1 when the topic has no retained message.
+
+Examples:
+  host-shim retained list --filter 'users/settings/#'
+  host-shim retained get users/settings/user01 | jq -r .payload
+  host-shim retained delete users/settings/user01
+  host-shim retained snapshot --url mqtt://localhost:1883 --filter '#'")]
+pub struct RetainedArgs {
+    #[command(subcommand)]
+    pub command: RetainedCommand,
+}
+
+/// The `host-shim retained` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RetainedCommand {
+    /// List the built-in broker's retained messages, in topic order
+    List(ListArgs),
+    /// Print one retained message with its payload
+    Get(TopicArgs),
+    /// Delete one retained message
+    Delete(TopicArgs),
+    /// Print how many retained messages the built-in broker holds
+    Count(AdminArgs),
+    /// Take the retained messages of any broker, through the connector
+    Snapshot(SnapshotArgs),
+}
+
+/// Where the admin endpoint is.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin endpoint of the broker [default: http://127.0.0.1:18830]
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+}
+
+/// `host-shim retained list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only topics matching this filter (+ and # wildcards) [default: #]
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Messages fetched per request, 1 to 1000 [default: 100]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub page_size: Option<u16>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `host-shim retained get` and `delete`.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    /// Topic name (no wildcards)
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `host-shim retained snapshot`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Subscribes, prints the retained messages the broker sends, and stops once
+none has come for --quiet-ms. Each prints as one line of JSON, as with
+`host-shim listen`. Exits with 1 if --timeout ends it first.
+
+Example:
+  host-shim retained snapshot --url mqtt://localhost:1883 \\
+      --filter 'users/settings/+' --quiet-ms 500")]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Topic filter to take the retained messages of; repeat for more
+    #[arg(long, value_name = "FILTER", required = true)]
+    pub filter: Vec<String>,
+    /// Stop after MS milliseconds without a message [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub quiet_ms: Option<u32>,
+    /// Give up after SECS seconds in all [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+/// Runs `host-shim retained`.
+pub fn run(args: RetainedArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        RetainedCommand::List(args) => list(&args),
+        RetainedCommand::Get(args) => get(&args),
+        RetainedCommand::Delete(args) => delete(&args),
+        RetainedCommand::Count(args) => count(&args),
+        RetainedCommand::Snapshot(args) => snapshot(&args),
+    }
+}
+
+// ----- Admin endpoint -----
+
+/// Everything but the unreserved characters of RFC 3986 is escaped, `/`
+/// and `+` included, so a topic or filter arrives exactly as written.
+const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn escape(text: &str) -> String {
+    utf8_percent_encode(text, ESCAPE).to_string()
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let filter = args.filter.as_deref().unwrap_or("#");
+    let page_size = args.page_size.unwrap_or(100);
+    let mut stdout = std::io::stdout().lock();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut target = format!("/retained?filter={}&page_size={page_size}", escape(filter));
+        if let Some(cursor) = &cursor {
+            target.push_str(&format!("&cursor={}", escape(cursor)));
+        }
+        let page: AdminPage = endpoint.call("GET", &target)?.ok()?;
+        for entry in &page.entries {
+            writeln!(stdout, "{}", serde_json::to_string(entry)?)?;
+        }
+        stdout.flush()?;
+        match page.next_cursor {
+            // A cursor that does not move would loop forever.
+            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+            Some(next) => anyhow::bail!("the admin endpoint repeated the cursor {next:?}"),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let answer = endpoint.call("GET", &format!("/retained/{}", escape(&args.topic)))?;
+    if answer.status == 404 {
+        return not_found(&answer);
+    }
+    let entry: AdminEntry = answer.ok()?;
+    print_line(&serde_json::to_string(&entry)?)
+}
+
+fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let answer = endpoint.call("DELETE", &format!("/retained/{}", escape(&args.topic)))?;
+    if answer.status == 404 {
+        return not_found(&answer);
+    }
+    let deleted: AdminDeleted = answer.ok()?;
+    print_line(&serde_json::to_string(&deleted)?)
+}
+
+fn count(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = Endpoint::parse(args.admin.as_deref())?;
+    let count: AdminCount = endpoint.call("GET", "/retained-count")?.ok()?;
+    print_line(&count.count.to_string())
+}
+
+/// A missing topic is an answer, not a failure: say so on stderr and exit
+/// with 1, as `grep` does when nothing matches.
+fn not_found(answer: &Answer) -> anyhow::Result<ExitCode> {
+    eprintln!("host-shim: {}", answer.error_message());
+    Ok(ExitCode::from(1))
+}
+
+fn print_line(line: &str) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin endpoint to talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    /// As given, for messages.
+    url: String,
+    /// `host:port`, for connecting and for the Host header.
+    authority: String,
+}
+
+/// One answer of the admin endpoint.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Endpoint {
+    /// Reads `http://HOST:PORT` (a trailing `/` is fine); `None` is the
+    /// default.
+    fn parse(url: Option<&str>) -> anyhow::Result<Endpoint> {
+        let url = url.unwrap_or(DEFAULT_ADMIN);
+        let Some(rest) = url.strip_prefix("http://") else {
+            anyhow::bail!("--admin must be http://HOST:PORT, not {url:?}");
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || authority.contains('/') {
+            anyhow::bail!("--admin must be http://HOST:PORT, not {url:?}");
+        }
+        Ok(Endpoint {
+            url: url.to_owned(),
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// Sends one request and reads the whole answer.
+    fn call(&self, method: &str, target: &str) -> anyhow::Result<Answer> {
+        let unreachable = || {
+            format!(
+                "cannot reach the admin endpoint at {} (start the broker with \
+                 `host-shim broker --admin-port PORT`, or give --admin URL)",
+                self.url
+            )
+        };
+        let addrs: Vec<_> = self
+            .authority
+            .to_socket_addrs()
+            .with_context(unreachable)?
+            .collect();
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let mut stream = match (stream, last_error) {
+            (Some(stream), _) => stream,
+            (None, Some(e)) => return Err(e).with_context(unreachable),
+            (None, None) => anyhow::bail!("{}: the host has no address", unreachable()),
+        };
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: host-shim\r\n\
+             Accept: application/json\r\nConnection: close\r\n\r\n",
+            self.authority
+        );
+        stream
+            .write_all(request.as_bytes())
+            .with_context(|| format!("cannot send the request to {}", self.url))?;
+        // Read to the end (the endpoint closes after each answer), never
+        // past the deadline or the size limit.
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                anyhow::bail!("the admin endpoint at {} did not answer in time", self.url);
+            }
+            stream.set_read_timeout(Some(left))?;
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read the answer from {}", self.url))
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+            if bytes.len() as u64 > MAX_RESPONSE {
+                anyhow::bail!("the answer from {} is too large", self.url);
+            }
+        }
+        parse_answer(&bytes)
+            .with_context(|| format!("{} is not a host-shim admin endpoint", self.url))
+    }
+}
+
+/// Splits an HTTP/1.1 answer into its status and body.
+fn parse_answer(bytes: &[u8]) -> anyhow::Result<Answer> {
+    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        anyhow::bail!("the answer is not HTTP");
+    };
+    let head = std::str::from_utf8(&bytes[..split]).context("the answer is not HTTP")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
+        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
+        _ => None,
+    };
+    let Some(status) = status else {
+        anyhow::bail!("the answer is not HTTP");
+    };
+    let mut body = &bytes[split + 4..];
+    let length = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    if let Some(length) = length {
+        body = body.get(..length).context("the answer is cut short")?;
+    }
+    Ok(Answer {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+impl Answer {
+    /// The body as `T` if the status is 200, else the endpoint's error.
+    fn ok<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        if self.status != 200 {
+            anyhow::bail!("{}", self.error_message());
+        }
+        serde_json::from_slice(&self.body).context("the admin endpoint's answer is not valid")
+    }
+
+    /// The error sentence the endpoint sent, or the status when it sent
+    /// none.
+    fn error_message(&self) -> String {
+        match serde_json::from_slice::<AdminErrorBody>(&self.body) {
+            Ok(body) => body.error,
+            Err(_) => format!("the admin endpoint answered with status {}", self.status),
+        }
+    }
+}
+
+// ----- Snapshot -----
+
+impl SnapshotArgs {
+    /// The Listen configuration of a retained snapshot.
+    fn listen_config(&self) -> anyhow::Result<Json> {
+        let subscriptions: Vec<Json> = self
+            .filter
+            .iter()
+            .map(|filter| serde_json::json!({ "filter": filter }))
+            .collect();
+        let mut config = serde_json::json!({
+            "subscriptions": subscriptions,
+            "retained": "only",
+        });
+        if let Some(quiet_ms) = self.quiet_ms {
+            config["quiet_ms"] = Json::from(quiet_ms);
+        }
+        ensure_valid(ConfigKind::Listen, "listen", &config)?;
+        Ok(config)
+    }
+
+    fn timeout(&self) -> anyhow::Result<Duration> {
+        let secs = self.timeout.unwrap_or(30.0);
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| anyhow::anyhow!("--timeout must be a number of seconds, not {secs}"))
+    }
+}
+
+/// Runs `host-shim retained snapshot`: prints each retained message until
+/// the operation is done (quiet for `quiet_ms`), or exits with 1 at the
+/// timeout.
+fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
+    let connection = args.connection.connection_config()?;
+    let config = args.listen_config()?;
+    let timeout = args.timeout()?;
+    let runtime = args.connection.runtime()?;
+    let deadline = Instant::now() + timeout;
+
+    super::tokio()?.block_on(async {
+        let mut listener = runtime
+            .open_listener(&connection.to_string(), &config.to_string())
+            .await
+            .context("cannot open the listener")?;
+        let progress = show_progress();
+        let mut stdout = std::io::stdout().lock();
+        let mut received = 0u64;
+        let result: anyhow::Result<bool> = async {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                let batch = listener.next(1000, left.min(POLL)).await?;
+                if batch.is_empty() {
+                    if listener.done().await? {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                for document in &batch {
+                    writeln!(stdout, "{}", document_line(document))?;
+                }
+                stdout.flush()?;
+                let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
+                listener.commit(&ids).await?;
+                received += batch.len() as u64;
+                if progress {
+                    eprint!("\rreceived {received}");
+                }
+            }
+        }
+        .await;
+        if progress && received > 0 {
+            eprintln!();
+        }
+        listener.close().await;
+        if result? {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!(
+                "host-shim: the snapshot is incomplete: retained messages still came \
+                 after --timeout {}s ({received} printed)",
+                timeout.as_secs_f64()
+            );
+            Ok(ExitCode::from(1))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls() {
+        let endpoint = Endpoint::parse(None).unwrap();
+        assert_eq!(endpoint.authority, "127.0.0.1:18830");
+        let endpoint = Endpoint::parse(Some("http://[::1]:9/")).unwrap();
+        assert_eq!(endpoint.authority, "[::1]:9");
+        assert_eq!(
+            Endpoint::parse(Some("http://localhost:1"))
+                .unwrap()
+                .authority,
+            "localhost:1"
+        );
+        for bad in [
+            "127.0.0.1:18830",
+            "https://127.0.0.1:1",
+            "http://127.0.0.1",
+            "http://127.0.0.1:99999",
+            "http://:1",
+            "http://h:1/path",
+        ] {
+            let err = Endpoint::parse(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("http://HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn escapes_everything_but_unreserved() {
+        assert_eq!(escape("a/+/#"), "a%2F%2B%2F%23");
+        assert_eq!(escape("a b-c_d.e~"), "a%20b-c_d.e~");
+        assert_eq!(escape("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn answers() {
+        let answer = parse_answer(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}\n",
+        )
+        .unwrap();
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.error_message(), "x");
+        let answer = parse_answer(b"HTTP/1.1 200 OK\r\n\r\n{\"count\":3}").unwrap();
+        assert_eq!(answer.ok::<AdminCount>().unwrap().count, 3);
+        let answer = parse_answer(b"HTTP/1.1 500 Oops\r\n\r\nnot json").unwrap();
+        assert_eq!(
+            answer.error_message(),
+            "the admin endpoint answered with status 500"
+        );
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+    }
+}

@@ -1,0 +1,371 @@
+//! `host-shim retained` end to end: `list`, `get`, `delete` and `count`
+//! against `host-shim broker --admin-port 0`, and `snapshot` against the
+//! built-in broker and Mosquitto (when `/usr/sbin/mosquitto` is installed),
+//! on both MQTT versions.
+//!
+//! Everything runs on 127.0.0.1 with ports the OS picks, and every wait is
+//! bounded so a hung command fails its test instead of the run.
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value as Json;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_host-shim");
+
+/// The longest any one command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args`, killing it after the timeout.
+fn host_shim(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("host-shim {args:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = |rx: mpsc::Receiver<Vec<u8>>| {
+        String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
+            .into_owned()
+    };
+    Output {
+        code: status.code(),
+        stdout: text(stdout),
+        stderr: text(stderr),
+    }
+}
+
+fn drain(mut from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = from.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+fn json_lines(stdout: &str) -> Vec<Json> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn topics(lines: &[Json]) -> Vec<&str> {
+    lines.iter().map(|l| l["topic"].as_str().unwrap()).collect()
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `host-shim broker --port 0 --admin-port 0`, its MQTT port and admin URL.
+fn start_broker() -> (Process, u16, String) {
+    let mut child = Command::new(BIN)
+        .args(["broker", "--port", "0", "--admin-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the broker starts");
+    let stdout = child.stdout.take().unwrap();
+    let child = Process(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for _ in 0..2 {
+            let line = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = tx.send(line);
+        }
+    });
+    let line = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the broker did not announce its addresses")
+    };
+    let (mqtt, admin) = (line(), line());
+    let port = mqtt
+        .strip_prefix("listening on mqtt://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {mqtt:?}"));
+    let admin = admin
+        .strip_prefix("admin on ")
+        .unwrap_or_else(|| panic!("unexpected second line {admin:?}"))
+        .to_owned();
+    assert!(admin.starts_with("http://127.0.0.1:"), "{admin}");
+    (child, port, admin)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Mosquitto on a free loopback port, with a temporary configuration.
+fn start_mosquitto(dir: &Path) -> (Process, u16) {
+    let port = free_port();
+    let config = dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    let child = Process(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+/// Publishes `messages` retained at QoS 1 and waits for every PUBACK.
+fn publish_retained(port: u16, messages: &[(&str, &[u8])]) {
+    let mut options = MqttOptions::new("retained-cli-publisher", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut connection) = Client::new(options, 100);
+    for (topic, payload) in messages {
+        client
+            .publish(*topic, QoS::AtLeastOnce, true, payload.to_vec())
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < messages.len() {
+        match connection.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("publishing failed: {other:?}"),
+        }
+    }
+    let _ = client.disconnect();
+    let _ = connection.recv_timeout(Duration::from_secs(2));
+}
+
+const MESSAGES: [(&str, &[u8]); 4] = [
+    ("a/2", b"two"),
+    ("a/1", b"one"),
+    ("b", b"\xff\xfe"),
+    ("a/3", b"three"),
+];
+
+#[test]
+fn list_get_delete_and_count_through_the_admin_endpoint() {
+    let (_broker, port, admin) = start_broker();
+    publish_retained(port, &MESSAGES);
+
+    let out = host_shim(&["retained", "list", "--admin", &admin, "--page-size", "1"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out.stdout);
+    assert_eq!(topics(&lines), ["a/1", "a/2", "a/3", "b"]);
+    for line in &lines {
+        let object = line.as_object().unwrap();
+        let keys: Vec<_> = object.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "expires_in",
+                "last_modified",
+                "payload_bytes",
+                "qos",
+                "topic"
+            ]
+        );
+        assert_eq!(line["qos"], 1);
+        assert!(line["expires_in"].is_null());
+    }
+    assert_eq!(lines[2]["payload_bytes"], 5);
+    // The keys print in a fixed order.
+    assert!(
+        out.stdout
+            .starts_with(r#"{"topic":"a/1","qos":1,"payload_bytes":3,"#),
+        "{}",
+        out.stdout
+    );
+
+    let out = host_shim(&["retained", "list", "--admin", &admin, "--filter", "a/+"]);
+    assert_eq!(topics(&json_lines(&out.stdout)), ["a/1", "a/2", "a/3"]);
+
+    let out = host_shim(&["retained", "get", "a/2", "--admin", &admin]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let got = &json_lines(&out.stdout)[0];
+    assert_eq!(
+        (got["topic"].as_str(), got["payload"].as_str()),
+        (Some("a/2"), Some("two"))
+    );
+    let out = host_shim(&["retained", "get", "b", "--admin", &admin]);
+    assert_eq!(json_lines(&out.stdout)[0]["payload_base64"], "//4=");
+    let out = host_shim(&["retained", "get", "nope", "--admin", &admin]);
+    assert_eq!((out.code, out.stdout.as_str()), (Some(1), ""));
+    assert!(
+        out.stderr.contains("no retained message on topic \"nope\""),
+        "{}",
+        out.stderr
+    );
+
+    let out = host_shim(&["retained", "delete", "a/2", "--admin", &admin]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        json_lines(&out.stdout),
+        [serde_json::json!({ "topic": "a/2", "deleted": true })]
+    );
+    let out = host_shim(&["retained", "delete", "a/2", "--admin", &admin]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+
+    let out = host_shim(&["retained", "count", "--admin", &admin]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (Some(0), "3"),
+        "{}",
+        out.stderr
+    );
+    let out = host_shim(&["retained", "list", "--admin", &admin]);
+    assert_eq!(topics(&json_lines(&out.stdout)), ["a/1", "a/3", "b"]);
+
+    // The endpoint's own error, passed on.
+    let out = host_shim(&["retained", "list", "--admin", &admin, "--filter", "a/#/b"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.starts_with("host-shim: "), "{}", out.stderr);
+    assert!(out.stderr.contains("a/#/b"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unreachable_admin_endpoint_is_a_clear_error() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = host_shim(&["retained", "list", "--admin", &url]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("cannot reach the admin endpoint") && out.stderr.contains(&url),
+        "{}",
+        out.stderr
+    );
+    let out = host_shim(&["retained", "count", "--admin", "localhost"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("http://HOST:PORT"), "{}", out.stderr);
+}
+
+#[test]
+fn the_admin_endpoint_refuses_other_than_loopback() {
+    let out = host_shim(&[
+        "broker",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--admin-host",
+        "0.0.0.0",
+    ]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("loopback"), "{}", out.stderr);
+}
+
+/// Runs `retained snapshot` against the broker on `port` and checks it
+/// prints exactly the retained messages under `a/`.
+fn check_snapshot(port: u16, version: &str, broker: &str) {
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let out = host_shim(&[
+        "retained",
+        "snapshot",
+        "--url",
+        &url,
+        "--filter",
+        "a/#",
+        "--quiet-ms",
+        "300",
+        "--timeout",
+        "20",
+        "--mqtt-version",
+        version,
+    ]);
+    assert_eq!(out.code, Some(0), "{broker} {version}: {}", out.stderr);
+    let mut lines = json_lines(&out.stdout);
+    // Mosquitto does not promise an order.
+    lines.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
+    assert_eq!(topics(&lines), ["a/1", "a/2", "a/3"], "{broker} {version}");
+    for line in &lines {
+        assert_eq!(line["retained"], true, "{broker} {version}: {line}");
+    }
+    assert_eq!(lines[0]["payload"], "one", "{broker} {version}");
+}
+
+#[test]
+fn snapshot_takes_the_retained_messages_of_the_built_in_broker() {
+    let (_broker, port, _) = start_broker();
+    publish_retained(port, &MESSAGES);
+    for version in ["3.1.1", "5"] {
+        check_snapshot(port, version, "built-in");
+    }
+
+    // Ended by its timeout rather than by quiet: incomplete, exit 1.
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let out = host_shim(&[
+        "retained",
+        "snapshot",
+        "--url",
+        &url,
+        "--filter",
+        "#",
+        "--timeout",
+        "0",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("incomplete"), "{}", out.stderr);
+}
+
+#[test]
+fn snapshot_takes_the_retained_messages_of_mosquitto() {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("skipped: {MOSQUITTO} is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("host-shim-retained-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mosquitto, port) = start_mosquitto(&dir);
+    publish_retained(port, &MESSAGES);
+    for version in ["3.1.1", "5"] {
+        check_snapshot(port, version, "mosquitto");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
