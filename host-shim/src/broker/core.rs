@@ -193,20 +193,6 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with no sessions. With disk storage that cannot be opened it
-    /// logs the error and keeps retained messages in memory only: use
-    /// [`Broker::open`] to get the error instead.
-    pub fn new(config: BrokerConfig) -> Self {
-        let now = Instant::now();
-        match Broker::open_at(config.clone(), now, SystemTime::now()) {
-            Ok(broker) => broker,
-            Err(error) => {
-                tracing::error!(%error, "retained messages will not be kept on disk");
-                Broker::with_store(config, RetainedStore::new(), now, SystemTime::now())
-            }
-        }
-    }
-
     /// A broker with no sessions; with disk storage, its retained messages
     /// loaded from the file.
     ///

@@ -116,6 +116,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid broker configuration: {0}")]
     Config(String),
+    /// The retained message store (`retain.storage`) cannot be opened.
+    #[error("cannot open the retained message store")]
+    RetainedStore(#[source] super::RetainedStoreError),
 }
 
 /// A running broker. Dropping it shuts the broker down without waiting;
@@ -405,7 +408,9 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config);
+    // A retained store that cannot be opened is a start error, never a
+    // silent fall back to memory that would lose what the user stored.
+    let core = Broker::open(config).map_err(StartError::RetainedStore)?;
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

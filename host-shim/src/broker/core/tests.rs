@@ -17,7 +17,7 @@ struct Harness {
 impl Harness {
     fn new(config: BrokerConfig) -> Self {
         Harness {
-            broker: Broker::new(config),
+            broker: Broker::open(config).expect("a memory store always opens"),
             now: Instant::now(),
             out: HashMap::new(),
             closed: Vec::new(),
@@ -697,7 +697,7 @@ mod properties {
         #[test]
         fn arbitrary_steps_keep_the_invariants(steps in proptest::collection::vec(step(), 1..60)) {
             let config = BrokerConfig { max_inflight: 3, receive_maximum: 4, ..BrokerConfig::default() };
-            let mut broker = Broker::new(config);
+            let mut broker = Broker::open(config).expect("a memory store always opens");
             let mut now = Instant::now();
             // Connections the core still considers open, by ConnId.
             let mut open: HashSet<ConnId> = HashSet::new();
@@ -1362,19 +1362,14 @@ mod retainer {
     }
 
     #[test]
-    fn a_store_that_cannot_be_opened_is_an_error_or_memory_only() {
+    fn a_store_that_cannot_be_opened_is_an_error() {
         let path = std::env::temp_dir().join("host-shim-no-such-dir/retained.redb");
         let config = retain(|r| r.storage = RetainStorage::Disk(path));
-        let err = Broker::open(config.clone()).unwrap_err();
+        let err = Broker::open(config).unwrap_err();
         assert!(
             err.to_string()
                 .contains("cannot open the retained message store"),
             "{err}"
         );
-        // `new` logs and carries on in memory.
-        let mut h = Harness::new(config);
-        h.connect(1, V5, "pub", true, None);
-        put(&mut h, 1, "t", b"x");
-        assert_eq!(h.broker.retained_count(h.now), 1);
     }
 }
