@@ -11,6 +11,7 @@ use connector::topic;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::batch::Batch;
 use super::core::{closed, connection_lost, Core};
 use super::driver::{self, Settings, Shared};
 use super::endpoint;
@@ -184,21 +185,15 @@ impl MqttClient {
     /// rumqttc still resends those MQTT requires, so a retry may duplicate).
     pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<Result<(), Error>> {
         self.wait_connected().await;
-        let mut pending = Vec::with_capacity(batch.len());
+        let (pending, entries) = Batch::new(batch.len());
         {
             let mut core = self.inner.shared.core();
-            for message in batch {
-                let (tx, rx) = oneshot::channel();
-                core.submit_publish(message, tx);
-                pending.push(rx);
+            for (message, entry) in batch.into_iter().zip(entries) {
+                core.submit_publish(message, entry);
             }
             core.pump();
         }
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for rx in pending {
-            outcomes.push(outcome(rx).await);
-        }
-        outcomes
+        pending.outcomes().await
     }
 
     /// Subscribes and returns the broker's answer for each filter, in order.

@@ -9,6 +9,8 @@
 //! (see [`Core::pump`]), then in `handed` until rumqttc reports the packet
 //! identifier it used (`Outgoing::Publish(pkid)` and friends, in request
 //! order), then in `in_use` under that identifier until the broker's ack.
+//! A message moves into its request when handed; from then on the core keeps
+//! only what the ack needs (its QoS and where its outcome goes).
 //!
 //! Incoming: each PUBLISH gets the next delivery id and waits in `ready` for
 //! [`Core::take_ready`]; QoS 1 and 2 deliveries also wait in `unacked`,
@@ -23,6 +25,8 @@ use connector::model::{
 };
 use connector::topic;
 use tokio::sync::oneshot;
+
+use super::batch::Entry;
 
 /// Where a caller waits for the outcome of one operation.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -179,7 +183,7 @@ fn rejected(what: &str, code: u8) -> Error {
 enum Op {
     Publish {
         message: Outgoing,
-        reply: Reply<()>,
+        reply: Entry,
     },
     /// `reply` is `None` for the core's own re-subscribe after a new session.
     Subscribe {
@@ -201,12 +205,63 @@ impl Op {
     }
 
     fn fail(self, error: Error) {
+        self.into_request().1.fail(error);
+    }
+
+    /// The request for rumqttc, and what the core keeps of the operation
+    /// until its `Outgoing` event. The message moves into the request.
+    fn into_request(self) -> (Req, Sent) {
+        match self {
+            Op::Publish { message, reply } => {
+                let qos = message.qos;
+                (Req::Publish(message), Sent::Publish { qos, reply })
+            }
+            Op::Subscribe { subs, reply } => {
+                // The SUBACK is matched against the filters.
+                (
+                    Req::Subscribe(subs.clone()),
+                    Sent::Subscribe { subs, reply },
+                )
+            }
+            Op::Unsubscribe { filter, reply } => {
+                (Req::Unsubscribe(filter), Sent::Unsubscribe { reply })
+            }
+        }
+    }
+}
+
+/// What the core keeps of an operation handed to rumqttc.
+#[derive(Debug)]
+enum Sent {
+    Publish {
+        qos: QoS,
+        reply: Entry,
+    },
+    Subscribe {
+        subs: Vec<Subscription>,
+        reply: Option<Reply<Vec<Granted>>>,
+    },
+    Unsubscribe {
+        reply: Reply<()>,
+    },
+}
+
+impl Sent {
+    fn needs_pkid(&self) -> bool {
+        match self {
+            Sent::Publish { qos, .. } => *qos != QoS::AtMostOnce,
+            Sent::Subscribe { .. } | Sent::Unsubscribe { .. } => true,
+        }
+    }
+
+    fn fail(self, error: Error) {
         // A caller that stopped waiting is no error.
         match self {
-            Op::Publish { reply, .. } | Op::Unsubscribe { reply, .. } => {
+            Sent::Publish { reply, .. } => reply.resolve(Err(error)),
+            Sent::Unsubscribe { reply } => {
                 let _ = reply.send(Err(error));
             }
-            Op::Subscribe { reply, .. } => {
+            Sent::Subscribe { reply, .. } => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(error));
                 }
@@ -218,7 +273,7 @@ impl Op {
 /// An operation handed to rumqttc, waiting for its `Outgoing` event.
 #[derive(Debug)]
 struct Handed {
-    op: Op,
+    sent: Sent,
     /// The identifier the core expects rumqttc to assign, if any.
     pkid: Option<u16>,
 }
@@ -229,7 +284,7 @@ enum Slot {
     /// A QoS 1 or 2 PUBLISH; `released` once a QoS 2 PUBREC came.
     Publish {
         qos: QoS,
-        reply: Reply<()>,
+        reply: Entry,
         released: bool,
     },
     Subscribe {
@@ -251,7 +306,8 @@ impl Slot {
 
     fn fail(self, error: Error) {
         match self {
-            Slot::Publish { reply, .. } | Slot::Unsubscribe { reply } => {
+            Slot::Publish { reply, .. } => reply.resolve(Err(error)),
+            Slot::Unsubscribe { reply } => {
                 let _ = reply.send(Err(error));
             }
             Slot::Subscribe { reply, .. } => {
@@ -290,8 +346,11 @@ pub(crate) struct Core<O> {
     leaked: u16,
     outbox: VecDeque<Op>,
     handed: VecDeque<Handed>,
-    /// Whether an identifier-consuming request is in `handed`.
-    pkid_pending: bool,
+    /// Identifier-consuming requests in `handed`: they hold the identifiers
+    /// up to `last_pkid`, consecutive in rumqttc's cycle.
+    handed_pkids: u16,
+    /// QoS 1 and 2 PUBLISHes in `handed`.
+    handed_publishes: u16,
     in_use: HashMap<u16, Slot>,
     /// `in_use` slots that count against the broker's Receive Maximum.
     publishes_in_flight: u16,
@@ -322,7 +381,8 @@ impl<O: Outlet> Core<O> {
             leaked: 0,
             outbox: VecDeque::new(),
             handed: VecDeque::new(),
-            pkid_pending: false,
+            handed_pkids: 0,
+            handed_publishes: 0,
             in_use: HashMap::new(),
             publishes_in_flight: 0,
             expected_resends: HashSet::new(),
@@ -412,13 +472,13 @@ impl<O: Outlet> Core<O> {
 
     /// Queues one message of a publish batch. Call [`Core::pump`] after the
     /// batch.
-    pub(crate) fn submit_publish(&mut self, message: Outgoing, reply: Reply<()>) {
+    pub(crate) fn submit_publish(&mut self, message: Outgoing, reply: Entry) {
         if let Some(e) = self.refuse() {
-            let _ = reply.send(Err(e));
+            reply.resolve(Err(e));
             return;
         }
         if let Err(e) = self.check_message(&message) {
-            let _ = reply.send(Err(e));
+            reply.resolve(Err(e));
             return;
         }
         self.outbox.push_back(Op::Publish { message, reply });
@@ -449,32 +509,40 @@ impl<O: Outlet> Core<O> {
         self.pump();
     }
 
-    /// rumqttc's next identifier, without taking it.
-    fn peek_pkid(&self) -> (u16, u16) {
-        let next = self.last_pkid.wrapping_add(1);
-        if next == self.pkid_space {
-            // rumqttc resets its counter to 0 when it hands out the limit.
-            (next, 0)
-        } else {
-            (next, next)
-        }
-    }
-
     /// Hands queued operations to rumqttc in order, as far as packet
     /// identifiers and the in-flight window allow.
+    ///
+    /// Several identifier-consuming requests may wait in rumqttc's channel
+    /// at once. Each gets the identifier that follows the previous one in
+    /// rumqttc's cycle, and is handed over only when that identifier is free
+    /// now: not in `in_use` (which covers everything rumqttc still holds,
+    /// since the core frees a slot only after rumqttc's event), not awaited
+    /// by a resend, and not held by an earlier handed request (they hold the
+    /// `handed_pkids` identifiers before it, fewer than the cycle's length).
+    /// A free identifier stays free until rumqttc assigns it: only rumqttc's
+    /// counter, driven by these same requests, hands identifiers out, and a
+    /// reconnect (the only source of resends) voids every handed request.
     pub(crate) fn pump(&mut self) {
         while self.phase == Phase::Up {
             let Some(op) = self.outbox.front() else { break };
             let mut pkid = None;
+            let mut is_publish = false;
             if op.needs_pkid() {
-                if self.pkid_pending {
+                if self.handed_pkids >= self.pkid_space {
+                    // The next identifier is a handed request's.
                     break;
                 }
-                let is_publish = matches!(op, Op::Publish { .. });
-                if is_publish && self.publishes_in_flight + self.leaked >= self.pkid_space {
+                is_publish = matches!(op, Op::Publish { .. });
+                // Keeps rumqttc below its in-flight limit whenever one of
+                // our requests waits in its channel, so that it never stops
+                // reading the channel (and the acks behind them).
+                let in_flight = u32::from(self.publishes_in_flight)
+                    + u32::from(self.handed_publishes)
+                    + u32::from(self.leaked);
+                if is_publish && in_flight >= u32::from(self.pkid_space) {
                     break;
                 }
-                let (next, counter) = self.peek_pkid();
+                let (next, counter) = next_pkid(self.last_pkid, self.pkid_space);
                 if self.in_use.contains_key(&next) || self.expected_resends.contains(&next) {
                     // Head-of-line wait: the identifier rumqttc will use next
                     // is still taken.
@@ -485,26 +553,35 @@ impl<O: Outlet> Core<O> {
             let Some(op) = self.outbox.pop_front() else {
                 break;
             };
-            let req = match &op {
-                Op::Publish { message, .. } => Req::Publish(message.clone()),
-                Op::Subscribe { subs, .. } => Req::Subscribe(subs.clone()),
-                Op::Unsubscribe { filter, .. } => Req::Unsubscribe(filter.clone()),
-            };
+            let (req, sent) = op.into_request();
             if self.outlet.send(req).is_err() {
-                op.fail(closed());
+                sent.fail(closed());
                 continue;
             }
-            if let Some((next, counter)) = pkid {
-                self.last_pkid = counter;
-                self.pkid_pending = true;
-                self.handed.push_back(Handed {
-                    op,
-                    pkid: Some(next),
-                });
-            } else {
-                self.handed.push_back(Handed { op, pkid: None });
+            match pkid {
+                Some((next, counter)) => {
+                    self.last_pkid = counter;
+                    self.handed_pkids += 1;
+                    if is_publish {
+                        self.handed_publishes += 1;
+                    }
+                    self.handed.push_back(Handed {
+                        sent,
+                        pkid: Some(next),
+                    });
+                }
+                None => self.handed.push_back(Handed { sent, pkid: None }),
             }
         }
+    }
+
+    /// Empties `handed`, failing every request in it.
+    fn fail_handed(&mut self, error: impl Fn() -> Error) {
+        for handed in self.handed.drain(..) {
+            handed.sent.fail(error());
+        }
+        self.handed_pkids = 0;
+        self.handed_publishes = 0;
     }
 
     /// Takes in one event of the event loop. Returns whether deliveries
@@ -599,9 +676,15 @@ impl<O: Outlet> Core<O> {
             );
             return;
         };
-        let Handed { op, pkid: expected } = handed;
-        if op.needs_pkid() {
-            self.pkid_pending = false;
+        let Handed {
+            sent,
+            pkid: expected,
+        } = handed;
+        if sent.needs_pkid() {
+            self.handed_pkids -= 1;
+            if matches!(sent, Sent::Publish { .. }) {
+                self.handed_publishes -= 1;
+            }
             if expected != Some(pkid) {
                 tracing::warn!(
                     pkid,
@@ -609,31 +692,39 @@ impl<O: Outlet> Core<O> {
                     "rumqttc assigned an unexpected packet identifier"
                 );
                 if pkid != 0 {
-                    self.last_pkid = if pkid >= self.pkid_space { 0 } else { pkid };
+                    // Follow rumqttc's counter from here: the requests still
+                    // handed get the identifiers after this one.
+                    let mut last = if pkid >= self.pkid_space { 0 } else { pkid };
+                    for later in self.handed.iter_mut().filter(|h| h.pkid.is_some()) {
+                        let (next, counter) = next_pkid(last, self.pkid_space);
+                        later.pkid = Some(next);
+                        last = counter;
+                    }
+                    self.last_pkid = last;
                 }
             }
         }
-        let slot = match (op, kind) {
-            (Op::Publish { message, reply }, Kind::Publish) => {
-                if message.qos == QoS::AtMostOnce {
+        let slot = match (sent, kind) {
+            (Sent::Publish { qos, reply }, Kind::Publish) => {
+                if qos == QoS::AtMostOnce {
                     // Written and flushed: all QoS 0 promises.
-                    let _ = reply.send(Ok(()));
+                    reply.resolve(Ok(()));
                     None
                 } else {
                     Some(Slot::Publish {
-                        qos: message.qos,
+                        qos,
                         reply,
                         released: false,
                     })
                 }
             }
-            (Op::Subscribe { subs, reply }, Kind::Subscribe) => {
+            (Sent::Subscribe { subs, reply }, Kind::Subscribe) => {
                 Some(Slot::Subscribe { subs, reply })
             }
-            (Op::Unsubscribe { reply, .. }, Kind::Unsubscribe) => Some(Slot::Unsubscribe { reply }),
-            (op, kind) => {
+            (Sent::Unsubscribe { reply }, Kind::Unsubscribe) => Some(Slot::Unsubscribe { reply }),
+            (sent, kind) => {
                 tracing::error!(?kind, "rumqttc's events are out of step with the requests");
-                op.fail(Error::new(
+                sent.fail(Error::new(
                     ErrorCode::Internal,
                     "the client lost track of a request; its outcome is unknown",
                 ));
@@ -678,7 +769,7 @@ impl<O: Outlet> Core<O> {
                 } else {
                     Ok(())
                 };
-                let _ = reply.send(outcome);
+                reply.resolve(outcome);
             }
             Some(Slot::Orphan) | None => {}
             Some(other) => {
@@ -721,7 +812,7 @@ impl<O: Outlet> Core<O> {
                 } else {
                     Ok(())
                 };
-                let _ = reply.send(outcome);
+                reply.resolve(outcome);
             }
             Some(Slot::Orphan) => {}
             Some(other) => {
@@ -891,9 +982,7 @@ impl<O: Outlet> Core<O> {
     /// if the broker resumes the session; the event loop's identifier counter
     /// starts over.
     pub(crate) fn on_connection_lost(&mut self, resends: &[Resend]) {
-        for handed in self.handed.drain(..) {
-            handed.op.fail(connection_lost());
-        }
+        self.fail_handed(connection_lost);
         for op in self.outbox.drain(..) {
             op.fail(connection_lost());
         }
@@ -912,7 +1001,6 @@ impl<O: Outlet> Core<O> {
             self.in_use.insert(pkid, Slot::Orphan);
         }
         self.publishes_in_flight = self.in_use.len() as u16;
-        self.pkid_pending = false;
         self.last_pkid = 0;
         self.leaked = 0;
         self.pkid_space = self.window;
@@ -934,9 +1022,7 @@ impl<O: Outlet> Core<O> {
         }
         let was_up = self.phase == Phase::Up;
         self.phase = Phase::Closed;
-        for handed in self.handed.drain(..) {
-            handed.op.fail(closed());
-        }
+        self.fail_handed(closed);
         for op in self.outbox.drain(..) {
             op.fail(closed());
         }
@@ -956,9 +1042,7 @@ impl<O: Outlet> Core<O> {
             return;
         }
         self.phase = Phase::Closed;
-        for handed in self.handed.drain(..) {
-            handed.op.fail(error.clone());
-        }
+        self.fail_handed(|| error.clone());
         for op in self.outbox.drain(..) {
             op.fail(error.clone());
         }
@@ -969,6 +1053,17 @@ impl<O: Outlet> Core<O> {
         self.qos0_ready = 0;
         self.unacked.clear();
         self.unacked_pkids.clear();
+    }
+}
+
+/// rumqttc's identifier after `last` in a cycle of `space`, and its counter
+/// after handing it out (it resets to 0 when it hands out the limit).
+fn next_pkid(last: u16, space: u16) -> (u16, u16) {
+    let next = last.wrapping_add(1);
+    if next == space {
+        (next, 0)
+    } else {
+        (next, next)
     }
 }
 
@@ -1022,6 +1117,7 @@ pub(crate) fn publish_packet_size(message: &Outgoing, protocol: Protocol) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::batch::Batch;
     use connector::model::MessageProperties;
 
     /// Records what the core sends.
@@ -1067,23 +1163,112 @@ mod tests {
         }
     }
 
-    fn publish(core: &mut Core<Recorder>, qos: QoS) -> oneshot::Receiver<Result<(), Error>> {
-        let (tx, rx) = oneshot::channel();
-        core.submit_publish(message(qos), tx);
+    fn publish(core: &mut Core<Recorder>, qos: QoS) -> Batch {
+        let (batch, entries) = Batch::new(1);
+        for entry in entries {
+            core.submit_publish(message(qos), entry);
+        }
         core.pump();
-        rx
+        batch
+    }
+
+    /// The outcome of a one-message batch, which must be resolved.
+    fn outcome(batch: &Batch) -> Result<(), Error> {
+        batch.peek(0).expect("the outcome is not resolved yet")
+    }
+
+    fn pkids_handed(core: &Core<Recorder>) -> Vec<Option<u16>> {
+        core.handed.iter().map(|h| h.pkid).collect()
     }
 
     #[test]
-    fn one_identifier_request_at_a_time_in_rumqttc_order() {
+    fn identifier_requests_queue_while_their_identifiers_are_free() {
         let mut core = up(3);
+        let a = publish(&mut core, QoS::AtLeastOnce);
+        let _b = publish(&mut core, QoS::ExactlyOnce);
+        let _c = publish(&mut core, QoS::AtMostOnce);
+        let _d = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(core.outlet.0.len(), 4, "pkids 1, 2, none and 3 are free");
+        assert_eq!(pkids_handed(&core), vec![Some(1), Some(2), None, Some(3)]);
+        // The window is full: the next one waits for an ack, and then for
+        // the identifier rumqttc wraps around to (1).
+        let _e = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(core.outlet.0.len(), 4);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::OutPublish(2));
+        core.on_event(Ev::OutPublish(0));
+        core.on_event(Ev::PubRec { pkid: 2, reason: 0 });
+        assert_eq!(core.outlet.0.len(), 4, "2 is in its QoS 2 flow");
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&a), Ok(()));
+        assert_eq!(core.outlet.0.len(), 5, "1 is free, 3 is not yet written");
+        assert_eq!(pkids_handed(&core), vec![Some(3), Some(1)]);
+        core.on_event(Ev::OutPublish(3));
+        core.on_event(Ev::OutPublish(1));
+        assert_eq!(core.in_use.len(), 3);
+        assert_eq!(core.handed_pkids, 0);
+        assert_eq!(core.handed_publishes, 0);
+    }
+
+    #[test]
+    fn a_handed_identifier_is_not_handed_again() {
+        // Window 2, rumqttc assigns 1 then 2: a third subscribe must not get
+        // 1 while the first has not even been written.
+        let mut core = up(2);
+        for _ in 0..3 {
+            let (tx, _rx) = oneshot::channel();
+            core.submit_subscribe(vec![], tx);
+        }
+        assert_eq!(pkids_handed(&core), vec![Some(1), Some(2)]);
+        core.on_event(Ev::OutSubscribe(1));
+        assert_eq!(pkids_handed(&core), vec![Some(2)], "1 waits for its SUBACK");
+        core.on_event(Ev::SubAck {
+            pkid: 1,
+            codes: vec![],
+        });
+        assert_eq!(pkids_handed(&core), vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn an_unexpected_identifier_moves_the_later_expectations() {
+        let mut core = up(10);
         let _a = publish(&mut core, QoS::AtLeastOnce);
         let _b = publish(&mut core, QoS::AtLeastOnce);
-        assert_eq!(core.outlet.0.len(), 1, "second waits for the first's pkid");
+        let _c = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(5));
+        assert_eq!(pkids_handed(&core), vec![Some(6), Some(7)]);
+        core.on_event(Ev::OutPublish(6));
+        core.on_event(Ev::OutPublish(7));
+        let _d = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(pkids_handed(&core), vec![Some(8)]);
+    }
+
+    #[test]
+    fn mixed_qos_outcomes_resolve_in_one_batch() {
+        let mut core = up(10);
+        let (batch, entries) = Batch::new(3);
+        let qos = [QoS::AtLeastOnce, QoS::AtMostOnce, QoS::ExactlyOnce];
+        for (entry, qos) in entries.into_iter().zip(qos) {
+            core.submit_publish(message(qos), entry);
+        }
+        core.pump();
         core.on_event(Ev::OutPublish(1));
-        assert_eq!(core.outlet.0.len(), 2);
+        core.on_event(Ev::OutPublish(0));
         core.on_event(Ev::OutPublish(2));
-        assert_eq!(core.in_use.len(), 2);
+        assert_eq!(batch.peek(1), Some(Ok(())), "QoS 0 is done when written");
+        core.on_event(Ev::PubRec { pkid: 2, reason: 0 });
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(batch.peek(0), Some(Ok(())));
+        assert_eq!(batch.peek(2), None, "QoS 2 waits for its PUBCOMP");
+        core.on_event(Ev::PubComp { pkid: 2, reason: 0 });
+        assert_eq!(batch.peek(2), Some(Ok(())));
+    }
+
+    #[test]
+    fn moved_messages_reach_the_outlet_whole() {
+        let mut core = up(10);
+        let _a = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(core.outlet.0, vec![Req::Publish(message(QoS::AtLeastOnce))]);
     }
 
     #[test]
@@ -1091,42 +1276,42 @@ mod tests {
         // Window 2: pkids cycle 1, 2, 1, ... A QoS 2 flow on 1 that is past
         // PUBREC must hold back the next publish even when 2 is done.
         let mut core = up(2);
-        let mut a = publish(&mut core, QoS::ExactlyOnce);
-        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        let a = publish(&mut core, QoS::ExactlyOnce);
+        let b = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::OutPublish(2));
-        let mut c = publish(&mut core, QoS::AtLeastOnce);
+        let c = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
         core.on_event(Ev::PubAck { pkid: 2, reason: 0 });
-        assert_eq!(b.try_recv().unwrap(), Ok(()));
+        assert_eq!(outcome(&b), Ok(()));
         assert_eq!(core.outlet.0.len(), 2, "pkid 1 is still in its QoS 2 flow");
         core.on_event(Ev::PubComp { pkid: 1, reason: 0 });
-        assert_eq!(a.try_recv().unwrap(), Ok(()));
+        assert_eq!(outcome(&a), Ok(()));
         assert_eq!(core.outlet.0.len(), 3);
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::PubAck {
             pkid: 1,
             reason: 0x10,
         });
-        assert_eq!(c.try_recv().unwrap(), Ok(()));
+        assert_eq!(outcome(&c), Ok(()));
     }
 
     #[test]
     fn failure_reason_fails_only_that_message() {
         let mut core = up(10);
-        let mut a = publish(&mut core, QoS::AtLeastOnce);
+        let a = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(1));
-        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        let b = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(2));
         core.on_event(Ev::PubAck {
             pkid: 1,
             reason: 0x87,
         });
         core.on_event(Ev::PubAck { pkid: 2, reason: 0 });
-        let err = a.try_recv().unwrap().unwrap_err();
+        let err = outcome(&a).unwrap_err();
         assert_eq!(err.code, ErrorCode::BrokerRejected);
         assert_eq!(err.reason_code, Some(0x87));
-        assert_eq!(b.try_recv().unwrap(), Ok(()));
+        assert_eq!(outcome(&b), Ok(()));
     }
 
     #[test]
@@ -1174,13 +1359,10 @@ mod tests {
             pkid: 0,
             message: delivery(QoS::AtMostOnce),
         });
-        let mut a = publish(&mut core, QoS::AtLeastOnce);
+        let a = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(1));
         core.on_connection_lost(&[Resend::Publish(1)]);
-        assert_eq!(
-            a.try_recv().unwrap().unwrap_err().code,
-            ErrorCode::ConnectionFailed
-        );
+        assert_eq!(outcome(&a).unwrap_err().code, ErrorCode::ConnectionFailed);
         // Only the QoS 0 delivery survives; acking id 1 sends nothing.
         let ready = core.take_ready(10);
         assert_eq!(ready.len(), 1);
@@ -1205,14 +1387,14 @@ mod tests {
             "stale id 1 must not ack pkid 1"
         );
         // The resend's events belong to no caller, and its pkid stays taken.
-        let mut b = publish(&mut core, QoS::AtLeastOnce);
+        let b = publish(&mut core, QoS::AtLeastOnce);
         assert_eq!(core.handed.len(), 0, "pkid 1 is the resend's until acked");
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
         assert_eq!(core.handed.len(), 1);
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
-        assert_eq!(b.try_recv().unwrap(), Ok(()));
+        assert_eq!(outcome(&b), Ok(()));
     }
 
     #[test]

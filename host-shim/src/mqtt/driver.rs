@@ -66,6 +66,10 @@ pub(crate) async fn run(
 ) {
     let mut first = Some(first);
     let mut backoff = settings.reconnect_min;
+    // Deliveries became ready since receivers were last woken. They are
+    // woken once rumqttc's buffered events are all in, so that a burst of
+    // deliveries read at once costs one wake-up, not one per message.
+    let mut wake_pending = false;
     loop {
         let result = if link.is_connected() {
             link.poll().await
@@ -101,7 +105,9 @@ pub(crate) async fn run(
                     let wake = core.on_event(ev);
                     (wake, core.phase(), core.wedged())
                 };
-                if wake {
+                wake_pending |= wake;
+                if wake_pending && !link.has_buffered() {
+                    wake_pending = false;
                     shared.incoming.notify_waiters();
                 }
                 if phase == Phase::Closed {
@@ -152,6 +158,7 @@ pub(crate) async fn run(
                     }
                     closed
                 };
+                wake_pending = false;
                 shared.incoming.notify_waiters();
                 if closed {
                     return;

@@ -13,10 +13,11 @@ use super::core::{Ev, Outlet, OutletClosed, Req, Resend};
 use super::endpoint::Endpoint;
 use super::{tls, v4, v5};
 
-/// Requests rumqttc's channel holds at most. Only acks can pile up (one per
-/// delivery the broker has in flight toward us, at most 65,535); the core
-/// hands over at most one packet-identifier request at a time.
-pub(crate) const REQUEST_CAPACITY: usize = u16::MAX as usize + 64;
+/// Requests rumqttc's channel holds at most (it allocates as it fills).
+/// Acks can pile up (one per delivery the broker has in flight toward us, at
+/// most 65,535), and so can packet-identifier requests (at most one per
+/// identifier in rumqttc's cycle, also at most 65,535).
+pub(crate) const REQUEST_CAPACITY: usize = 2 * u16::MAX as usize + 64;
 
 /// Why a connection attempt or a connection failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +164,15 @@ impl Link {
         match self {
             Link::V4(l) => l.poll().await,
             Link::V5(l) => l.poll().await,
+        }
+    }
+
+    /// Whether rumqttc has events buffered, which the next `poll` returns
+    /// without waiting (it reads and handles a burst of packets at once).
+    pub(crate) fn has_buffered(&self) -> bool {
+        match self {
+            Link::V4(l) => l.has_buffered(),
+            Link::V5(l) => l.has_buffered(),
         }
     }
 

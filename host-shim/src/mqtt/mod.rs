@@ -22,8 +22,10 @@
 //!   to the event loop. Both sides only lock it briefly and never across an
 //!   `.await`, and every request is handed to rumqttc while the lock is held,
 //!   so the order in which the core decides is the order on the wire.
-//! - Outcomes travel back on oneshot channels, one per message, so a publish
-//!   batch is pipelined and each result resolves at its own acknowledgement.
+//! - Each message of a publish batch resolves its own outcome slot at its
+//!   own acknowledgement, so a batch is pipelined; the caller wakes once,
+//!   when the last one resolves ([`batch`]). Other operations answer on a
+//!   oneshot channel each.
 //!
 //! # Why the core assigns the pace of packet identifiers
 //!
@@ -32,14 +34,17 @@
 //! waiting for its PUBACK. A QoS 2 flow that is past PUBREC, or a SUBSCRIBE,
 //! would silently share its identifier with a new PUBLISH when acks come back
 //! out of order (mixed QoS in one batch is enough). The core therefore
-//! mirrors rumqttc's counter, hands over at most one identifier-consuming
-//! request at a time, and only when the identifier it will get is free. This
-//! also gives each `Outgoing::Publish(pkid)` event an unambiguous batch entry.
+//! mirrors rumqttc's counter and hands over an identifier-consuming request
+//! only when the identifier it will get is free and stays free until rumqttc
+//! assigns it (see [`core::Core::pump`]); a run of such requests may wait in
+//! rumqttc's channel together. This also gives each `Outgoing::Publish(pkid)`
+//! event an unambiguous batch entry.
 //!
 //! The protocol adapters ([`v4`], [`v5`]) translate between rumqttc's types
 //! and the core's protocol-neutral requests and events; [`endpoint`] parses
 //! the broker URL and [`tls`] builds the rustls configuration.
 
+mod batch;
 mod client;
 pub(crate) mod core;
 mod driver;

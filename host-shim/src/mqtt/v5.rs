@@ -208,6 +208,10 @@ impl Link {
         }
     }
 
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.eventloop.state.events.is_empty()
+    }
+
     pub(crate) fn drain_buffered(&mut self) -> Vec<Ev> {
         self.eventloop.state.events.drain(..).map(convert).collect()
     }
