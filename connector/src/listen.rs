@@ -129,14 +129,20 @@ impl ListenState {
     /// handed out every document. Once true, it stays true, and later
     /// messages are filtered out. Always false for other policies.
     pub fn done(&mut self, now: Duration) -> bool {
-        if !self.finished
-            && self.policy == RetainedPolicy::Only
-            && self.pending.is_empty()
-            && now >= self.quiet_deadline()
-        {
+        if self.would_finish(now) {
             self.finished = true;
         }
         self.finished
+    }
+
+    /// Whether [`ListenState::done`] would finish the operation at `now`:
+    /// the caller should first take what the host may still hold, since
+    /// messages filtered after finishing are lost to the snapshot.
+    pub fn would_finish(&self, now: Duration) -> bool {
+        !self.finished
+            && self.policy == RetainedPolicy::Only
+            && self.pending.is_empty()
+            && now >= self.quiet_deadline()
     }
 
     /// Documents accepted and not yet handed out.

@@ -246,7 +246,22 @@ impl<H: Host> ListenOperation<H> {
 
     /// Whether the operation has finished (a retained snapshot went quiet).
     pub fn done(&self) -> bool {
-        self.state.borrow_mut().done(self.opened.elapsed())
+        let mut state = self.state.borrow_mut();
+        let now = self.opened.elapsed();
+        if state.would_finish(now) {
+            // Retained messages may still wait in the host, unseen by the
+            // guest: take them (without waiting) before declaring the
+            // snapshot complete, or they would be filtered out and lost.
+            let limit = state.receive_limit(u32::MAX);
+            if let Ok(batch) = self.client.receive(limit, 0) {
+                let received = state.accept(batch, 0, now);
+                if !received.ack_now.is_empty() {
+                    // Best effort: a failed ack means redelivery, not loss.
+                    let _ = self.client.ack(&received.ack_now);
+                }
+            }
+        }
+        state.done(now)
     }
 
     /// Disconnects; later calls fail with `closed`.

@@ -745,6 +745,10 @@ impl Router {
             let _ = entry.outbound.send(Outbound::Close);
         }
         debug!(stats = ?core.stats(), "router stopped");
+        // The core holds the retained store's file: close it before `_done`
+        // goes, so once `shutdown` returns a new broker can open the file.
+        drop(core);
+        drop(_done);
         // Dropping `events` makes connections that are still sending stop;
         // dropping the outbound senders (above) ends their writers.
     }

@@ -16,6 +16,7 @@ mod limits;
 mod qos;
 mod raw;
 mod retained;
+mod retainer;
 mod send;
 mod session;
 
