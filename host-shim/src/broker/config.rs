@@ -12,55 +12,55 @@
 //!
 //! | Setting | `mosquitto` | `emqx` | `aws-iot` | `tagoio` |
 //! |---|---|---|---|---|
-//! | `retain.enabled` | true [M1] | true [E1] | true [A1] | **false** [T1] |
-//! | `retain.max_messages` | 0 (unlimited) [M2] | 0 (unlimited) [E1] | 0 [A3] | - |
-//! | `retain.max_payload_bytes` | 0 (unlimited) [M2] | 1 MiB [E1] | 128 KiB [A2] | - |
-//! | `retain.default_expiry` | 0 (never) | 0 (never) [E1] | 3 years (94,608,000 s) [A1] | - |
-//! | `retain.clean_interval` | 60 s | 0 (no sweep) [E1] | 60 s | 60 s |
-//! | `retain.wildcard_delivery` | true | true [E2] | **false** [A4] | - |
-//! | `retain.delivery_batch` / `delivery_rate` | 0 / 0 | 0 / 0 [E1] | 0 / 0 | - |
-//! | `retain.storage` | memory [M3] | memory (`ram`) [E1] | memory | memory |
-//! | `max_packet_size` | 16 MiB (ours) | 1 MiB [E3] | 128 KiB [A2] | 16 MiB |
-//! | `maximum_qos` | 2 | 2 [E3] | 1 [A5] | 1 [T2] |
+//! | `retain.enabled` | true \[M1\] | true \[E1\] | true \[A1\] | **false** \[T1\] |
+//! | `retain.max_messages` | 0 (unlimited) \[M2\] | 0 (unlimited) \[E1\] | 0 \[A3\] | - |
+//! | `retain.max_payload_bytes` | 0 (unlimited) \[M2\] | 1 MiB \[E1\] | 128 KiB \[A2\] | - |
+//! | `retain.default_expiry` | 0 (never) | 0 (never) \[E1\] | 3 years (94,608,000 s) \[A1\] | - |
+//! | `retain.clean_interval` | 60 s | 0 (no sweep) \[E1\] | 60 s | 60 s |
+//! | `retain.wildcard_delivery` | true | true \[E2\] | **false** \[A4\] | - |
+//! | `retain.delivery_batch` / `delivery_rate` | 0 / 0 | 0 / 0 \[E1\] | 0 / 0 | - |
+//! | `retain.storage` | memory \[M3\] | memory (`ram`) \[E1\] | memory | memory |
+//! | `max_packet_size` | 16 MiB (ours) | 1 MiB \[E3\] | 128 KiB \[A2\] | 16 MiB |
+//! | `maximum_qos` | 2 | 2 \[E3\] | 1 \[A5\] | 1 \[T2\] |
 //!
 //! Sources (vendor documentation, as consulted for this table):
 //!
-//! - [M1] mosquitto.conf(5), `retain_available` (default true),
+//! - \[M1\] mosquitto.conf(5), `retain_available` (default true),
 //!   <https://mosquitto.org/man/mosquitto-conf-5.html>.
-//! - [M2] mosquitto.conf(5), `message_size_limit` and `max_queued_messages`:
+//! - \[M2\] mosquitto.conf(5), `message_size_limit` and `max_queued_messages`:
 //!   no limit on retained messages by default.
-//! - [M3] mosquitto.conf(5), `persistence` (default false: retained messages
+//! - \[M3\] mosquitto.conf(5), `persistence` (default false: retained messages
 //!   live in memory).
-//! - [E1] EMQX retainer configuration, `emqx_retainer_schema.erl` in
+//! - \[E1\] EMQX retainer configuration, `emqx_retainer_schema.erl` in
 //!   emqx/emqx and "Retained Messages" / "Retainer" in the EMQX docs
 //!   (<https://docs.emqx.com/en/emqx/latest/messaging/mqtt-retained-message.html>):
 //!   `enable = true`, `max_retained_messages = 0`, `max_payload_size = 1MB`,
 //!   `msg_expiry_interval = 0s`, `msg_clear_interval = 0s`,
 //!   `storage_type = ram`, `flow_control.batch_deliver_number = 0`, no
 //!   `deliver_rate` unless set.
-//! - [E2] EMQX docs, "Retained Messages": retained messages are sent to
+//! - \[E2\] EMQX docs, "Retained Messages": retained messages are sent to
 //!   subscriptions matching the topic, wildcards included.
-//! - [E3] EMQX docs, "MQTT" configuration: `mqtt.max_packet_size = 1MB`,
+//! - \[E3\] EMQX docs, "MQTT" configuration: `mqtt.max_packet_size = 1MB`,
 //!   `max_qos_allowed = 2`.
-//! - [A1] AWS IoT blog "Getting started with MQTT retained messages for AWS
+//! - \[A1\] AWS IoT blog "Getting started with MQTT retained messages for AWS
 //!   IoT Core": retained messages are stored "for up to three years after the
 //!   last time they were updated or accessed". We count from the last update
 //!   only.
-//! - [A2] AWS IoT Core endpoints and quotas, message broker: payload at most
+//! - \[A2\] AWS IoT Core endpoints and quotas, message broker: payload at most
 //!   128 KB (<https://docs.aws.amazon.com/general/latest/gr/iot-core.html>).
-//! - [A3] AWS IoT Core quotas: retained messages are capped per account (an
+//! - \[A3\] AWS IoT Core quotas: retained messages are capped per account (an
 //!   adjustable account quota), which one broker cannot model; no cap here.
-//! - [A4] AWS IoT Core Developer Guide, "MQTT retained messages"
+//! - \[A4\] AWS IoT Core Developer Guide, "MQTT retained messages"
 //!   (<https://docs.aws.amazon.com/iot/latest/developerguide/mqtt.html#mqtt-retain>):
 //!   retained messages are delivered to subscriptions to the exact topic, not
 //!   to wildcard topic filters.
-//! - [A5] AWS IoT Core Developer Guide, "MQTT Quality of Service (QoS)
+//! - \[A5\] AWS IoT Core Developer Guide, "MQTT Quality of Service (QoS)
 //!   options": QoS 0 and 1 only; `RetainedMessageSummary.qos` is 0..1.
-//! - [T1] The issue this profile was written for states that TagoIO's broker
+//! - \[T1\] The issue this profile was written for states that TagoIO's broker
 //!   has no retained messages. Note that TagoIO's help center ("MQTT
 //!   Publishing and Subscribing", help.tago.io) says "TagoIO also supports
 //!   retained messages": check before relying on this row.
-//! - [T2] TagoIO help center, "MQTT QoS and message retention": "TagoIO
+//! - \[T2\] TagoIO help center, "MQTT QoS and message retention": "TagoIO
 //!   officially supports QoS 0 and 1".
 
 use schemars::JsonSchema;

@@ -17,14 +17,14 @@
 //!   the handle ever waits on the driver, and the driver never waits on a
 //!   caller (a full incoming queue drops QoS 0 and relies on the broker's
 //!   in-flight limit for QoS 1 and 2).
-//! - The **core** ([`core`]) is a sans-I/O state machine behind one mutex: it
+//! - The **core** (`core`) is a sans-I/O state machine behind one mutex: it
 //!   takes caller operations and rumqttc events and decides which requests go
 //!   to the event loop. Both sides only lock it briefly and never across an
 //!   `.await`, and every request is handed to rumqttc while the lock is held,
 //!   so the order in which the core decides is the order on the wire.
 //! - Each message of a publish batch resolves its own outcome slot at its
 //!   own acknowledgement, so a batch is pipelined; the caller wakes once,
-//!   when the last one resolves ([`batch`]). Other operations answer on a
+//!   when the last one resolves (`batch`). Other operations answer on a
 //!   oneshot channel each.
 //!
 //! # Why the core assigns the pace of packet identifiers
@@ -36,13 +36,13 @@
 //! out of order (mixed QoS in one batch is enough). The core therefore
 //! mirrors rumqttc's counter and hands over an identifier-consuming request
 //! only when the identifier it will get is free and stays free until rumqttc
-//! assigns it (see [`core::Core::pump`]); a run of such requests may wait in
+//! assigns it (see `core::Core::pump`); a run of such requests may wait in
 //! rumqttc's channel together. This also gives each `Outgoing::Publish(pkid)`
 //! event an unambiguous batch entry.
 //!
-//! The protocol adapters ([`v4`], [`v5`]) translate between rumqttc's types
-//! and the core's protocol-neutral requests and events; [`endpoint`] parses
-//! the broker URL and [`tls`] builds the rustls configuration.
+//! The protocol adapters (`v4`, `v5`) translate between rumqttc's types
+//! and the core's protocol-neutral requests and events; `endpoint` parses
+//! the broker URL and `tls` builds the rustls configuration.
 
 mod batch;
 mod client;
