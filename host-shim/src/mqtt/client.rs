@@ -149,17 +149,24 @@ impl MqttClient {
     /// an operation asked during a brief reconnect runs on the new
     /// connection instead of failing; after the wait it fails as usual.
     async fn wait_connected(&self) {
+        let shared = &self.inner.shared;
         let deadline = tokio::time::Instant::now() + self.inner.reconnect_wait;
         loop {
-            let phase = self.inner.shared.core().phase();
+            // Registered before the phase is read, so a CONNACK in between
+            // is not missed.
+            let notified = shared.connected.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let phase = shared.core().phase();
             if !matches!(
                 phase,
                 super::core::Phase::Connecting | super::core::Phase::Down
-            ) || tokio::time::Instant::now() >= deadline
-            {
+            ) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -309,6 +316,7 @@ impl MqttClient {
         let shared = &self.inner.shared;
         shared.core().close();
         shared.incoming.notify_waiters();
+        shared.connected.notify_waiters();
         shared.stop.notify_one();
         let task = self
             .inner

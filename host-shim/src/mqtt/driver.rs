@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     pub incoming: Notify,
     /// Wakes the driver from its backoff when the client closes.
     pub stop: Notify,
+    /// Wakes operations waiting for a reconnect: the connection is up
+    /// again, or the client closed.
+    pub connected: Notify,
 }
 
 impl Shared {
@@ -32,6 +35,7 @@ impl Shared {
             core: Mutex::new(core),
             incoming: Notify::new(),
             stop: Notify::new(),
+            connected: Notify::new(),
         }
     }
 
@@ -122,6 +126,7 @@ pub(crate) async fn run(
                 }
                 if connack {
                     backoff = settings.reconnect_min;
+                    shared.connected.notify_waiters();
                     match first.take() {
                         Some(tx) => {
                             if tx.send(Ok(())).is_err() {
