@@ -23,7 +23,7 @@ fn main() {
     );
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    check_target_installed();
+    ensure_target_installed();
 
     // Its own target dir: sharing the outer one deadlocks on the artifact
     // lock when the outer build is `--release`.
@@ -71,19 +71,47 @@ fn main() {
     println!("cargo:rustc-env=CONNECTOR_WASM={}", wasm.display());
 }
 
-/// Fails with the command to run when the WebAssembly target is missing,
-/// rather than with a page of "can't find crate for `core`".
-fn check_target_installed() {
+/// Installs the WebAssembly target with rustup when it is missing, as
+/// cargo-component does, so the README's first command works on a fresh
+/// machine; fails with the command to run only where rustup is absent or the
+/// install fails, rather than with a page of "can't find crate for `core`".
+fn ensure_target_installed() {
+    if target_installed() {
+        return;
+    }
+    println!(
+        "cargo:warning=installing the {TARGET} target with `rustup target add {TARGET}` (once)"
+    );
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !added || !target_installed() {
+        panic!(
+            "the {TARGET} target is not installed and rustup could not add it: \
+             run `rustup target add {TARGET}` (or install the target with your toolchain's tools)"
+        );
+    }
+}
+
+fn target_installed() -> bool {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let output = Command::new(rustc)
         .args(["--print", "target-libdir", "--target", TARGET])
         .output();
-    let installed = output
+    output
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|dir| Path::new(&dir).exists());
-    if !installed {
-        panic!("the {TARGET} target is not installed: run `rustup target add {TARGET}`");
-    }
+        .is_some_and(|dir| has_core_rlib(&dir))
+}
+
+/// `--print target-libdir` names the directory even when the target is not
+/// installed, so look for the core library in it.
+fn has_core_rlib(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
+    })
 }

@@ -1,10 +1,11 @@
 //! The MQTT connector: configuration types, topic rules, and the Send and
 //! Listen operations of an integration pipeline.
 //!
+//! Topic names and filters come from the crate `mqtt-topic`
+//! (`connector/topic/`), which the host and the broker share.
+//!
 //! # Layout
 //!
-//! - [`topic`]: topic names and topic filters, validated by every rule of
-//!   MQTT 3.1.1 and 5.0, and matching a name against a filter.
 //! - [`model`]: the MQTT message model shared with the host: what is
 //!   published, received, subscribed, and what the broker supports.
 //! - [`config`]: the connection, Send and Listen configurations, and
@@ -26,7 +27,6 @@ pub mod model;
 pub mod operations;
 pub mod schema;
 pub mod send;
-pub mod topic;
 pub mod validate;
 
 #[cfg(target_arch = "wasm32")]

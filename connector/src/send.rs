@@ -18,7 +18,7 @@
 use crate::config::{RetainUnsupported, SendAction, SendConfig};
 use crate::document::{names, Document, Value};
 use crate::model::{Capabilities, Error, ErrorCode, MessageProperties, Outgoing, Protocol, QoS};
-use crate::topic;
+use mqtt_topic as topic;
 
 /// Longest MQTT string or binary field, in bytes (16-bit length prefix).
 const MAX_FIELD_LEN: usize = 65_535;

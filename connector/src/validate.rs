@@ -13,7 +13,7 @@
 //!    `items`, `minItems`, `minLength`, `minimum`/`maximum`) and words each
 //!    failure for a person: unknown fields suggest the closest known one,
 //!    enums list their values.
-//! 3. **Meaning**: topic rules ([`crate::topic`]), the broker URL, and rules
+//! 3. **Meaning**: topic rules ([`mqtt_topic`]), the broker URL, and rules
 //!    that tie fields together (TLS with `mqtts://`, a 3.1.1 session without
 //!    a client id, shared subscriptions and retained messages, ...). This
 //!    pass reads the JSON value tolerantly, so it reports its problems even
@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use crate::config::{decode_base64, BrokerUrl, ConnectionConfig, ListenConfig, SendConfig};
 use crate::model::{Error, ErrorCode};
 use crate::schema;
-use crate::topic;
+use mqtt_topic as topic;
 
 /// Which configuration a JSON text is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

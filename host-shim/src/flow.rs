@@ -401,7 +401,7 @@ pub fn parse(text: &str) -> Result<Flow, String> {
 }
 
 fn broker_schema(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<crate::broker::BrokerConfig>()
+    generator.subschema_for::<mqtt_broker::BrokerConfig>()
 }
 
 fn properties_schema(_: &mut SchemaGenerator) -> Schema {

@@ -1,10 +1,11 @@
 //! Runs the MQTT connector locally.
 //!
+//! The built-in broker the shim starts for flows and tests is its own crate,
+//! `mqtt-broker` (in `host-shim/broker/`), with no dependency on the
+//! WebAssembly runtime; the topic rules are the crate `mqtt-topic`.
+//!
 //! # Layout
 //!
-//! - [`broker`]: the built-in MQTT 3.1.1 + 5.0 broker the shim starts on
-//!   loopback for tests and local flows. It has no dependency on the
-//!   WebAssembly runtime.
 //! - [`mqtt`]: the native MQTT client capability (rumqttc), without wasmtime.
 //! - [`host`]: the WebAssembly host: the connector component, its MQTT
 //!   capability, and its operations under sandbox limits.
@@ -12,7 +13,6 @@
 //!   Schema, every problem with its JSON pointer, and the runner.
 #![warn(missing_docs)]
 
-pub mod broker;
 pub mod flow;
 pub mod host;
 pub mod mqtt;

@@ -10,7 +10,7 @@ mod cli;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use host_shim::broker::{self, BrokerConfig};
+use mqtt_broker::{self as broker, BrokerConfig};
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

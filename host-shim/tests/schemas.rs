@@ -17,7 +17,7 @@ fn generated() -> [(&'static str, Json); 5] {
         ("send", connector::schema::send_schema()),
         ("listen", connector::schema::listen_schema()),
         ("flow", host_shim::flow::schema()),
-        ("broker", host_shim::broker::broker_schema()),
+        ("broker", mqtt_broker::broker_schema()),
     ]
 }
 

@@ -8,7 +8,7 @@
 //! `cargo bench -p e2e --bench retained_fanout` (release build), or with a
 //! count: `cargo bench -p e2e --bench retained_fanout -- 200000`.
 
-use host_shim::broker::{self, BrokerConfig};
+use mqtt_broker::{self as broker, BrokerConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::{Duration, Instant};
 

@@ -1,1 +1,22 @@
-//! End-to-end tests live in `tests/tests/`; this library is intentionally empty.
+//! Test support shared by every suite of the workspace: bounded waits, the
+//! built-in broker and Mosquitto started for one test on loopback, rumqttc
+//! clients with an inbox, a raw TCP client with MQTT packet builders, and
+//! Mosquitto's own clients.
+//!
+//! The end-to-end suites across component, host and brokers live in
+//! `tests/tests/`; the broker's own black-box suite lives in its crate and
+//! uses this library too.
+//!
+//! Every wait here is bounded: a broken broker makes a test fail, never hang.
+
+mod broker;
+mod clients;
+mod mosquitto;
+mod raw;
+mod wait;
+
+pub use broker::*;
+pub use clients::*;
+pub use mosquitto::*;
+pub use raw::*;
+pub use wait::*;

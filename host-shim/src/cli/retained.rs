@@ -3,14 +3,14 @@
 //! retained snapshot of any broker through the connector (`snapshot`).
 //!
 //! The admin endpoint speaks a small HTTP/1.1 JSON API (see
-//! `host_shim::broker::admin`); the client here is a few lines over a
+//! `mqtt_broker::admin`); the client here is a few lines over a
 //! blocking socket, one request per connection, every wait bounded.
 
 use super::{ensure_valid, show_progress, ConnectionArgs};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use host_shim::broker::admin::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, AdminPage};
 use host_shim::flow::{document_line, ConfigKind};
+use mqtt_broker::admin::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, AdminPage};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;

@@ -73,7 +73,7 @@ pub fn schema(kind: Kind) -> Json {
         Kind::Send => connector::schema::send_schema(),
         Kind::Listen => connector::schema::listen_schema(),
         Kind::Flow => host_shim::flow::schema(),
-        Kind::Broker => host_shim::broker::broker_schema(),
+        Kind::Broker => mqtt_broker::broker_schema(),
     }
 }
 

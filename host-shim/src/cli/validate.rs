@@ -4,8 +4,8 @@
 use super::read_text;
 use super::schema::Kind;
 use clap::Args;
-use host_shim::broker::BrokerConfig;
 use host_shim::flow::{self, config_problems, ConfigKind, Problem};
+use mqtt_broker::BrokerConfig;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 //! each embedded configuration as the connector checks it.
 
 use super::{FlowDocument, Step};
-use crate::broker::BrokerConfig;
+use mqtt_broker::BrokerConfig;
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::fmt;

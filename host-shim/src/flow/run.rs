@@ -5,9 +5,9 @@
 use super::check::{broker_config, merge_connection};
 use super::expect::{self, Sent};
 use super::{Flow, FlowDocument, ListenExpect, Received, SendStep, Step, DEFAULT_TIMEOUT};
-use crate::broker;
 use crate::host::{Document, Error as WitError, Listener, Property, Runtime, Sender, Value};
 use anyhow::Context as _;
+use mqtt_broker as broker;
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::io::Write;

@@ -7,7 +7,7 @@ use connector::model::{
     Capabilities, ConnectOptions, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol,
     Subscription,
 };
-use connector::topic;
+use mqtt_topic as topic;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -23,7 +23,7 @@ use connector::model::{
     reason_code_name, Capabilities, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol, QoS,
     Subscription,
 };
-use connector::topic;
+use mqtt_topic as topic;
 use tokio::sync::oneshot;
 
 use super::batch::Entry;

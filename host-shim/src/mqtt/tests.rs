@@ -13,7 +13,7 @@ use connector::model::{
 };
 
 use super::MqttClient;
-use crate::broker::{self, BrokerConfig, BrokerHandle, User};
+use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, User};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const BOTH: [Protocol; 2] = [Protocol::V311, Protocol::V5];

@@ -6,8 +6,8 @@
 //! fail with a message, never hang.
 
 use anyhow::{anyhow, bail, Context, Result};
-use host_shim::broker::{self, BrokerConfig, BrokerHandle, RetainConfig};
 use host_shim::host::{Document, Error, Limits, Listener, Property, Runtime, Sender, Value};
+use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, RetainConfig};
 use serde_json::json;
 use std::future::Future;
 use std::sync::OnceLock;

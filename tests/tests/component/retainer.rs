@@ -12,8 +12,10 @@
 
 use crate::common::*;
 use anyhow::{Context, Result};
-use host_shim::broker::{self, BrokerConfig, BrokerHandle, Profile, RetainConfig, RetainStorage};
 use host_shim::host::{Document, ErrorCode, Listener, OperationError, Sender, Value};
+use mqtt_broker::{
+    self as broker, BrokerConfig, BrokerHandle, Profile, RetainConfig, RetainStorage,
+};
 use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;

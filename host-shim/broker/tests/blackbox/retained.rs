@@ -1,9 +1,9 @@
 //! Retained messages: store, replace, delete, RETAIN flag on delivery,
 //! Retain As Published, Retain Handling, QoS, expiry and topic matching.
 
-use crate::common::*;
 use anyhow::Result;
 use bytes::Bytes;
+use e2e::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -32,25 +32,90 @@ const SHARE_PREFIX: &str = "$share/";
 /// a 64 KiB topic does not produce a 64 KiB log line.
 const QUOTE_LIMIT: usize = 60;
 
-/// A version of the MQTT specification, used to qualify statement ids.
+/// A version of the MQTT protocol: the one version type of the workspace.
 ///
-/// The same id can name different rules in the two versions (MQTT-4.7.1-1 is
-/// "no wildcards in a topic name" in 3.1.1 but "'#' must be last" in 5.0),
-/// so an id alone is ambiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SpecVersion {
-    /// MQTT Version 3.1.1 (OASIS Standard, 2014).
-    V3_1_1,
-    /// MQTT Version 5.0 (OASIS Standard, 2019).
+/// It qualifies statement ids here (the same id can name different rules
+/// in the two versions: MQTT-4.7.1-1 is "no wildcards in a topic name" in
+/// 3.1.1 but "'#' must be last" in 5.0), and it is what configurations, the
+/// command line, the host's client and the broker speak of.
+///
+/// In JSON (feature `serde`) it is `"3.1.1"` or `"5"`; [`FromStr`] also
+/// takes the spellings of Mosquitto's `-V` flag (`311`, `mqttv311`, `5.0`,
+/// `mqttv5`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[cfg_attr(feature = "serde", serde(rename = "3.1.1"))]
+    V311,
+    /// MQTT 5.0.
+    #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "5"))]
     V5,
 }
 
-impl fmt::Display for SpecVersion {
+impl MqttVersion {
+    /// The protocol level byte of a CONNECT: 4 for 3.1.1, 5 for 5.0.
+    pub fn level(self) -> u8 {
+        match self {
+            MqttVersion::V311 => 4,
+            MqttVersion::V5 => 5,
+        }
+    }
+
+    /// The version of a CONNECT's protocol level, if it is one of the two.
+    pub fn from_level(level: u8) -> Option<MqttVersion> {
+        match level {
+            4 => Some(MqttVersion::V311),
+            5 => Some(MqttVersion::V5),
+            _ => None,
+        }
+    }
+
+    /// The short name used in configurations: `3.1.1` or `5`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttVersion::V311 => "3.1.1",
+            MqttVersion::V5 => "5",
+        }
+    }
+}
+
+impl fmt::Display for MqttVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SpecVersion::V3_1_1 => "MQTT 3.1.1",
-            SpecVersion::V5 => "MQTT 5.0",
+            MqttVersion::V311 => "MQTT 3.1.1",
+            MqttVersion::V5 => "MQTT 5.0",
         })
+    }
+}
+
+/// A string that names no MQTT version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVersion(pub String);
+
+impl fmt::Display for UnknownVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown MQTT version {:?}: use 3.1.1 (or 311, mqttv311) or 5 (or 5.0, mqttv5)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownVersion {}
+
+impl FromStr for MqttVersion {
+    type Err = UnknownVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "3.1.1" | "311" | "mqttv311" | "v311" | "4" => Ok(MqttVersion::V311),
+            "5" | "5.0" | "mqttv5" | "v5" => Ok(MqttVersion::V5),
+            _ => Err(UnknownVersion(s.to_owned())),
+        }
     }
 }
 
@@ -135,7 +200,7 @@ pub enum TopicError {
     },
 }
 
-use SpecVersion::{V3_1_1, V5};
+use MqttVersion::{V311, V5};
 
 impl TopicError {
     /// Ids of the normative statements this error enforces, MQTT 5.0 ids
@@ -164,33 +229,33 @@ impl TopicError {
     /// The normative statements this error enforces, each qualified by the
     /// specification version whose numbering it uses. Shared subscription
     /// errors cite MQTT 5.0 only: 3.1.1 has no shared subscriptions.
-    pub fn statements(&self) -> &'static [(SpecVersion, &'static str)] {
+    pub fn statements(&self) -> &'static [(MqttVersion, &'static str)] {
         match self {
-            TopicError::Empty => &[(V5, "MQTT-4.7.3-1"), (V3_1_1, "MQTT-4.7.3-1")],
-            TopicError::TooLong { .. } => &[(V5, "MQTT-4.7.3-3"), (V3_1_1, "MQTT-4.7.3-3")],
+            TopicError::Empty => &[(V5, "MQTT-4.7.3-1"), (V311, "MQTT-4.7.3-1")],
+            TopicError::TooLong { .. } => &[(V5, "MQTT-4.7.3-3"), (V311, "MQTT-4.7.3-3")],
             TopicError::InvalidUtf8 { .. } => &[
                 (V5, "MQTT-1.5.4-1"),
                 (V5, "MQTT-3.8.3-1"),
-                (V3_1_1, "MQTT-1.5.3-1"),
-                (V3_1_1, "MQTT-3.8.3-1"),
+                (V311, "MQTT-1.5.3-1"),
+                (V311, "MQTT-3.8.3-1"),
             ],
             TopicError::NullChar { .. } => &[
                 (V5, "MQTT-4.7.3-2"),
                 (V5, "MQTT-1.5.4-2"),
-                (V3_1_1, "MQTT-4.7.3-2"),
-                (V3_1_1, "MQTT-1.5.3-2"),
+                (V311, "MQTT-4.7.3-2"),
+                (V311, "MQTT-1.5.3-2"),
             ],
             TopicError::WildcardInName { .. } => &[
                 (V5, "MQTT-4.7.0-1"),
                 (V5, "MQTT-3.3.2-2"),
-                (V3_1_1, "MQTT-4.7.1-1"),
-                (V3_1_1, "MQTT-3.3.2-2"),
+                (V311, "MQTT-4.7.1-1"),
+                (V311, "MQTT-3.3.2-2"),
             ],
             TopicError::MultiLevelNotLast { .. } | TopicError::MultiLevelNotWholeLevel { .. } => {
-                &[(V5, "MQTT-4.7.1-1"), (V3_1_1, "MQTT-4.7.1-2")]
+                &[(V5, "MQTT-4.7.1-1"), (V311, "MQTT-4.7.1-2")]
             }
             TopicError::SingleLevelNotWholeLevel { .. } => {
-                &[(V5, "MQTT-4.7.1-2"), (V3_1_1, "MQTT-4.7.1-3")]
+                &[(V5, "MQTT-4.7.1-2"), (V311, "MQTT-4.7.1-3")]
             }
             TopicError::EmptyShareName { .. } => &[(V5, "MQTT-4.8.2-1")],
             TopicError::ShareNameWildcard { .. } | TopicError::MissingSharedFilter { .. } => {
@@ -306,7 +371,7 @@ fn check_string(topic: &str) -> Result<(), TopicError> {
 /// Names starting with `$` are valid; see [`is_system_topic`].
 ///
 /// ```
-/// use connector::topic::validate_name;
+/// use mqtt_topic::validate_name;
 /// assert!(validate_name("sensors/kitchen/temp").is_ok());
 /// assert!(validate_name("sensors/+/temp").is_err());
 /// ```
@@ -328,7 +393,7 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
 /// wildcards followed by a valid filter (MQTT 5.0, 4.8.2).
 ///
 /// ```
-/// use connector::topic::validate_filter;
+/// use mqtt_topic::validate_filter;
 /// assert!(validate_filter("sensors/+/temp").is_ok());
 /// assert!(validate_filter("$share/workers/jobs/#").is_ok());
 /// assert!(validate_filter("sensors/#/temp").is_err());
@@ -381,7 +446,7 @@ pub struct SharedFilter<'a> {
 /// reported too, so `Ok(Some(_))` is always safe to use.
 ///
 /// ```
-/// use connector::topic::{parse_shared, SharedFilter};
+/// use mqtt_topic::{parse_shared, SharedFilter};
 /// assert_eq!(
 ///     parse_shared("$share/workers/jobs/#"),
 ///     Ok(Some(SharedFilter { group: "workers", filter: "jobs/#" }))
@@ -482,7 +547,7 @@ fn check_filter_levels(topic: &str, levels: &str, first_level: usize) -> Result<
 ///   with `$` (MQTT-4.7.2-1): `#` does not match `$SYS/uptime`.
 ///
 /// ```
-/// use connector::topic::matches;
+/// use mqtt_topic::matches;
 /// assert!(matches("sport/+/player1", "sport/tennis/player1"));
 /// assert!(matches("sport/#", "sport"));
 /// assert!(!matches("#", "$SYS/uptime"));

@@ -1,8 +1,8 @@
 //! 5.0 shared subscriptions (`$share/{group}/{filter}`).
 
-use crate::common::*;
 use anyhow::Result;
 use bytes::Bytes;
+use e2e::*;
 use std::collections::BTreeMap;
 use tokio::time::Instant;
 

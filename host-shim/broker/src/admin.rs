@@ -643,7 +643,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{start, BrokerConfig};
+    use crate::{start, BrokerConfig};
     use serde_json::{json, Value as Json};
     use std::net::{IpAddr, Ipv4Addr};
 

@@ -1,9 +1,9 @@
 //! Persistent sessions: redelivery after reconnect, offline queueing,
 //! exactly-once QoS 2 across connections, session expiry and clean start.
 
-use crate::common::*;
 use anyhow::{ensure, Result};
 use bytes::Bytes;
+use e2e::*;
 use std::time::Duration;
 
 /// 3.1.1: a persistent session (Clean Session 0) is resumed with Session

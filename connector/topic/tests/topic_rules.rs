@@ -3,13 +3,13 @@
 //! 4.8.2), one table row per case, each naming its normative statement; then
 //! property tests of `matches` against a plain reference model.
 
-use connector::topic::{
+use mqtt_topic::{
     is_system_topic, matches, parse_shared, validate_filter, validate_filter_bytes, validate_name,
-    validate_name_bytes, SharedFilter, SpecVersion, TopicError, TopicFilter, TopicName,
+    validate_name_bytes, MqttVersion, SharedFilter, TopicError, TopicFilter, TopicName,
     MAX_TOPIC_LEN,
 };
 use proptest::prelude::*;
-use SpecVersion::{V3_1_1, V5};
+use MqttVersion::{V311, V5};
 
 // ---------------------------------------------------------------------------
 // The statements of the spec index that concern topics, and what covers them.
@@ -17,22 +17,22 @@ use SpecVersion::{V3_1_1, V5};
 
 /// Every statement id in the spec index from the sections this module
 /// implements (grep of MQTT-4.7.*, 1.5.3/1.5.4, 3.3.2-2, 3.8.3, 4.8.2).
-const SPEC_INDEX: &[(SpecVersion, &str)] = &[
-    (V3_1_1, "MQTT-1.5.3-1"),
-    (V3_1_1, "MQTT-1.5.3-2"),
-    (V3_1_1, "MQTT-1.5.3-3"),
-    (V3_1_1, "MQTT-3.3.2-2"),
-    (V3_1_1, "MQTT-3.8.3-1"),
-    (V3_1_1, "MQTT-3.8.3-2"),
-    (V3_1_1, "MQTT-3.8.3-3"),
-    (V3_1_1, "MQTT-4.7.1-1"),
-    (V3_1_1, "MQTT-4.7.1-2"),
-    (V3_1_1, "MQTT-4.7.1-3"),
-    (V3_1_1, "MQTT-4.7.2-1"),
-    (V3_1_1, "MQTT-4.7.3-1"),
-    (V3_1_1, "MQTT-4.7.3-2"),
-    (V3_1_1, "MQTT-4.7.3-3"),
-    (V3_1_1, "MQTT-4.7.3-4"),
+const SPEC_INDEX: &[(MqttVersion, &str)] = &[
+    (V311, "MQTT-1.5.3-1"),
+    (V311, "MQTT-1.5.3-2"),
+    (V311, "MQTT-1.5.3-3"),
+    (V311, "MQTT-3.3.2-2"),
+    (V311, "MQTT-3.8.3-1"),
+    (V311, "MQTT-3.8.3-2"),
+    (V311, "MQTT-3.8.3-3"),
+    (V311, "MQTT-4.7.1-1"),
+    (V311, "MQTT-4.7.1-2"),
+    (V311, "MQTT-4.7.1-3"),
+    (V311, "MQTT-4.7.2-1"),
+    (V311, "MQTT-4.7.3-1"),
+    (V311, "MQTT-4.7.3-2"),
+    (V311, "MQTT-4.7.3-3"),
+    (V311, "MQTT-4.7.3-4"),
     (V5, "MQTT-1.5.4-1"),
     (V5, "MQTT-1.5.4-2"),
     (V5, "MQTT-1.5.4-3"),
@@ -60,9 +60,9 @@ const SPEC_INDEX: &[(SpecVersion, &str)] = &[
 
 /// Statements of those sections that are not about topic strings, and where
 /// they belong instead.
-const NOT_TOPIC_RULES: &[(SpecVersion, &str, &str)] = &[
+const NOT_TOPIC_RULES: &[(MqttVersion, &str, &str)] = &[
     (
-        V3_1_1,
+        V311,
         "MQTT-3.8.3-3",
         "SUBSCRIBE has at least one filter: packet decoder",
     ),
@@ -152,14 +152,14 @@ fn kind(e: &TopicError) -> Kind {
 /// One case: the statement(s) it illustrates, the function, the input bytes
 /// and the expected outcome (`None` = valid).
 struct Row {
-    ids: &'static [(SpecVersion, &'static str)],
+    ids: &'static [(MqttVersion, &'static str)],
     check: Check,
     input: Vec<u8>,
     expect: Option<Kind>,
 }
 
 fn row(
-    ids: &'static [(SpecVersion, &'static str)],
+    ids: &'static [(MqttVersion, &'static str)],
     check: Check,
     input: impl Into<Vec<u8>>,
     expect: Option<Kind>,
@@ -173,30 +173,30 @@ fn row(
 }
 
 // Statement groups: the same rule under each version's numbering.
-const EMPTY: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.3-1"), (V3_1_1, "MQTT-4.7.3-1")];
-const NUL: &[(SpecVersion, &str)] = &[
+const EMPTY: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.3-1"), (V311, "MQTT-4.7.3-1")];
+const NUL: &[(MqttVersion, &str)] = &[
     (V5, "MQTT-4.7.3-2"),
     (V5, "MQTT-1.5.4-2"),
-    (V3_1_1, "MQTT-4.7.3-2"),
-    (V3_1_1, "MQTT-1.5.3-2"),
+    (V311, "MQTT-4.7.3-2"),
+    (V311, "MQTT-1.5.3-2"),
 ];
-const LEN: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.3-3"), (V3_1_1, "MQTT-4.7.3-3")];
-const UTF8: &[(SpecVersion, &str)] = &[(V5, "MQTT-1.5.4-1"), (V3_1_1, "MQTT-1.5.3-1")];
-const FILTER_UTF8: &[(SpecVersion, &str)] = &[(V5, "MQTT-3.8.3-1"), (V3_1_1, "MQTT-3.8.3-1")];
-const BOM_AND_CONTROLS: &[(SpecVersion, &str)] = &[(V5, "MQTT-1.5.4-3"), (V3_1_1, "MQTT-1.5.3-3")];
-const NO_WILDCARD_IN_NAME: &[(SpecVersion, &str)] = &[
+const LEN: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.3-3"), (V311, "MQTT-4.7.3-3")];
+const UTF8: &[(MqttVersion, &str)] = &[(V5, "MQTT-1.5.4-1"), (V311, "MQTT-1.5.3-1")];
+const FILTER_UTF8: &[(MqttVersion, &str)] = &[(V5, "MQTT-3.8.3-1"), (V311, "MQTT-3.8.3-1")];
+const BOM_AND_CONTROLS: &[(MqttVersion, &str)] = &[(V5, "MQTT-1.5.4-3"), (V311, "MQTT-1.5.3-3")];
+const NO_WILDCARD_IN_NAME: &[(MqttVersion, &str)] = &[
     (V5, "MQTT-4.7.0-1"),
     (V5, "MQTT-3.3.2-2"),
-    (V3_1_1, "MQTT-4.7.1-1"),
-    (V3_1_1, "MQTT-3.3.2-2"),
+    (V311, "MQTT-4.7.1-1"),
+    (V311, "MQTT-3.3.2-2"),
 ];
-const HASH: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.1-1"), (V3_1_1, "MQTT-4.7.1-2")];
-const PLUS: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.1-2"), (V3_1_1, "MQTT-4.7.1-3")];
-const WILDCARDS_SUPPORTED: &[(SpecVersion, &str)] = &[(V3_1_1, "MQTT-3.8.3-2")];
-const SHARE_NAME: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.8.2-1")];
-const SHARE_SYNTAX: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.8.2-2")];
+const HASH: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.1-1"), (V311, "MQTT-4.7.1-2")];
+const PLUS: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.1-2"), (V311, "MQTT-4.7.1-3")];
+const WILDCARDS_SUPPORTED: &[(MqttVersion, &str)] = &[(V311, "MQTT-3.8.3-2")];
+const SHARE_NAME: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.8.2-1")];
+const SHARE_SYNTAX: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.8.2-2")];
 /// "followed by a Topic Filter as described in section 4.7": the error cites 4.7.
-const SHARE_INNER: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.8.2-2"), (V5, "MQTT-4.7.1-2")];
+const SHARE_INNER: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.8.2-2"), (V5, "MQTT-4.7.1-2")];
 
 fn rules() -> Vec<Row> {
     use Check::*;
@@ -398,12 +398,12 @@ fn validation_rules() {
 
 /// (statement, filter, name, expected match). `EXAMPLE` rows come from the
 /// non-normative examples of 4.7.1 and 4.7.2.
-const EXAMPLE: &[(SpecVersion, &str)] = &[];
-const DOLLAR: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.2-1"), (V3_1_1, "MQTT-4.7.2-1")];
-const NO_NORMALIZATION: &[(SpecVersion, &str)] = &[(V5, "MQTT-4.7.3-4"), (V3_1_1, "MQTT-4.7.3-4")];
+const EXAMPLE: &[(MqttVersion, &str)] = &[];
+const DOLLAR: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.2-1"), (V311, "MQTT-4.7.2-1")];
+const NO_NORMALIZATION: &[(MqttVersion, &str)] = &[(V5, "MQTT-4.7.3-4"), (V311, "MQTT-4.7.3-4")];
 
 type MatchRow = (
-    &'static [(SpecVersion, &'static str)],
+    &'static [(MqttVersion, &'static str)],
     &'static str,
     &'static str,
     bool,
@@ -581,7 +581,7 @@ fn system_topics() {
 
 #[test]
 fn every_topic_statement_is_covered_or_explained() {
-    let mut covered: Vec<(SpecVersion, &str)> = Vec::new();
+    let mut covered: Vec<(MqttVersion, &str)> = Vec::new();
     covered.extend(rules().iter().flat_map(|r| r.ids.iter().copied()));
     covered.extend(MATCHING.iter().flat_map(|r| r.0.iter().copied()));
     for id in &covered {

@@ -2,7 +2,7 @@
 //! `BrokerHandle`: list with paging, get, delete and count, checked against
 //! what MQTT clients see. Loopback only; every wait is bounded.
 
-use host_shim::broker::{self, AdminError, BrokerConfig, BrokerHandle, MAX_PAGE_SIZE};
+use mqtt_broker::{self as broker, AdminError, BrokerConfig, BrokerHandle, MAX_PAGE_SIZE};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::time::Duration;
 use tokio::time::timeout;

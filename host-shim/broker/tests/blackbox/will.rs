@@ -1,9 +1,9 @@
 //! Will messages. The clients that leave wills are raw TCP clients, so that
 //! "ungraceful" really is a socket closed without DISCONNECT.
 
-use crate::common::*;
 use anyhow::Result;
 use bytes::Bytes;
+use e2e::*;
 use std::time::Duration;
 
 fn v4_with_will(id: &str, will: RawWill) -> RawConnect {

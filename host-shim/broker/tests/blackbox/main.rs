@@ -1,5 +1,5 @@
 //! Black-box tests of the built-in MQTT 3.1.1 + 5.0 broker
-//! (`host_shim::broker`).
+//! (`mqtt_broker`).
 //!
 //! Each test starts its own broker in-process on 127.0.0.1, port 0, talks to
 //! it with rumqttc clients, raw bytes over TCP, or Mosquitto's own command
@@ -7,8 +7,7 @@
 //! the normative statements they check: `MQTT-x.y.z-n` ids from the 3.1.1
 //! ("v311") and 5.0 ("v5") specifications.
 
-mod common;
-
+mod admin;
 mod connection;
 mod flow;
 mod interop;

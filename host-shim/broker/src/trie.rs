@@ -419,7 +419,7 @@ impl SharedGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::types::RetainHandling;
+    use crate::types::RetainHandling;
     use proptest::prelude::*;
     use rumqttc::v5::mqttbytes::QoS;
     use std::collections::{BTreeMap, BTreeSet};

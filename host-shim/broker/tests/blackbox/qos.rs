@@ -1,9 +1,9 @@
 //! QoS round trips, property forwarding, overlapping subscriptions and topic
 //! matching.
 
-use crate::common::*;
 use anyhow::Result;
 use bytes::Bytes;
+use e2e::*;
 use std::time::Duration;
 
 /// A payload that is not valid UTF-8 and contains a NUL, so that any

@@ -1,8 +1,8 @@
 //! Protocol violations and malformed packets close the connection.
 
-use crate::common::*;
 use anyhow::Result;
-use host_shim::broker::BrokerConfig;
+use e2e::*;
+use mqtt_broker::BrokerConfig;
 
 /// No CONNACK with return code 0 may be among `frames`.
 fn assert_not_accepted(frames: &[Frame], what: &str) {

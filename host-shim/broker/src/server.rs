@@ -362,8 +362,8 @@ enum AdminRequest {
 /// # Example
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), host_shim::broker::StartError> {
-/// use host_shim::broker::{start, BrokerConfig};
+/// # async fn example() -> Result<(), mqtt_broker::StartError> {
+/// use mqtt_broker::{start, BrokerConfig};
 ///
 /// let broker = start(BrokerConfig::ephemeral()).await?;
 /// println!("connect to {}", broker.url());

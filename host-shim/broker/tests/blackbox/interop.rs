@@ -2,9 +2,9 @@
 //! `mosquitto_sub` (Debian package mosquitto-clients), in both protocol
 //! versions.
 
-use crate::common::*;
 use anyhow::Result;
 use bytes::Bytes;
+use e2e::*;
 
 /// `mosquitto_pub` at QoS 0, 1 and 2 to a rumqttc 3.1.1 subscriber at QoS 2:
 /// delivered at the publish QoS (v311 MQTT-3.8.4-6), payload intact.

@@ -1,10 +1,10 @@
 //! Connection-level behaviour: keep alive, client identifiers, session
 //! takeover and authentication.
 
-use crate::common::*;
 use anyhow::{ensure, Result};
 use bytes::Bytes;
-use host_shim::broker::{BrokerConfig, User};
+use e2e::*;
+use mqtt_broker::{BrokerConfig, User};
 use std::time::{Duration, Instant};
 
 /// A client with keep alive 1 s that sends nothing after CONNECT is

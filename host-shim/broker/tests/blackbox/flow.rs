@@ -2,10 +2,10 @@
 //! QoS 2 publishes, and 10,000 retained messages through a small in-flight
 //! window.
 
-use crate::common::*;
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
-use host_shim::broker::BrokerConfig;
+use e2e::*;
+use mqtt_broker::BrokerConfig;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -569,7 +569,7 @@ mod properties {
     //! Arbitrary input for the state machine: it never panics, never sends
     //! to a connection it closed, and never exceeds a client's window.
     use super::*;
-    use crate::broker::codec::{DecodeError, Decoder};
+    use crate::codec::{DecodeError, Decoder};
     use bytes::BytesMut;
     use proptest::prelude::*;
     use std::collections::HashSet;
@@ -836,7 +836,7 @@ mod properties {
 /// Retainer options (`retain.*`), profiles, disk storage and management.
 mod retainer {
     use super::*;
-    use crate::broker::config::{Profile, RetainStorage};
+    use crate::config::{Profile, RetainStorage};
     use std::time::UNIX_EPOCH;
 
     /// A fixed wall-clock start, so `last_modified` is deterministic.
@@ -854,7 +854,7 @@ mod retainer {
         }
     }
 
-    fn retain(edit: impl FnOnce(&mut crate::broker::RetainConfig)) -> BrokerConfig {
+    fn retain(edit: impl FnOnce(&mut crate::RetainConfig)) -> BrokerConfig {
         let mut config = BrokerConfig::default();
         edit(&mut config.retain);
         config

@@ -2,10 +2,10 @@
 //! Alive, Maximum QoS, retain availability, queue size, the client's Maximum
 //! Packet Size, topic aliases, invalid filters, unsubscribe and shutdown.
 
-use crate::common::*;
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use host_shim::broker::{BrokerConfig, RetainConfig};
+use e2e::*;
+use mqtt_broker::{BrokerConfig, RetainConfig};
 
 /// 5.0: a keep alive above `max_keep_alive` is answered with Server Keep
 /// Alive (MQTT-3.2.2-21), and that value is what the broker enforces

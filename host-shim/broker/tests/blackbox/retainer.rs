@@ -3,9 +3,9 @@
 //! delivery. The core's tests cover each option in detail with a virtual
 //! clock; these check that the running broker honours them.
 
-use crate::common::*;
 use anyhow::{ensure, Result};
-use host_shim::broker::{BrokerConfig, RetainStorage};
+use e2e::*;
+use mqtt_broker::{BrokerConfig, RetainStorage};
 
 /// A database path of its own for one test.
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -85,7 +85,7 @@ async fn profile_with_an_override_limits_retained_messages() -> Result<()> {
 /// an exact one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_iot_profile_sends_retained_to_exact_filters_only() -> Result<()> {
-    let config = BrokerConfig::profile(host_shim::broker::Profile::AwsIot);
+    let config = BrokerConfig::profile(mqtt_broker::Profile::AwsIot);
     let broker = Broker::with(config).await?;
     let mut publisher = V5::connect(v5_opts(&broker, "aws-pub")).await?;
     publisher.publish("things/t1/config", 1, true, b"c").await?;

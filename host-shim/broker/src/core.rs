@@ -59,7 +59,7 @@ use super::session::{Inflight, Message, PendingWill, Queued, Session};
 use super::trie::{Match, SubscriptionTrie};
 use super::types::{ProtocolVersion, RetainHandling, SessionId, SubOptions};
 use bytes::Bytes;
-use connector::topic;
+use mqtt_topic as topic;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode,
     LastWill, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
