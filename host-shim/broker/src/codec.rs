@@ -35,8 +35,8 @@
 
 #![allow(dead_code)]
 
-use super::types::ProtocolVersion;
 use bytes::{Bytes, BytesMut};
+use mqtt_topic::MqttVersion;
 use rumqttc::mqttbytes::{self as m4, v4};
 use rumqttc::v5::mqttbytes::v5::{
     self, ConnAck, ConnectReturnCode, Disconnect, DisconnectProperties, Filter, PubAck, PubComp,
@@ -51,7 +51,7 @@ pub enum Frame {
     /// The CONNECT, which fixes the protocol version of the connection.
     Connect {
         /// The version the client speaks, from the CONNECT's protocol level.
-        version: ProtocolVersion,
+        version: MqttVersion,
         /// The CONNECT (for 3.1.1: converted, with no properties).
         connect: Connect,
         /// The Will, if the Will Flag was set.
@@ -93,7 +93,7 @@ pub struct EncodeError(pub String);
 /// Reads packets from a connection's buffer.
 #[derive(Debug)]
 pub struct Decoder {
-    version: Option<ProtocolVersion>,
+    version: Option<MqttVersion>,
     max_packet_size: u32,
 }
 
@@ -108,7 +108,7 @@ impl Decoder {
     }
 
     /// The protocol version, once the CONNECT was read.
-    pub fn version(&self) -> Option<ProtocolVersion> {
+    pub fn version(&self) -> Option<MqttVersion> {
         self.version
     }
 
@@ -152,10 +152,8 @@ impl Decoder {
                 }
                 Ok(Some(frame))
             }
-            Some(ProtocolVersion::V5) => decode_v5(&header, frame).map(|p| Some(Frame::Packet(p))),
-            Some(ProtocolVersion::V311) => {
-                decode_v311(&header, frame).map(|p| Some(Frame::Packet(p)))
-            }
+            Some(MqttVersion::V5) => decode_v5(&header, frame).map(|p| Some(Frame::Packet(p))),
+            Some(MqttVersion::V311) => decode_v311(&header, frame).map(|p| Some(Frame::Packet(p))),
         }
     }
 }
@@ -164,14 +162,14 @@ impl Decoder {
 /// `out`. Packets with no 3.1.1 equivalent (AUTH, a server DISCONNECT) append
 /// nothing for 3.1.1. On error nothing is appended.
 pub fn encode(
-    version: ProtocolVersion,
+    version: MqttVersion,
     packet: &Packet,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     let start = out.len();
     let result = match version {
-        ProtocolVersion::V5 => encode_v5(packet, out),
-        ProtocolVersion::V311 => encode_v311(packet, out),
+        MqttVersion::V5 => encode_v5(packet, out),
+        MqttVersion::V311 => encode_v311(packet, out),
     };
     if result.is_err() {
         // rumqttc's writers fail half way (e.g. PUBLISH with packet id 0).
@@ -281,7 +279,7 @@ fn decode_connect(header: &Header, frame: Bytes) -> Result<Frame, DecodeError> {
         .ok_or_else(|| malformed("CONNECT variable header is truncated"))?;
     check_connect_flags(version, flags)?;
     let (connect, will, login) = match version {
-        ProtocolVersion::V311 => {
+        MqttVersion::V311 => {
             let c = v4::Connect::read(header.v4(), frame.clone())
                 .map_err(|e| map_v4_error("CONNECT", e))?;
             let end = 10
@@ -307,7 +305,7 @@ fn decode_connect(header: &Header, frame: Bytes) -> Result<Frame, DecodeError> {
             let login = fix_login(flags, c.login.map(|l| (l.username, l.password)));
             (connect, will, login)
         }
-        ProtocolVersion::V5 => {
+        MqttVersion::V5 => {
             let (connect, will, login) = v5::Connect::read(header.v5(), frame.clone())
                 .map_err(|e| map_v5_error("CONNECT", e))?;
             // rumqttc reads properties until its cursor passes the declared
@@ -332,7 +330,7 @@ fn decode_connect(header: &Header, frame: Bytes) -> Result<Frame, DecodeError> {
     if let Some(l) = &login {
         no_nul(&l.username, "User Name")?;
     }
-    if version == ProtocolVersion::V311 {
+    if version == MqttVersion::V311 {
         if let Some(w) = &will {
             utf8_name(&w.topic, "Will Topic")?;
         }
@@ -346,7 +344,7 @@ fn decode_connect(header: &Header, frame: Bytes) -> Result<Frame, DecodeError> {
 }
 
 /// The protocol version from the CONNECT variable header (name + level).
-fn sniff_version(body: &[u8]) -> Result<ProtocolVersion, DecodeError> {
+fn sniff_version(body: &[u8]) -> Result<MqttVersion, DecodeError> {
     let truncated = || malformed("CONNECT variable header is truncated");
     let name_len = usize::from(u16::from_be_bytes([
         *body.first().ok_or_else(truncated)?,
@@ -355,8 +353,8 @@ fn sniff_version(body: &[u8]) -> Result<ProtocolVersion, DecodeError> {
     let name = body.get(2..2 + name_len).ok_or_else(truncated)?;
     let level = *body.get(2 + name_len).ok_or_else(truncated)?;
     match (name, level) {
-        (b"MQTT", 4) => Ok(ProtocolVersion::V311),
-        (b"MQTT", 5) => Ok(ProtocolVersion::V5),
+        (b"MQTT", 4) => Ok(MqttVersion::V311),
+        (b"MQTT", 5) => Ok(MqttVersion::V5),
         // MQTT-3.1.2-2: a known protocol at a level we do not speak (3.1's
         // "MQIsdp" included) gets CONNACK 0x01.
         (b"MQTT", level) | (b"MQIsdp", level) => Err(DecodeError::UnsupportedProtocol { level }),
@@ -365,8 +363,8 @@ fn sniff_version(body: &[u8]) -> Result<ProtocolVersion, DecodeError> {
 }
 
 /// CONNECT flag rules rumqttc does not check (or reports vaguely).
-fn check_connect_flags(version: ProtocolVersion, flags: u8) -> Result<(), DecodeError> {
-    let v311 = version == ProtocolVersion::V311;
+fn check_connect_flags(version: MqttVersion, flags: u8) -> Result<(), DecodeError> {
+    let v311 = version == MqttVersion::V311;
     if flags & 0b0000_0001 != 0 {
         return Err(malformed("MQTT-3.1.2-3: CONNECT reserved flag is set"));
     }
@@ -1046,8 +1044,8 @@ mod tests {
     const MAX: u32 = 1 << 20;
     const MALFORMED: DisconnectReasonCode = DisconnectReasonCode::MalformedPacket;
     const PROTOCOL: DisconnectReasonCode = DisconnectReasonCode::ProtocolError;
-    const V311: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
+    const V311: MqttVersion = MqttVersion::V311;
+    const V5: MqttVersion = MqttVersion::V5;
 
     // --- raw byte helpers -------------------------------------------------
 
@@ -1089,7 +1087,7 @@ mod tests {
         packet(0x10, &body)
     }
 
-    fn level(version: ProtocolVersion) -> u8 {
+    fn level(version: MqttVersion) -> u8 {
         match version {
             V311 => 4,
             V5 => 5,
@@ -1097,7 +1095,7 @@ mod tests {
     }
 
     /// A minimal valid CONNECT for `version` (client id "c", clean start).
-    fn connect_min(version: ProtocolVersion) -> Vec<u8> {
+    fn connect_min(version: MqttVersion) -> Vec<u8> {
         connect_raw(level(version), 0b10, &s(b"c"))
     }
 
@@ -1107,7 +1105,7 @@ mod tests {
     }
 
     /// A decoder that has read a CONNECT of `version`.
-    fn connected(version: ProtocolVersion) -> Decoder {
+    fn connected(version: MqttVersion) -> Decoder {
         let mut d = Decoder::new(MAX);
         match decode_bytes(&mut d, &connect_min(version)) {
             Ok(Some(Frame::Connect { .. })) => {}
@@ -1118,7 +1116,7 @@ mod tests {
     }
 
     /// Decodes one packet after a CONNECT of `version`.
-    fn after_connect(version: ProtocolVersion, bytes: &[u8]) -> Result<Packet, DecodeError> {
+    fn after_connect(version: MqttVersion, bytes: &[u8]) -> Result<Packet, DecodeError> {
         let mut d = connected(version);
         let mut buf = BytesMut::from(bytes);
         let frame = d.decode(&mut buf)?;
@@ -1139,7 +1137,7 @@ mod tests {
         }
     }
 
-    fn both() -> [ProtocolVersion; 2] {
+    fn both() -> [MqttVersion; 2] {
         [V311, V5]
     }
 
@@ -1452,7 +1450,7 @@ mod tests {
 
     // --- PUBLISH ----------------------------------------------------------
 
-    fn publish_raw(v: ProtocolVersion, byte1: u8, topic: &[u8], pkid: Option<u16>) -> Vec<u8> {
+    fn publish_raw(v: MqttVersion, byte1: u8, topic: &[u8], pkid: Option<u16>) -> Vec<u8> {
         let mut body = s(topic);
         if let Some(id) = pkid {
             body.extend_from_slice(&id.to_be_bytes());
@@ -1599,7 +1597,7 @@ mod tests {
 
     // --- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------
 
-    fn subscribe_raw(v: ProtocolVersion, pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
+    fn subscribe_raw(v: MqttVersion, pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
         let mut body = pkid.to_be_bytes().to_vec();
         if v == V5 {
             body.push(0);
@@ -1611,7 +1609,7 @@ mod tests {
         packet(0x82, &body)
     }
 
-    fn unsubscribe_raw(v: ProtocolVersion, pkid: u16, filters: &[&[u8]]) -> Vec<u8> {
+    fn unsubscribe_raw(v: MqttVersion, pkid: u16, filters: &[&[u8]]) -> Vec<u8> {
         let mut body = pkid.to_be_bytes().to_vec();
         if v == V5 {
             body.push(0);
@@ -2093,7 +2091,7 @@ mod tests {
 
     // --- encode -----------------------------------------------------------
 
-    fn enc(version: ProtocolVersion, packet: &Packet) -> BytesMut {
+    fn enc(version: MqttVersion, packet: &Packet) -> BytesMut {
         let mut out = BytesMut::new();
         encode(version, packet, &mut out).expect("encode");
         out

@@ -57,9 +57,10 @@ use super::retained::{
 };
 use super::session::{Inflight, Message, PendingWill, Queued, Session};
 use super::trie::{Match, SubscriptionTrie};
-use super::types::{ProtocolVersion, RetainHandling, SessionId, SubOptions};
+use super::types::{SessionId, SubOptions};
 use bytes::Bytes;
 use mqtt_topic as topic;
+use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode,
     LastWill, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
@@ -112,7 +113,7 @@ pub struct Stats {
 /// A transport connection the core knows about.
 #[derive(Debug)]
 struct Conn {
-    version: ProtocolVersion,
+    version: MqttVersion,
     /// Set once the CONNECT was accepted.
     session: Option<SessionId>,
     /// Effective keep alive; zero means none.
@@ -338,7 +339,7 @@ impl Broker {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if let Some(c) = self.conns.remove(&conn) {
-                if c.version == ProtocolVersion::V5 && c.session.is_some() {
+                if c.version == MqttVersion::V5 && c.session.is_some() {
                     self.send(
                         conn,
                         Packet::Disconnect(Disconnect::new(
@@ -405,7 +406,7 @@ impl Broker {
         &mut self,
         now: Instant,
         conn: ConnId,
-        version: ProtocolVersion,
+        version: MqttVersion,
         connect: Connect,
         will: Option<LastWill>,
         login: Option<Login>,
@@ -415,7 +416,7 @@ impl Broker {
             self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
             return;
         }
-        let v5 = version == ProtocolVersion::V5;
+        let v5 = version == MqttVersion::V5;
         let props = connect.properties.clone().unwrap_or_default();
 
         if let Some(code) =
@@ -487,9 +488,9 @@ impl Broker {
         };
 
         let keep_alive = match version {
-            ProtocolVersion::V5 => self.effective_keep_alive(connect.keep_alive),
+            MqttVersion::V5 => self.effective_keep_alive(connect.keep_alive),
             // A 3.1.1 client cannot be told another value, so its own holds.
-            ProtocolVersion::V311 => Duration::from_secs(u64::from(connect.keep_alive)),
+            MqttVersion::V311 => Duration::from_secs(u64::from(connect.keep_alive)),
         };
         let window = usize::from(
             props
@@ -550,13 +551,13 @@ impl Broker {
     /// The CONNACK code refusing a CONNECT, if it must be refused.
     fn refuse_connect(
         &self,
-        version: ProtocolVersion,
+        version: MqttVersion,
         connect: &Connect,
         props: &rumqttc::v5::mqttbytes::v5::ConnectProperties,
         will: Option<&LastWill>,
         login: Option<&Login>,
     ) -> Option<ConnectReturnCode> {
-        let v5 = version == ProtocolVersion::V5;
+        let v5 = version == MqttVersion::V5;
         // MQTT-3.1.3-8 (3.1.1): an empty id needs a clean session.
         if !v5 && connect.client_id.is_empty() && !connect.clean_start {
             return Some(ConnectReturnCode::ClientIdentifierNotValid);
@@ -672,7 +673,7 @@ impl Broker {
         p
     }
 
-    fn create_session(&mut self, client_id: String, version: ProtocolVersion) -> SessionId {
+    fn create_session(&mut self, client_id: String, version: MqttVersion) -> SessionId {
         let id = self.next_session;
         self.next_session += 1;
         self.by_client_id.insert(client_id.clone(), id);
@@ -815,7 +816,7 @@ impl Broker {
                     self.send(conn, Packet::PubRec(PubRec::new(pkid, None)));
                     return;
                 }
-                if version == ProtocolVersion::V5 && s.incoming_qos2.len() >= receive_maximum {
+                if version == MqttVersion::V5 && s.incoming_qos2.len() >= receive_maximum {
                     // MQTT-3.3.4-9 (5.0): more than Receive Maximum unacknowledged.
                     self.disconnect(now, conn, DisconnectReasonCode::ReceiveMaximumExceeded);
                     return;
@@ -832,14 +833,14 @@ impl Broker {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
                 let mut ack = PubAck::new(pkid, None);
-                if version == ProtocolVersion::V5 && delivered == 0 {
+                if version == MqttVersion::V5 && delivered == 0 {
                     ack.reason = PubAckReason::NoMatchingSubscribers;
                 }
                 self.send(conn, Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
                 let mut rec = PubRec::new(pkid, None);
-                if version == ProtocolVersion::V5 && delivered == 0 {
+                if version == MqttVersion::V5 && delivered == 0 {
                     rec.reason = rumqttc::v5::mqttbytes::v5::PubRecReason::NoMatchingSubscribers;
                 }
                 self.send(conn, Packet::PubRec(rec));
@@ -1177,7 +1178,7 @@ impl Broker {
                 .get_or_insert_with(PublishProperties::default);
             props.subscription_identifiers = queued.subscription_ids;
         }
-        if session.version == ProtocolVersion::V311 {
+        if session.version == MqttVersion::V311 {
             publish.properties = None;
         }
         if let Some(max) = session.max_packet_size {
@@ -1210,7 +1211,7 @@ impl Broker {
         session_id: SessionId,
         subscribe: Subscribe,
     ) {
-        let v5 = self.session_mut(session_id).version == ProtocolVersion::V5;
+        let v5 = self.session_mut(session_id).version == MqttVersion::V5;
         let subscription_id = subscribe.properties.as_ref().and_then(|p| p.id);
         if subscription_id == Some(0) {
             // MQTT-3.8.2-? : 0 is not a valid Subscription Identifier.
@@ -1252,11 +1253,7 @@ impl Broker {
                         qos: granted,
                         no_local: filter.nolocal,
                         retain_as_published: filter.preserve_retain,
-                        retain_handling: match filter.retain_forward_rule {
-                            RetainForwardRule::OnEverySubscribe => RetainHandling::SendOnSubscribe,
-                            RetainForwardRule::OnNewSubscribe => RetainHandling::SendIfNew,
-                            RetainForwardRule::Never => RetainHandling::DoNotSend,
-                        },
+                        retain_handling: filter.retain_forward_rule.clone(),
                         subscription_id,
                     };
                     let (group, inner) = match &shared {
@@ -1275,9 +1272,9 @@ impl Broker {
                     // for shared subscriptions (MQTT-4.8.2-? / 3.8.3.1).
                     let send_retained = shared.is_none()
                         && match options.retain_handling {
-                            RetainHandling::SendOnSubscribe => true,
-                            RetainHandling::SendIfNew => !existed,
-                            RetainHandling::DoNotSend => false,
+                            RetainForwardRule::OnEverySubscribe => true,
+                            RetainForwardRule::OnNewSubscribe => !existed,
+                            RetainForwardRule::Never => false,
                         };
                     if send_retained {
                         retained_for.push((inner.to_owned(), options));
@@ -1413,7 +1410,7 @@ impl Broker {
         session_id: SessionId,
         disconnect: Disconnect,
     ) {
-        let v5 = self.session_mut(session_id).version == ProtocolVersion::V5;
+        let v5 = self.session_mut(session_id).version == MqttVersion::V5;
         if v5 {
             let asked = disconnect
                 .properties
@@ -1446,7 +1443,7 @@ impl Broker {
     /// published (MQTT-3.1.2-8).
     fn disconnect(&mut self, now: Instant, conn: ConnId, reason: DisconnectReasonCode) {
         if let Some(c) = self.conns.get(&conn) {
-            if c.version == ProtocolVersion::V5 && c.session.is_some() {
+            if c.version == MqttVersion::V5 && c.session.is_some() {
                 self.send(conn, Packet::Disconnect(Disconnect::new(reason)));
             }
         }

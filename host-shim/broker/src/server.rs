@@ -37,8 +37,8 @@ use super::codec::{self, DecodeError, Decoder, Frame};
 use super::config::{BrokerConfig, User};
 use super::core::{Action, Broker, ConnId};
 use super::retained::{RetainedEntry, RetainedPage, RetainedStoreError};
-use super::types::ProtocolVersion;
 use bytes::{Bytes, BytesMut};
+use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::HashMap;
@@ -1063,7 +1063,7 @@ async fn read_loop(
     max_packet_size: u32,
     events: &mpsc::Sender<Event>,
     outbound: mpsc::UnboundedSender<Outbound>,
-    version: &OnceLock<ProtocolVersion>,
+    version: &OnceLock<MqttVersion>,
 ) -> ReadEnd {
     let mut decoder = Decoder::new(max_packet_size);
     let mut buf = BytesMut::with_capacity(4096);
@@ -1143,7 +1143,7 @@ async fn write_loop(
     conn: ConnId,
     mut wr: OwnedWriteHalf,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
-    version: &OnceLock<ProtocolVersion>,
+    version: &OnceLock<MqttVersion>,
     queued_qos0: &AtomicUsize,
 ) -> WriteEnd {
     let mut buf = BytesMut::with_capacity(4096);

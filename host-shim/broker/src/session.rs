@@ -7,8 +7,9 @@
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
 
-use super::types::{ProtocolVersion, SubOptions};
+use super::types::SubOptions;
 use bytes::Bytes;
+use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -83,7 +84,7 @@ pub struct Session {
     /// The client identifier.
     pub client_id: String,
     /// The protocol of the current (or last) connection.
-    pub version: ProtocolVersion,
+    pub version: MqttVersion,
     /// The connection the client is on, if it is connected.
     pub conn: Option<u64>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
@@ -116,7 +117,7 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(client_id: String, version: ProtocolVersion) -> Self {
+    pub fn new(client_id: String, version: MqttVersion) -> Self {
         Session {
             client_id,
             version,
@@ -280,7 +281,7 @@ mod tests {
     }
 
     fn session() -> Session {
-        Session::new("c".into(), ProtocolVersion::V5)
+        Session::new("c".into(), MqttVersion::V5)
     }
 
     // MQTT-2.2.1-3 (3.1.1) / MQTT-2.2.1-3 (5.0): an identifier in use is not reused.

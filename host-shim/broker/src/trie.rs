@@ -419,8 +419,8 @@ impl SharedGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::RetainHandling;
     use proptest::prelude::*;
+    use rumqttc::v5::mqttbytes::v5::RetainForwardRule;
     use rumqttc::v5::mqttbytes::QoS;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -431,7 +431,7 @@ mod tests {
             qos,
             no_local: false,
             retain_as_published: false,
-            retain_handling: RetainHandling::SendOnSubscribe,
+            retain_handling: RetainForwardRule::OnEverySubscribe,
             subscription_id: Some(id),
         }
     }

@@ -41,7 +41,7 @@ impl Harness {
     fn connect_with(
         &mut self,
         conn: ConnId,
-        version: ProtocolVersion,
+        version: MqttVersion,
         connect: Connect,
         will: Option<LastWill>,
     ) -> ConnAck {
@@ -71,7 +71,7 @@ impl Harness {
     fn connect(
         &mut self,
         conn: ConnId,
-        version: ProtocolVersion,
+        version: MqttVersion,
         client_id: &str,
         clean: bool,
         expiry: Option<u32>,
@@ -82,7 +82,7 @@ impl Harness {
             keep_alive: 0,
             client_id: client_id.into(),
             clean_start: clean,
-            properties: (version == ProtocolVersion::V5).then_some(props),
+            properties: (version == MqttVersion::V5).then_some(props),
         };
         self.connect_with(conn, version, connect, None)
     }
@@ -164,8 +164,8 @@ fn publishes(packets: &[Packet]) -> Vec<&Publish> {
         .collect()
 }
 
-const V5: ProtocolVersion = ProtocolVersion::V5;
-const V3: ProtocolVersion = ProtocolVersion::V311;
+const V5: MqttVersion = MqttVersion::V5;
+const V3: MqttVersion = MqttVersion::V311;
 
 #[test]
 fn connack_announces_capabilities_and_assigns_an_id() {
@@ -716,7 +716,7 @@ mod properties {
                         let id = next_conn;
                         next_conn += 1;
                         slot_conn[conn as usize] = id;
-                        let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+                        let version = if v5 { MqttVersion::V5 } else { MqttVersion::V311 };
                         let mut props = ConnectProperties::new();
                         props.session_expiry_interval = Some(expiry);
                         props.receive_maximum = Some(receive_max);
