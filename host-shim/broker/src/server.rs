@@ -1164,7 +1164,7 @@ async fn write_loop(
                     match version.get() {
                         Some(&v) => {
                             if let Err(e) = codec::encode(v, &packet, &mut buf) {
-                                warn!(conn, "cannot encode a packet: {}", e.0);
+                                warn!(conn, "cannot encode a packet: {e}");
                             }
                         }
                         None => debug!(conn, "packet before CONNECT not sent"),
