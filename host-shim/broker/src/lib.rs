@@ -36,6 +36,9 @@ mod trie;
 mod types;
 
 pub use self::core::Stats;
-pub use config::{broker_schema, BrokerConfig, Profile, RetainConfig, RetainStorage, User};
+pub use config::{
+    broker_schema, BrokerConfig, ConfigError, PasswordFileError, Profile, RetainConfig,
+    RetainStorage, User,
+};
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{start, AdminError, BrokerAdmin, BrokerHandle, StartError, MAX_PAGE_SIZE};

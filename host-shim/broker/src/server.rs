@@ -34,7 +34,7 @@
 //!   publish path and sees the store exactly as subscribers do.
 
 use super::codec::{self, DecodeError, Decoder, Frame};
-use super::config::{BrokerConfig, User};
+use super::config::{self, BrokerConfig, ConfigError};
 use super::core::{Action, Broker, ConnId};
 use super::retained::{RetainedEntry, RetainedPage, RetainedStoreError};
 use bytes::{Bytes, BytesMut};
@@ -43,7 +43,6 @@ use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -119,6 +118,12 @@ pub enum StartError {
     /// The retained message store (`retain.storage`) cannot be opened.
     #[error("cannot open the retained message store")]
     RetainedStore(#[source] super::RetainedStoreError),
+}
+
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        StartError::Config(error.to_string())
+    }
 }
 
 /// A running broker. Dropping it shuts the broker down without waiting;
@@ -372,9 +377,9 @@ enum AdminRequest {
 /// # }
 /// ```
 pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
-    validate(&config)?;
+    config::check(&config)?;
     if let Some(path) = &config.password_file {
-        let accounts = read_password_file(path, &config.users)?;
+        let accounts = config::read_password_file(path, &config.users)?;
         config.users.extend(accounts);
     }
 
@@ -429,81 +434,6 @@ fn display_addr(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-/// Checks the values the core relies on.
-fn validate(config: &BrokerConfig) -> Result<(), StartError> {
-    let fail = |msg: String| Err(StartError::Config(msg));
-    if config.maximum_qos > 2 {
-        return fail(format!(
-            "maximum_qos must be 0, 1 or 2, not {}",
-            config.maximum_qos
-        ));
-    }
-    if config.receive_maximum == 0 {
-        return fail("receive_maximum must be at least 1".to_owned());
-    }
-    if config.max_inflight == 0 {
-        return fail("max_inflight must be at least 1".to_owned());
-    }
-    if config.max_packet_size == 0 {
-        return fail("max_packet_size must be at least 1".to_owned());
-    }
-    if config.max_connections == 0 || config.max_connections > Semaphore::MAX_PERMITS {
-        return fail(format!(
-            "max_connections must be between 1 and {}, not {}",
-            Semaphore::MAX_PERMITS,
-            config.max_connections
-        ));
-    }
-    Ok(())
-}
-
-/// Reads a password file: one `username:password` account a line; the
-/// password is everything after the first `:`. Blank lines and lines
-/// starting with `#` are skipped. A username may appear only once, counting
-/// the accounts already in `existing`.
-fn read_password_file(path: &Path, existing: &[User]) -> Result<Vec<User>, StartError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        StartError::Config(format!("cannot read password_file {}: {e}", path.display()))
-    })?;
-    parse_password_file(&text, existing)
-        .map_err(|msg| StartError::Config(format!("password_file {}: {msg}", path.display())))
-}
-
-/// The parsing half of [`read_password_file`]; errors name the line but
-/// never show its content, which may hold a password.
-fn parse_password_file(text: &str, existing: &[User]) -> Result<Vec<User>, String> {
-    let mut users: Vec<User> = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((username, password)) = line.split_once(':') else {
-            return Err(format!(
-                "line {number}: expected `username:password`, found no `:`"
-            ));
-        };
-        if username.is_empty() {
-            return Err(format!("line {number}: the username is empty"));
-        }
-        if existing
-            .iter()
-            .chain(users.iter())
-            .any(|u| u.username == username)
-        {
-            return Err(format!(
-                "line {number}: user `{username}` is already defined"
-            ));
-        }
-        users.push(User {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        });
-    }
-    Ok(users)
 }
 
 // ----- Accept loop -----
@@ -1412,37 +1342,6 @@ mod tests {
             }
             other => panic!("expected a bind error, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn password_file_lines() {
-        let existing = [User {
-            username: "inline".to_owned(),
-            password: "x".to_owned(),
-        }];
-        let users = parse_password_file(
-            "# accounts\nalice:secret\r\n\nbob:a:b:c\ncarol:\n",
-            &existing,
-        )
-        .unwrap();
-        let pairs: Vec<_> = users
-            .iter()
-            .map(|u| (u.username.as_str(), u.password.as_str()))
-            .collect();
-        assert_eq!(
-            pairs,
-            [("alice", "secret"), ("bob", "a:b:c"), ("carol", "")]
-        );
-
-        let err = parse_password_file("alice:1\nhunter2\n", &[]).unwrap_err();
-        assert!(err.starts_with("line 2:"), "{err}");
-        assert!(!err.contains("hunter2"), "the line may hold a password");
-        let err = parse_password_file(":pw\n", &[]).unwrap_err();
-        assert!(err.contains("line 1") && err.contains("empty"), "{err}");
-        let err = parse_password_file("a:1\na:2\n", &[]).unwrap_err();
-        assert!(err.contains("line 2") && err.contains("already"), "{err}");
-        let err = parse_password_file("inline:1\n", &existing).unwrap_err();
-        assert!(err.contains("line 1") && err.contains("already"), "{err}");
     }
 
     #[tokio::test]

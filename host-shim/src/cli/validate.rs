@@ -49,9 +49,9 @@ pub fn problems(kind: Kind, text: &str) -> Vec<Problem> {
         // problem at most, with its line and column.
         Kind::Broker => match BrokerConfig::from_json(text) {
             Ok(_) => Vec::new(),
-            Err(message) => vec![Problem {
+            Err(error) => vec![Problem {
                 pointer: String::new(),
-                message,
+                message: error.to_string(),
             }],
         },
     }

@@ -1,6 +1,13 @@
 //! Broker configuration: every key, with its default, in one serde struct so
 //! it can come from a JSON file (`host-shim broker --config FILE`).
 //!
+//! # Layout
+//!
+//! - this file: the keys, their defaults, the profiles, reading JSON, and
+//!   [`ConfigError`];
+//! - `check`: the value ranges the broker relies on, checked at start;
+//! - `password`: the `password_file` format.
+//!
 //! # Profiles
 //!
 //! `"profile"` makes the broker behave, as far as retained messages, packet
@@ -66,6 +73,47 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+mod check;
+mod password;
+
+pub(crate) use check::check;
+pub(crate) use password::read_password_file;
+pub use password::PasswordFileError;
+
+/// Why a configuration is refused. Messages name the key (or the file and
+/// line) and what is expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not JSON, has an unknown key or a value of the wrong
+    /// type; the message gives the line and column.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A value is outside the range the broker accepts.
+    #[error("{key} must be {expected}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// What it must be, and what it is when that helps.
+        expected: String,
+    },
+    /// The password file cannot be read.
+    #[error("cannot read password_file {}: {error}", path.display())]
+    PasswordFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A line of the password file is wrong.
+    #[error("password_file {}: {error}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// The line and what is wrong with it.
+        error: PasswordFileError,
+    },
+}
 
 /// Configuration of the built-in broker. Every field has a default; a JSON
 /// file only names what it changes. Unknown keys are an error.
@@ -300,10 +348,10 @@ impl BrokerConfig {
     ///
     /// # Errors
     ///
-    /// The JSON error (with line and column) when the text is not JSON, has
-    /// an unknown key or a value of the wrong type.
-    pub fn from_json(text: &str) -> Result<BrokerConfig, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+    /// [`ConfigError::Json`] (with line and column) when the text is not
+    /// JSON, has an unknown key or a value of the wrong type.
+    pub fn from_json(text: &str) -> Result<BrokerConfig, ConfigError> {
+        Ok(serde_json::from_str(text)?)
     }
 
     /// A configuration for tests: loopback, a free port, defaults otherwise.
@@ -473,9 +521,13 @@ mod tests {
         let config = BrokerConfig::from_json(r#"{"retain": {"storage": "memory"}}"#).unwrap();
         assert_eq!(config.retain.storage, RetainStorage::Memory);
 
-        let err = BrokerConfig::from_json("{\n \"retain\": {\"colour\": 1}}").unwrap_err();
+        let err = BrokerConfig::from_json("{\n \"retain\": {\"colour\": 1}}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("colour") && err.contains("line 2"), "{err}");
-        let err = BrokerConfig::from_json(r#"{"profile": "hivemq"}"#).unwrap_err();
+        let err = BrokerConfig::from_json(r#"{"profile": "hivemq"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hivemq"), "{err}");
     }
 

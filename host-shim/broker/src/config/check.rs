@@ -1,0 +1,67 @@
+//! The value ranges the broker relies on, checked once at start so the core
+//! never meets a value it cannot work with.
+
+use super::{BrokerConfig, ConfigError};
+use tokio::sync::Semaphore;
+
+/// Checks the values the core and the server rely on.
+///
+/// # Errors
+///
+/// [`ConfigError::OutOfRange`] naming the first key out of range.
+pub(crate) fn check(config: &BrokerConfig) -> Result<(), ConfigError> {
+    let fail = |key, expected: String| Err(ConfigError::OutOfRange { key, expected });
+    if config.maximum_qos > 2 {
+        return fail(
+            "maximum_qos",
+            format!("0, 1 or 2, not {}", config.maximum_qos),
+        );
+    }
+    if config.receive_maximum == 0 {
+        return fail("receive_maximum", "at least 1".to_owned());
+    }
+    if config.max_inflight == 0 {
+        return fail("max_inflight", "at least 1".to_owned());
+    }
+    if config.max_packet_size == 0 {
+        return fail("max_packet_size", "at least 1".to_owned());
+    }
+    // The accept loop holds one semaphore permit per connection.
+    if config.max_connections == 0 || config.max_connections > Semaphore::MAX_PERMITS {
+        return fail(
+            "max_connections",
+            format!(
+                "between 1 and {}, not {}",
+                Semaphore::MAX_PERMITS,
+                config.max_connections
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_key_and_the_range() {
+        let config = BrokerConfig {
+            maximum_qos: 3,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            check(&config).unwrap_err().to_string(),
+            "maximum_qos must be 0, 1 or 2, not 3"
+        );
+        let config = BrokerConfig {
+            max_inflight: 0,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            check(&config).unwrap_err().to_string(),
+            "max_inflight must be at least 1"
+        );
+        assert!(check(&BrokerConfig::default()).is_ok());
+    }
+}
