@@ -1,0 +1,85 @@
+//! The accept loop: one connection task per socket, at most
+//! `max_connections` at a time, with a backoff when accepting fails.
+
+use super::connection::Connection;
+use super::router::Event;
+use crate::core::ConnId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::sleep;
+use tracing::{debug, error, warn};
+
+/// The accept loop and what it hands to each connection.
+pub(super) struct Acceptor {
+    pub(super) listener: TcpListener,
+    pub(super) limit: Arc<Semaphore>,
+    pub(super) max_packet_size: u32,
+    pub(super) events: mpsc::Sender<Event>,
+    pub(super) shutdown: watch::Receiver<()>,
+    pub(super) done: mpsc::Sender<()>,
+    /// Connection numbers are never reused, so a late event about a closed
+    /// connection cannot be mistaken for a newer one.
+    pub(super) next_conn: ConnId,
+}
+
+impl Acceptor {
+    /// Accepts until shutdown; dropping `self` at the end closes the
+    /// listening socket.
+    pub(super) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            // Wait for a free slot before accepting, so connections beyond
+            // the limit wait in the kernel's backlog.
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => permit,
+                _ = self.shutdown.changed() => return,
+                () = self.events.closed() => return self.router_died(),
+            };
+            let Ok(permit) = permit else { return };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.shutdown.changed() => return,
+                () = self.events.closed() => return self.router_died(),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    debug!(conn, %peer, "connection accepted");
+                    let task = Connection {
+                        conn,
+                        max_packet_size: self.max_packet_size,
+                        events: self.events.clone(),
+                        shutdown: self.shutdown.clone(),
+                        _done: self.done.clone(),
+                        _permit: permit,
+                    };
+                    tokio::spawn(task.run(stream));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to be
+                    // released rather than spin. Never give up.
+                    warn!("accepting a connection failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = sleep(backoff) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// The router has ended. Unless that is the shutdown, it is a bug in the
+    /// core: stop accepting too, so clients are refused rather than served
+    /// by a broker that never answers.
+    fn router_died(&self) {
+        // An error means the handle is gone: this is the shutdown.
+        if self.shutdown.has_changed().is_ok() {
+            error!("the broker's router task ended unexpectedly; no longer accepting connections");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The tokio shell around the core: sockets, tasks, channels and shutdown.
+//!
+//! # Layout
+//!
+//! - `start`: [`start`] checks the configuration, binds, opens the retained
+//!   store and spawns the tasks.
+//! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
+//!   [`AdminError`]) with its requests to the router.
+//! - `accept`: the accept loop.
+//! - `router`: the router task, which owns the core, and the events and
+//!   messages it exchanges with connections.
+//! - `connection`: one task per connection: the read loop (decode) and the
+//!   write loop (encode).
+//!
+//! # Tasks and channels
+//!
+//! - The **accept loop** holds a [`Semaphore`](tokio::sync::Semaphore)
+//!   permit per connection (at most `max_connections`), and spawns one
+//!   **connection task** per socket.
+//! - Each connection task reads and decodes packets and sends them as
+//!   `Event`s to the **router task**, which owns the `Broker` core. All
+//!   connections share one *bounded* event channel: when the router falls
+//!   behind, connection tasks wait to send and so stop reading their
+//!   sockets, and TCP pushes back on the publishers. That is the only flow
+//!   control a 3.1.1 client gets.
+//! - The router carries out the core's actions by writing to each
+//!   connection's *unbounded* outbound channel, so the router never waits on
+//!   a slow subscriber. QoS 1 and 2 traffic is bounded there by the core's
+//!   in-flight window; QoS 0 is bounded by counting what is queued and
+//!   dropping (counted, logged) beyond `max_queued_messages`.
+//! - Shutdown is a [`watch`](tokio::sync::watch) channel whose sender the
+//!   [`BrokerHandle`] owns: dropping it, by [`BrokerHandle::shutdown`] or by
+//!   dropping the handle, stops the accept loop and makes the router
+//!   disconnect everyone. Every
+//!   task holds a clone of a `done` sender it never uses; `shutdown` waits
+//!   until the last one is dropped, that is until every task has ended.
+//! - **Group commit.** The router handles a batch of events (up to
+//!   `EVENT_BATCH`), then asks the core to write that batch's retained
+//!   changes to disk in one transaction, and only then carries out the
+//!   batch's actions. So a PUBACK or PUBREC for a retained PUBLISH leaves
+//!   only once the message is durable, and one fsync serves many
+//!   publishers. When the write fails, the connections that sent a retained
+//!   QoS 1 or 2 PUBLISH in the batch are closed without their
+//!   acknowledgement: the clients resend, and the write is tried again.
+//! - **Management.** [`BrokerAdmin`] (from [`BrokerHandle::admin`]) sends
+//!   requests to the router on their own small channel, each with a oneshot
+//!   reply, so listing or deleting retained messages takes no lock on the
+//!   publish path and sees the store exactly as subscribers do.
+
+mod accept;
+mod connection;
+mod handle;
+mod router;
+mod start;
+
+#[cfg(test)]
+mod tests;
+
+pub use handle::{AdminError, BrokerAdmin, BrokerHandle, MAX_PAGE_SIZE};
+pub use start::{start, StartError};

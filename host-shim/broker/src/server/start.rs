@@ -1,0 +1,112 @@
+//! Start-up: the configuration checked, the socket bound, the retained
+//! store opened, and the tasks spawned.
+
+use super::accept::Acceptor;
+use super::handle::{BrokerAdmin, BrokerHandle};
+use super::router::{Router, EVENT_CAPACITY};
+use crate::config::{self, BrokerConfig, ConfigError};
+use crate::core::Broker;
+use crate::retained::RetainedStoreError;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listening socket could not be bound. The I/O error is the
+    /// [`source`](std::error::Error::source), not part of the message.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
+    /// The retained message store (`retain.storage`) cannot be opened.
+    #[error("cannot open the retained message store")]
+    RetainedStore(#[source] RetainedStoreError),
+}
+
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        StartError::Config(error.to_string())
+    }
+}
+
+/// Starts a broker on the current tokio runtime.
+///
+/// The accounts of `password_file` are added to `users` before the broker
+/// starts.
+///
+/// # Errors
+///
+/// [`StartError::Bind`] when the address cannot be bound,
+/// [`StartError::Config`] when the configuration is invalid or the password
+/// file cannot be read.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mqtt_broker::StartError> {
+/// use mqtt_broker::{start, BrokerConfig};
+///
+/// let broker = start(BrokerConfig::ephemeral()).await?;
+/// println!("connect to {}", broker.url());
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+    config::check(&config)?;
+    if let Some(path) = &config.password_file {
+        let accounts = config::read_password_file(path, &config.users)?;
+        config.users.extend(accounts);
+    }
+
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: display_addr(&config.host, config.port),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: display_addr(&config.host, config.port),
+        source,
+    })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(());
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+    let (admin, admin_rx) = BrokerAdmin::channel();
+
+    let router = Router::new(config.max_queued_messages);
+    let accept = Acceptor {
+        listener,
+        limit: Arc::new(Semaphore::new(config.max_connections)),
+        max_packet_size: config.max_packet_size,
+        events: events_tx,
+        shutdown: shutdown_rx.clone(),
+        done: done_tx.clone(),
+        next_conn: 1,
+    };
+    // A retained store that cannot be opened is a start error, never a
+    // silent fall back to memory that would lose what the user stored.
+    let core = Broker::open(config).map_err(StartError::RetainedStore)?;
+    tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
+    tokio::spawn(accept.run());
+
+    Ok(BrokerHandle::new(local_addr, shutdown_tx, done_rx, admin))
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn display_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
