@@ -1,10 +1,15 @@
 //! The core driven without sockets: packets in, actions out, time moved by
 //! hand. Each test names the statements of the specification it checks.
 
+use super::publish::qos_from;
 use super::*;
+use crate::retained::RetainedPage;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectProperties, Filter, LastWillProperties, SubscribeProperties,
+    ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, LastWillProperties, PubAck,
+    PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule, Subscribe,
+    SubscribeProperties, SubscribeReasonCode, Unsubscribe,
 };
+use rumqttc::v5::mqttbytes::QoS;
 
 /// A broker with a virtual clock and the actions it produced, per connection.
 struct Harness {

@@ -1,0 +1,394 @@
+//! The broker as a state machine without I/O.
+//!
+//! [`Broker`] owns every session, the subscription trie and the retained
+//! store. It never touches a socket or a clock: the server shell feeds it
+//! events and the current time, and carries out the actions it returns. That
+//! keeps every rule of the protocol testable without a network, with time
+//! moved by hand.
+//!
+//! # Calling it
+//!
+//! - Inputs: [`Broker::handle_frame`] for each decoded packet,
+//!   [`Broker::handle_malformed`] when a connection's bytes cannot be decoded,
+//!   [`Broker::handle_closed`] when its transport ends,
+//!   [`Broker::handle_timeout`] when [`Broker::poll_timeout`] is due, and
+//!   [`Broker::handle_shutdown`] once at the end.
+//! - Outputs: after any input, call [`Broker::poll_action`] until it returns
+//!   `None`, and carry out the actions in order. [`Broker::poll_timeout`] may
+//!   change after any input.
+//! - Time passed in must never go backwards.
+//!
+//! All 3.1.1 packets arrive converted to their 5.0 form; a connection's
+//! protocol version decides only what the rules say differs between the two.
+//!
+//! # Retained messages
+//!
+//! - Storing: limits (`retain.max_messages`, `retain.max_payload_bytes`)
+//!   refuse to store, never to deliver; refusals are logged and counted in
+//!   [`Stats`]. Expiry is the PUBLISH's own interval, else
+//!   `retain.default_expiry`.
+//! - Disk: with `retain.storage = {"disk": ...}` every change is also a
+//!   pending write. The shell calls [`Broker::commit_retained`] after a
+//!   batch of inputs and before carrying out the batch's actions, so a
+//!   PUBACK or PUBREC for a retained PUBLISH goes out only once the message
+//!   is on disk, and one disk transaction covers the whole batch. Should the
+//!   shell not call it, [`Broker::poll_action`] commits before handing out
+//!   the first action, which keeps the same guarantee per input.
+//! - Delivery to a new subscription: not a snapshot of messages but a cursor
+//!   (the filter and the last topic sent) that walks the store in topic
+//!   order, `retain.delivery_batch` messages a step, as the client's
+//!   in-flight window frees up and, with `retain.delivery_rate`, on a timer.
+//!   So a `#` subscriber to 100,000 retained topics costs the broker one
+//!   cursor, not 100,000 queued entries. A message deleted or expired before
+//!   the cursor reaches it is skipped; one replaced after the SUBSCRIBE is
+//!   skipped too, because the subscriber got the replacement as a live
+//!   message (it matches the same filter), queued behind the cursor.
+//! - Time: the core keeps `Instant`s for timers and expiry. For the
+//!   wall-clock time a message was stored (listings, and expiry across
+//!   restarts on disk) it maps `Instant`s onto the wall clock from one pair
+//!   read at construction ([`Broker::open_at`] takes the pair, so tests stay
+//!   deterministic); a wall clock stepped later does not skew the core.
+//!
+//! # Layout
+//!
+//! Each file holds one `impl Broker` block with one job:
+//!
+//! - this file: the state, the inputs (`handle_*`), which hand each event
+//!   to its job, and the outputs (`poll_*`);
+//! - `connect`: CONNECT, authentication, CONNACK, sessions created or
+//!   resumed;
+//! - `publish`: inbound PUBLISH and the QoS 1 and 2 flows both ways,
+//!   routing, and delivery: send now, queue, or transmit from the queue;
+//! - `subscribe`: SUBSCRIBE and UNSUBSCRIBE, with the filter checks;
+//! - `retained`: storing retained messages, and the cursor that delivers
+//!   them to a new subscription a step at a time;
+//! - `disconnect`: DISCONNECT, closes for protocol violations and lost
+//!   transports, and what happens to the session left behind;
+//! - `timers`: keep alive, will delay, session expiry and the retained
+//!   sweep;
+//! - `admin`: retained messages listed, read, deleted and counted for the
+//!   management API.
+
+mod admin;
+mod connect;
+mod disconnect;
+mod publish;
+mod retained;
+mod subscribe;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use self::retained::RetainedCursor;
+use self::timers::Timer;
+use super::codec::Frame;
+use super::config::{BrokerConfig, RetainStorage};
+use super::retained::{RetainedMessage, RetainedStore, RetainedStoreError};
+use super::session::Session;
+use super::trie::{Match, SubscriptionTrie};
+use super::types::SessionId;
+use bytes::Bytes;
+use mqtt_topic::MqttVersion;
+use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A transport connection, numbered by the server shell.
+pub type ConnId = u64;
+
+/// What the core asks the shell to do.
+// Nearly every action is a Send; boxing its packet would cost an allocation
+// per packet on the publish path to shrink the rare Close.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Encode `packet` and write it to the connection.
+    Send(ConnId, Packet),
+    /// Write everything sent so far, then close the connection.
+    Close(ConnId),
+}
+
+/// Counters the broker keeps; dropped messages are never silent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages dropped because a session queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because they expired before delivery.
+    pub dropped_expired: u64,
+    /// Messages not sent because they exceeded the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// Messages published to the broker.
+    pub received: u64,
+    /// Messages sent to subscribers.
+    pub sent: u64,
+    /// Retained messages not stored because `retain.max_messages` was
+    /// reached (they were still delivered).
+    pub retained_refused_full: u64,
+    /// Retained messages not stored because their payload exceeded
+    /// `retain.max_payload_bytes` (they were still delivered).
+    pub retained_refused_too_large: u64,
+    /// Failed commits of retained messages to disk.
+    pub retained_write_errors: u64,
+}
+
+/// A transport connection the core knows about.
+#[derive(Debug)]
+struct Conn {
+    version: MqttVersion,
+    /// Set once the CONNECT was accepted.
+    session: Option<SessionId>,
+    /// Effective keep alive; zero means none.
+    keep_alive: Duration,
+    last_seen: Instant,
+    will: Option<LastWill>,
+    /// 5.0 topic aliases the client set (client to server only).
+    aliases: HashMap<u16, Bytes>,
+}
+
+/// The broker core. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionId, Session>,
+    by_client_id: HashMap<String, SessionId>,
+    trie: SubscriptionTrie,
+    retained: RetainedStore,
+    timers: BTreeSet<(Instant, Timer)>,
+    actions: VecDeque<Action>,
+    next_session: SessionId,
+    next_assigned_id: u64,
+    sweep_scheduled: bool,
+    stats: Stats,
+    /// Reused for every routed message, so routing does not allocate.
+    matches: Vec<Match>,
+    /// Retained deliveries in progress, per session, oldest first.
+    cursors: HashMap<SessionId, VecDeque<RetainedCursor>>,
+    /// Reused by every retained delivery step.
+    retained_scratch: Vec<Arc<RetainedMessage>>,
+    /// One moment on both clocks, to turn `Instant`s into wall-clock time.
+    clock: (Instant, SystemTime),
+}
+
+impl Broker {
+    /// A broker with no sessions; with disk storage, its retained messages
+    /// loaded from the file.
+    ///
+    /// # Errors
+    ///
+    /// When the retained message store cannot be opened or read.
+    #[allow(
+        dead_code,
+        reason = "for the shell, to fail start-up with a clear error"
+    )]
+    pub fn open(config: BrokerConfig) -> Result<Self, RetainedStoreError> {
+        Broker::open_at(config, Instant::now(), SystemTime::now())
+    }
+
+    /// [`Broker::open`] with the current time given on both clocks.
+    ///
+    /// # Errors
+    ///
+    /// When the retained message store cannot be opened or read.
+    pub fn open_at(
+        config: BrokerConfig,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, RetainedStoreError> {
+        let store = match &config.retain.storage {
+            RetainStorage::Memory => RetainedStore::new(),
+            RetainStorage::Disk(path) => RetainedStore::open(path, now, wall)?,
+        };
+        Ok(Broker::with_store(config, store, now, wall))
+    }
+
+    fn with_store(
+        config: BrokerConfig,
+        retained: RetainedStore,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let mut broker = Broker {
+            config,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_client_id: HashMap::new(),
+            trie: SubscriptionTrie::new(),
+            retained,
+            timers: BTreeSet::new(),
+            actions: VecDeque::new(),
+            next_session: 1,
+            next_assigned_id: 1,
+            sweep_scheduled: false,
+            stats: Stats::default(),
+            matches: Vec::new(),
+            cursors: HashMap::new(),
+            retained_scratch: Vec::new(),
+            clock: (now, wall),
+        };
+        broker.schedule_sweep(now);
+        broker
+    }
+
+    /// A packet (or the CONNECT) decoded from connection `conn`.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        match frame {
+            Frame::Connect {
+                version,
+                connect,
+                will,
+                login,
+            } => self.handle_connect(now, conn, version, connect, will, login),
+            Frame::Packet(packet) => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    // Closed by the core already (takeover, error): the
+                    // rest of what the client sent is not acted upon.
+                    return;
+                };
+                c.last_seen = now;
+                let Some(session) = c.session else {
+                    return;
+                };
+                self.handle_packet(now, conn, session, packet);
+            }
+        }
+    }
+
+    /// The codec could not decode `conn`'s bytes: close it, with a
+    /// DISCONNECT carrying `reason` first when the client speaks 5.0.
+    pub fn handle_malformed(&mut self, now: Instant, conn: ConnId, reason: DisconnectReasonCode) {
+        if self.conns.contains_key(&conn) {
+            self.disconnect(now, conn, reason);
+        } else {
+            // Before or without a CONNECT the core has nothing to clean up.
+            self.actions.push_back(Action::Close(conn));
+        }
+    }
+
+    /// The transport of `conn` closed (EOF or error).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.drop_connection(now, conn, true);
+        }
+    }
+
+    /// Runs the timers due at `now`: keep alive, will delay, session expiry,
+    /// retained sweep, retained delivery steps.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(due, timer)) = self.timers.first() {
+            if due > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::KeepAlive(conn) => self.keep_alive_due(now, conn),
+                Timer::Will(session, generation) => self.will_due(now, session, generation),
+                Timer::SessionExpiry(session, generation) => {
+                    self.session_expiry_due(now, session, generation)
+                }
+                Timer::RetainedSweep => self.sweep_due(now),
+                Timer::RetainedDelivery(session) => self.retained_delivery_due(now, session),
+            }
+        }
+    }
+
+    /// Disconnects every client (5.0: reason 0x8B Server shutting down).
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            if let Some(c) = self.conns.remove(&conn) {
+                if c.version == MqttVersion::V5 && c.session.is_some() {
+                    self.send(
+                        conn,
+                        Packet::Disconnect(Disconnect::new(
+                            DisconnectReasonCode::ServerShuttingDown,
+                        )),
+                    );
+                }
+                if let Some(s) = c.session.and_then(|s| self.sessions.get_mut(&s)) {
+                    s.conn = None;
+                }
+            }
+            self.actions.push_back(Action::Close(conn));
+        }
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
+    /// The next action for the shell, in order.
+    ///
+    /// Retained changes not yet on disk are committed first (see
+    /// [`Broker::commit_retained`]), so no acknowledgement ever leaves before
+    /// the write it acknowledges. A failed commit is logged and counted here;
+    /// it is tried again after the next change.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.retained.needs_commit() {
+            if let Err(error) = self.commit_retained() {
+                tracing::error!(%error, "retained messages not written to disk");
+            }
+        }
+        self.actions.pop_front()
+    }
+
+    /// Writes the retained messages stored, replaced, deleted or expired
+    /// since the last commit to disk, in one transaction. A no-op with memory
+    /// storage or nothing to write.
+    ///
+    /// The shell calls it after handling a batch of inputs and before
+    /// carrying out that batch's actions (group commit).
+    ///
+    /// # Errors
+    ///
+    /// When the write fails. The changes stay pending and are tried again at
+    /// the next commit; the messages are retained in memory meanwhile, and
+    /// the batch's acknowledgements are sent anyway (the error is the shell's
+    /// to report).
+    pub fn commit_retained(&mut self) -> Result<(), RetainedStoreError> {
+        self.retained.commit().inspect_err(|_| {
+            self.stats.retained_write_errors += 1;
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Hands a packet after the CONNECT to the part of the core whose job
+    /// it is.
+    fn handle_packet(&mut self, now: Instant, conn: ConnId, session: SessionId, packet: Packet) {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(now, conn, session, publish),
+            Packet::PubAck(ack) => self.handle_puback(now, session, ack),
+            Packet::PubRec(rec) => self.handle_pubrec(now, conn, session, rec),
+            Packet::PubComp(comp) => self.handle_pubcomp(now, session, comp),
+            Packet::PubRel(rel) => self.handle_pubrel(conn, session, rel),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(now, conn, session, subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, session, unsubscribe),
+            Packet::PingReq(_) => self.send(conn, Packet::PingResp(PingResp)),
+            Packet::Disconnect(disconnect) => {
+                self.handle_disconnect(now, conn, session, disconnect)
+            }
+            // Server-to-client packets, or AUTH without an auth method.
+            _ => self.disconnect(now, conn, DisconnectReasonCode::ProtocolError),
+        }
+    }
+
+    pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
+        self.actions.push_back(Action::Send(conn, packet));
+    }
+
+    pub(super) fn session_mut(&mut self, id: SessionId) -> &mut Session {
+        // Every caller got `id` from a live connection or the trie, both of
+        // which are kept in step with the session map.
+        self.sessions
+            .get_mut(&id)
+            .expect("session of a live connection")
+    }
+}

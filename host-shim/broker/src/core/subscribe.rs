@@ -1,0 +1,189 @@
+//! SUBSCRIBE and UNSUBSCRIBE: filters checked against the protocol and the
+//! configuration, subscriptions added to or removed from the session and
+//! the trie, and the SUBACK and UNSUBACK.
+
+use super::publish::{min_qos, qos_from};
+use super::{Broker, ConnId};
+use crate::types::{SessionId, SubOptions};
+use mqtt_topic as topic;
+use mqtt_topic::MqttVersion;
+use rumqttc::v5::mqttbytes::v5::{
+    DisconnectReasonCode, Packet, RetainForwardRule, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck, UnsubAckReason, Unsubscribe,
+};
+use std::time::Instant;
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session_id: SessionId,
+        subscribe: Subscribe,
+    ) {
+        let v5 = self.session_mut(session_id).version == MqttVersion::V5;
+        let subscription_id = subscribe.properties.as_ref().and_then(|p| p.id);
+        if subscription_id == Some(0) {
+            // MQTT-3.8.2-? : 0 is not a valid Subscription Identifier.
+            self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
+            return;
+        }
+        if subscription_id.is_some() && !self.config.subscription_identifiers {
+            self.disconnect(
+                now,
+                conn,
+                DisconnectReasonCode::SubscriptionIdentifiersNotSupported,
+            );
+            return;
+        }
+        if subscribe
+            .filters
+            .iter()
+            .any(|f| f.nolocal && f.path.starts_with("$share/"))
+        {
+            // MQTT-3.8.3-4 (5.0): No Local on a shared subscription.
+            self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
+            return;
+        }
+
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_for = Vec::new();
+        for filter in &subscribe.filters {
+            let denied = self.config.deny_subscribe.iter().any(|d| d == &filter.path);
+            let checked = if denied {
+                Err(SubscribeReasonCode::Unspecified)
+            } else {
+                self.check_filter(&filter.path)
+            };
+            let code = match checked {
+                Err(code) => code,
+                Ok(shared) => {
+                    let granted = min_qos(filter.qos, qos_from(self.config.maximum_qos));
+                    let options = SubOptions {
+                        qos: granted,
+                        no_local: filter.nolocal,
+                        retain_as_published: filter.preserve_retain,
+                        retain_handling: filter.retain_forward_rule.clone(),
+                        subscription_id,
+                    };
+                    let (group, inner) = match &shared {
+                        Some((group, inner)) => (Some(group.as_str()), inner.as_str()),
+                        None => (None, filter.path.as_str()),
+                    };
+                    let existed = self
+                        .trie
+                        .insert(inner, group, session_id, options.clone())
+                        .is_some();
+                    self.session_mut(session_id)
+                        .subscriptions
+                        .insert(filter.path.clone(), options.clone());
+                    // MQTT-3.3.1-9..11 (5.0) and MQTT-3.8.4-3 (3.1.1):
+                    // retained messages for the new subscription, never
+                    // for shared subscriptions (MQTT-4.8.2-? / 3.8.3.1).
+                    let send_retained = shared.is_none()
+                        && match options.retain_handling {
+                            RetainForwardRule::OnEverySubscribe => true,
+                            RetainForwardRule::OnNewSubscribe => !existed,
+                            RetainForwardRule::Never => false,
+                        };
+                    if send_retained {
+                        retained_for.push((inner.to_owned(), options));
+                    }
+                    SubscribeReasonCode::Success(granted)
+                }
+            };
+            codes.push(if v5 { code } else { v3_suback_code(code) });
+        }
+        self.send(
+            conn,
+            Packet::SubAck(SubAck {
+                pkid: subscribe.pkid,
+                return_codes: codes,
+                properties: None,
+            }),
+        );
+
+        self.start_retained_delivery(now, session_id, retained_for);
+    }
+
+    /// Validates a subscription filter; `Ok(Some((group, filter)))` for a
+    /// shared subscription.
+    fn check_filter(&self, path: &str) -> Result<Option<(String, String)>, SubscribeReasonCode> {
+        if topic::validate_filter(path).is_err() {
+            return Err(SubscribeReasonCode::TopicFilterInvalid);
+        }
+        let shared = match topic::parse_shared(path) {
+            Ok(Some(s)) => Some((s.group.to_owned(), s.filter.to_owned())),
+            Ok(None) => None,
+            Err(_) => return Err(SubscribeReasonCode::TopicFilterInvalid),
+        };
+        if shared.is_some() && !self.config.shared_subscriptions {
+            return Err(SubscribeReasonCode::SharedSubscriptionsNotSupported);
+        }
+        let inner = shared.as_ref().map_or(path, |(_, f)| f.as_str());
+        if !self.config.wildcard_subscriptions && (inner.contains('+') || inner.contains('#')) {
+            return Err(SubscribeReasonCode::WildcardSubscriptionsNotSupported);
+        }
+        Ok(shared)
+    }
+
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        unsubscribe: Unsubscribe,
+    ) {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for path in &unsubscribe.filters {
+            let reason = if topic::validate_filter(path).is_err() {
+                UnsubAckReason::TopicFilterInvalid
+            } else if self.remove_subscription(session_id, path) {
+                UnsubAckReason::Success
+            } else {
+                UnsubAckReason::NoSubscriptionExisted
+            };
+            reasons.push(reason);
+        }
+        self.send(
+            conn,
+            Packet::UnsubAck(UnsubAck {
+                pkid: unsubscribe.pkid,
+                reasons,
+                properties: None,
+            }),
+        );
+    }
+
+    fn remove_subscription(&mut self, session_id: SessionId, path: &str) -> bool {
+        if self
+            .session_mut(session_id)
+            .subscriptions
+            .remove(path)
+            .is_none()
+        {
+            return false;
+        }
+        if let Some(cursors) = self.cursors.get_mut(&session_id) {
+            // Its retained messages not sent yet are no longer wanted.
+            cursors.retain(|c| c.filter != path);
+            if cursors.is_empty() {
+                self.cursors.remove(&session_id);
+            }
+        }
+        match topic::parse_shared(path) {
+            Ok(Some(shared)) => self
+                .trie
+                .remove(shared.filter, Some(shared.group), session_id),
+            _ => self.trie.remove(path, None, session_id),
+        };
+        true
+    }
+}
+
+/// 3.1.1 SUBACK has one failure code, 0x80 (MQTT-3.9.3-2).
+fn v3_suback_code(code: SubscribeReasonCode) -> SubscribeReasonCode {
+    match code {
+        SubscribeReasonCode::Success(q) => SubscribeReasonCode::Success(q),
+        _ => SubscribeReasonCode::Failure,
+    }
+}
