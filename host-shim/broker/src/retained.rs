@@ -14,9 +14,12 @@
 //! only gives the memory (and disk) back. Messages with an expiry are also
 //! indexed by expiry time, so a purge touches only what expired.
 //!
-//! With disk storage (`disk` submodule) the trie stays the index and the
-//! cache: reads never touch the disk. Every change is recorded as a pending
-//! write, and [`RetainedStore::commit`] writes them all in one transaction.
+//! With disk storage the trie stays the index and the cache: reads never
+//! touch the disk, and the store itself does no I/O. Every change is
+//! recorded as a pending write ([`RetainedWrites`]), which the core hands
+//! out for the shell to write; the `disk` submodule is that writer, the
+//! shell's, and also reads the file back at start ([`RetainedRecord`]s,
+//! which [`RetainedStore::load`] takes).
 //!
 //! Topic names can be more than 30,000 levels deep, so walks use loops with
 //! an explicit stack and nodes are dismantled iteratively on drop: a hostile
@@ -24,12 +27,14 @@
 
 mod disk;
 
+pub(crate) use disk::DiskStore;
+
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use serde::{Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -150,6 +155,61 @@ fn expiry_instant(now: Instant, secs: u32) -> Option<Instant> {
     now.checked_add(Duration::from_secs(secs.into()))
 }
 
+/// A retained message as read back from disk.
+#[derive(Debug)]
+pub struct RetainedRecord {
+    /// The topic name.
+    pub topic: String,
+    /// The PUBLISH, packet identifier 0.
+    pub publish: Publish,
+    /// When it was stored.
+    pub modified: SystemTime,
+    /// Its expiry interval, from `modified`.
+    pub expiry_secs: Option<u32>,
+}
+
+/// Retained changes not yet on disk: the latest state of each changed
+/// topic, a message to write or nothing (deleted).
+#[derive(Debug, Default)]
+pub struct RetainedWrites {
+    changes: BTreeMap<Box<str>, Option<Arc<RetainedMessage>>>,
+}
+
+impl RetainedWrites {
+    /// Records that `topic` now holds `message`.
+    pub fn put(&mut self, topic: &str, message: Arc<RetainedMessage>) {
+        self.changes.insert(topic.into(), Some(message));
+    }
+
+    /// Records that `topic` holds nothing.
+    pub fn delete(&mut self, topic: &str) {
+        self.changes.insert(topic.into(), None);
+    }
+
+    /// Adds `later`'s changes; where both changed a topic, `later` wins.
+    pub fn merge(&mut self, later: RetainedWrites) {
+        self.changes.extend(later.changes);
+    }
+
+    /// Whether no change is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The changes in topic order: the message to write, or `None` to
+    /// delete.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&RetainedMessage>)> {
+        self.changes
+            .iter()
+            .map(|(topic, change)| (&**topic, change.as_deref()))
+    }
+
+    /// Forgets every change (they were written).
+    pub fn clear(&mut self) {
+        self.changes.clear();
+    }
+}
+
 /// One retained message as the management API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RetainedInfo {
@@ -207,8 +267,8 @@ pub struct RetainedStore {
     expiries: BTreeSet<(Instant, Box<str>)>,
     /// The next [`RetainedMessage::seq`].
     next_seq: u64,
-    /// The database behind the trie, with disk storage.
-    disk: Option<disk::DiskStore>,
+    /// Changes not handed out yet, with disk storage.
+    writes: Option<RetainedWrites>,
 }
 
 /// One topic level.
@@ -238,21 +298,21 @@ impl RetainedStore {
         RetainedStore::default()
     }
 
-    /// Opens (or creates) the database at `path` and loads every message in
-    /// it; messages that expired while the broker was down are dropped, from
-    /// the file too. `now` and `wall` are the same moment on both clocks.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be opened or an entry cannot be decoded.
-    pub fn open(path: &Path, now: Instant, wall: SystemTime) -> Result<Self, RetainedStoreError> {
-        let (disk, loaded) = disk::DiskStore::open(path)?;
-        let mut store = RetainedStore {
-            disk: Some(disk),
+    /// An empty store in memory that records every change as a pending
+    /// write, for disk storage (see [`take_writes`](Self::take_writes)).
+    pub fn persistent() -> Self {
+        RetainedStore {
+            writes: Some(RetainedWrites::default()),
             ..RetainedStore::default()
-        };
-        let mut expired = Vec::new();
-        for record in loaded {
+        }
+    }
+
+    /// Adds the messages read back from disk; messages that expired while
+    /// the broker was down are dropped, and with a persistent store their
+    /// deletion is a pending write. `now` and `wall` are the same moment on
+    /// both clocks.
+    pub fn load(&mut self, records: Vec<RetainedRecord>, now: Instant, wall: SystemTime) {
+        for record in records {
             let topic = record.topic;
             let expires_at = match record.expiry_secs {
                 None => None,
@@ -265,7 +325,9 @@ impl RetainedStore {
                         Some(Ok(left)) if !left.is_zero() => now.checked_add(left),
                         // Past (or unrepresentably far): past is dropped.
                         Some(_) => {
-                            expired.push(topic);
+                            if let Some(writes) = self.writes.as_mut() {
+                                writes.delete(&topic);
+                            }
                             continue;
                         }
                         None => None,
@@ -279,23 +341,16 @@ impl RetainedStore {
                 expiry_secs: record.expiry_secs,
                 seq: 0,
             };
-            store.insert_indexed(&topic, message);
+            self.insert_indexed(&topic, message);
         }
-        if let Some(disk) = store.disk.as_mut() {
-            for topic in expired {
-                disk.delete(&topic);
-            }
-        }
-        Ok(store)
     }
 
     /// Stores `message` for `topic`, replacing any earlier one; returns it as
-    /// stored. With disk storage the change is pending until
-    /// [`commit`](Self::commit).
+    /// stored. A persistent store records the change as a pending write.
     pub fn insert(&mut self, topic: &str, message: RetainedMessage) -> Arc<RetainedMessage> {
         let stored = self.insert_indexed(topic, message);
-        if let Some(disk) = self.disk.as_mut() {
-            disk.put(topic, Arc::clone(&stored));
+        if let Some(writes) = self.writes.as_mut() {
+            writes.put(topic, Arc::clone(&stored));
         }
         stored
     }
@@ -329,8 +384,8 @@ impl RetainedStore {
         stored
     }
 
-    /// Deletes the retained message of `topic`; true if there was one. With
-    /// disk storage the deletion is pending until [`commit`](Self::commit).
+    /// Deletes the retained message of `topic`; true if there was one. A
+    /// persistent store records the deletion as a pending write.
     ///
     /// Levels left with neither a message nor children are pruned, so the
     /// store does not keep the shape of every topic ever retained.
@@ -352,8 +407,8 @@ impl RetainedStore {
         if let Some(at) = old.expires_at {
             self.expiries.remove(&(at, topic.into()));
         }
-        if let Some(disk) = self.disk.as_mut() {
-            disk.delete(topic);
+        if let Some(writes) = self.writes.as_mut() {
+            writes.delete(topic);
         }
 
         // Second walk: find the highest level from which the rest of the
@@ -566,30 +621,25 @@ impl RetainedStore {
         self.len == 0
     }
 
-    /// Whether changes were made since the last commit attempt.
-    pub fn needs_commit(&self) -> bool {
-        self.disk
+    /// The changes recorded since the last call, if any: a persistent
+    /// store's pending writes.
+    pub fn take_writes(&mut self) -> Option<RetainedWrites> {
+        self.writes
+            .as_mut()
+            .filter(|writes| !writes.is_empty())
+            .map(std::mem::take)
+    }
+
+    /// Whether changes wait for [`take_writes`](Self::take_writes).
+    pub fn has_writes(&self) -> bool {
+        self.writes
             .as_ref()
-            .is_some_and(disk::DiskStore::needs_commit)
+            .is_some_and(|writes| !writes.is_empty())
     }
 
     /// The [`RetainedMessage::seq`] of the message stored last.
     pub fn last_seq(&self) -> u64 {
         self.next_seq
-    }
-
-    /// Writes the pending changes to disk in one transaction; a no-op in
-    /// memory or with nothing pending.
-    ///
-    /// # Errors
-    ///
-    /// When the write fails; the changes stay pending and are tried again at
-    /// the next commit.
-    pub fn commit(&mut self) -> Result<(), RetainedStoreError> {
-        match self.disk.as_mut() {
-            Some(disk) => disk.commit(),
-            None => Ok(()),
-        }
     }
 }
 

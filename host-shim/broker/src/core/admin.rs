@@ -66,9 +66,10 @@ impl Broker {
         })
     }
 
-    /// Deletes the retained message of `topic`, from disk too at the next
-    /// commit; true if there was one. Subscriptions whose delivery has not
-    /// reached the topic yet will not get it.
+    /// Deletes the retained message of `topic`; true if there was one. With
+    /// disk storage the deletion is a pending write, for
+    /// [`Broker::poll_retained_writes`]. Subscriptions whose delivery has
+    /// not reached the topic yet will not get it.
     pub fn retained_delete(&mut self, topic: &str) -> bool {
         self.retained.remove(topic)
     }

@@ -1,21 +1,31 @@
 //! The broker as a state machine without I/O.
 //!
 //! [`Broker`] owns every session, the subscription trie and the retained
-//! store. It never touches a socket or a clock: the server shell feeds it
-//! events and the current time, and carries out the actions it returns. That
-//! keeps every rule of the protocol testable without a network, with time
-//! moved by hand.
+//! store. It never touches a socket, a file or a clock: the server shell
+//! feeds it events and the current time, writes what it asks to be written
+//! to disk, and carries out the actions it returns. That keeps every rule of
+//! the protocol testable without a network or a disk, with time moved by
+//! hand.
 //!
 //! # Calling it
 //!
+//! - Construction: [`Broker::new`], with the retained messages the shell
+//!   read from disk.
 //! - Inputs: [`Broker::handle_frame`] for each decoded packet,
 //!   [`Broker::handle_malformed`] when a connection's bytes cannot be decoded,
 //!   [`Broker::handle_closed`] when its transport ends,
 //!   [`Broker::handle_timeout`] when [`Broker::poll_timeout`] is due, and
 //!   [`Broker::handle_shutdown`] once at the end.
-//! - Outputs: after any input, call [`Broker::poll_action`] until it returns
-//!   `None`, and carry out the actions in order. [`Broker::poll_timeout`] may
-//!   change after any input.
+//! - Outputs, after an input or a batch of inputs, in this order:
+//!   1. [`Broker::poll_retained_writes`]: with disk storage, the retained
+//!      changes made since the last call. The shell writes them to disk, in
+//!      one transaction, before anything else.
+//!   2. [`Broker::poll_action`] until it returns `None`: the actions, which
+//!      the shell carries out in order.
+//!
+//!   The order is what keeps the rule that a PUBACK or PUBREC for a
+//!   retained PUBLISH goes out only once the message is on disk.
+//! - [`Broker::poll_timeout`] may change after any input.
 //! - Time passed in must never go backwards.
 //!
 //! All 3.1.1 packets arrive converted to their 5.0 form; a connection's
@@ -27,13 +37,17 @@
 //!   refuse to store, never to deliver; refusals are logged and counted in
 //!   [`Stats`]. Expiry is the PUBLISH's own interval, else
 //!   `retain.default_expiry`.
-//! - Disk: with `retain.storage = {"disk": ...}` every change is also a
-//!   pending write. The shell calls [`Broker::commit_retained`] after a
-//!   batch of inputs and before carrying out the batch's actions, so a
-//!   PUBACK or PUBREC for a retained PUBLISH goes out only once the message
-//!   is on disk, and one disk transaction covers the whole batch. Should the
-//!   shell not call it, [`Broker::poll_action`] commits before handing out
-//!   the first action, which keeps the same guarantee per input.
+//! - Disk: with `retain.storage = {"disk": ...}` the shell opens the file
+//!   and hands its messages to [`Broker::new`]; those that expired
+//!   while the broker was down are dropped. From then on every change
+//!   (stored, replaced, deleted, expired, and the drops at load) is also a
+//!   pending write, the latest state of each changed topic, handed out by
+//!   [`Broker::poll_retained_writes`]. The shell handles a batch of inputs,
+//!   writes the batch's changes in one transaction (group commit), and only
+//!   then carries out the batch's actions. Should the write fail, keeping the
+//!   changes to try again, and holding back the acknowledgements that wait
+//!   for them, is the shell's business; the messages stay retained in
+//!   memory.
 //! - Delivery to a new subscription: not a snapshot of messages but a cursor
 //!   (the filter and the last topic sent) that walks the store in topic
 //!   order, `retain.delivery_batch` messages a step, as the client's
@@ -46,8 +60,8 @@
 //! - Time: the core keeps `Instant`s for timers and expiry. For the
 //!   wall-clock time a message was stored (listings, and expiry across
 //!   restarts on disk) it maps `Instant`s onto the wall clock from one pair
-//!   read at construction ([`Broker::open_at`] takes the pair, so tests stay
-//!   deterministic); a wall clock stepped later does not skew the core.
+//!   passed in at construction (so tests stay deterministic); a wall clock
+//!   stepped later does not skew the core.
 //!
 //! # Layout
 //!
@@ -84,7 +98,7 @@ use self::retained::RetainedCursor;
 use self::timers::Timer;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
-use super::retained::{RetainedMessage, RetainedStore, RetainedStoreError};
+use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
 use super::session::Session;
 use super::trie::{Match, SubscriptionTrie};
 use super::types::SessionId;
@@ -129,8 +143,6 @@ pub struct Stats {
     /// Retained messages not stored because their payload exceeded
     /// `retain.max_payload_bytes` (they were still delivered).
     pub retained_refused_too_large: u64,
-    /// Failed commits of retained messages to disk.
-    pub retained_write_errors: u64,
 }
 
 /// A transport connection the core knows about.
@@ -173,43 +185,20 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with no sessions; with disk storage, its retained messages
-    /// loaded from the file.
-    ///
-    /// # Errors
-    ///
-    /// When the retained message store cannot be opened or read.
-    #[allow(
-        dead_code,
-        reason = "for the shell, to fail start-up with a clear error"
-    )]
-    pub fn open(config: BrokerConfig) -> Result<Self, RetainedStoreError> {
-        Broker::open_at(config, Instant::now(), SystemTime::now())
-    }
-
-    /// [`Broker::open`] with the current time given on both clocks.
-    ///
-    /// # Errors
-    ///
-    /// When the retained message store cannot be opened or read.
-    pub fn open_at(
+    /// A broker with no sessions and the retained messages `loaded` from
+    /// disk (none with memory storage; see the module documentation). `now`
+    /// and `wall` are the same moment on the monotonic and the wall clock.
+    pub fn new(
         config: BrokerConfig,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<Self, RetainedStoreError> {
-        let store = match &config.retain.storage {
-            RetainStorage::Memory => RetainedStore::new(),
-            RetainStorage::Disk(path) => RetainedStore::open(path, now, wall)?,
-        };
-        Ok(Broker::with_store(config, store, now, wall))
-    }
-
-    fn with_store(
-        config: BrokerConfig,
-        retained: RetainedStore,
+        loaded: Vec<RetainedRecord>,
         now: Instant,
         wall: SystemTime,
     ) -> Self {
+        let mut retained = match config.retain.storage {
+            RetainStorage::Memory => RetainedStore::new(),
+            RetainStorage::Disk(_) => RetainedStore::persistent(),
+        };
+        retained.load(loaded, now, wall);
         let mut broker = Broker {
             config,
             conns: HashMap::new(),
@@ -320,39 +309,24 @@ impl Broker {
         self.timers.first().map(|(due, _)| *due)
     }
 
-    /// The next action for the shell, in order.
-    ///
-    /// Retained changes not yet on disk are committed first (see
-    /// [`Broker::commit_retained`]), so no acknowledgement ever leaves before
-    /// the write it acknowledges. A failed commit is logged and counted here;
-    /// it is tried again after the next change.
+    /// The retained changes not yet handed out, with disk storage: the
+    /// shell writes them to disk before it carries out any action (see the
+    /// module documentation). `None` when there are none, and always with
+    /// memory storage.
     #[must_use]
-    pub fn poll_action(&mut self) -> Option<Action> {
-        if self.retained.needs_commit() {
-            if let Err(error) = self.commit_retained() {
-                tracing::error!(%error, "retained messages not written to disk");
-            }
-        }
-        self.actions.pop_front()
+    pub fn poll_retained_writes(&mut self) -> Option<RetainedWrites> {
+        self.retained.take_writes()
     }
 
-    /// Writes the retained messages stored, replaced, deleted or expired
-    /// since the last commit to disk, in one transaction. A no-op with memory
-    /// storage or nothing to write.
-    ///
-    /// The shell calls it after handling a batch of inputs and before
-    /// carrying out that batch's actions (group commit).
-    ///
-    /// # Errors
-    ///
-    /// When the write fails. The changes stay pending and are tried again at
-    /// the next commit; the messages are retained in memory meanwhile, and
-    /// the batch's acknowledgements are sent anyway (the error is the shell's
-    /// to report).
-    pub fn commit_retained(&mut self) -> Result<(), RetainedStoreError> {
-        self.retained.commit().inspect_err(|_| {
-            self.stats.retained_write_errors += 1;
-        })
+    /// The next action for the shell, in order. Call
+    /// [`Broker::poll_retained_writes`] first.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        debug_assert!(
+            self.actions.is_empty() || !self.retained.has_writes(),
+            "actions polled before the retained writes they may acknowledge"
+        );
+        self.actions.pop_front()
     }
 
     /// The counters.

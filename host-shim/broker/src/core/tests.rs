@@ -3,7 +3,7 @@
 
 use super::publish::qos_from;
 use super::*;
-use crate::retained::RetainedPage;
+use crate::retained::{DiskStore, RetainedPage, RetainedStoreError};
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, LastWillProperties, PubAck,
     PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule, Subscribe,
@@ -11,25 +11,44 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 
-/// A broker with a virtual clock and the actions it produced, per connection.
+/// A broker with a virtual clock and the actions it produced, per
+/// connection; with disk storage, the store's file, written the way the
+/// shell writes it.
 struct Harness {
     broker: Broker,
     now: Instant,
     out: HashMap<ConnId, Vec<Packet>>,
     closed: Vec<ConnId>,
+    disk: Option<DiskStore>,
 }
 
 impl Harness {
     fn new(config: BrokerConfig) -> Self {
+        let now = Instant::now();
         Harness {
-            broker: Broker::open(config).expect("a memory store always opens"),
-            now: Instant::now(),
+            broker: Broker::new(config, Vec::new(), now, SystemTime::now()),
+            now,
             out: HashMap::new(),
             closed: Vec::new(),
+            disk: None,
         }
     }
 
+    /// Writes the retained changes to disk, as the shell does before it
+    /// carries out any action.
+    fn commit(&mut self) -> Result<(), RetainedStoreError> {
+        let writes = self.broker.poll_retained_writes();
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        if let Some(writes) = writes {
+            disk.stage(writes);
+        }
+        disk.commit()
+    }
+
     fn drain(&mut self) {
+        self.commit().expect("retained changes written to disk");
         while let Some(action) = self.broker.poll_action() {
             match action {
                 Action::Send(conn, packet) => self.out.entry(conn).or_default().push(packet),
@@ -702,7 +721,7 @@ mod properties {
         #[test]
         fn arbitrary_steps_keep_the_invariants(steps in proptest::collection::vec(step(), 1..60)) {
             let config = BrokerConfig { max_inflight: 3, receive_maximum: 4, ..BrokerConfig::default() };
-            let mut broker = Broker::open(config).expect("a memory store always opens");
+            let mut broker = Broker::new(config, Vec::new(), Instant::now(), SystemTime::now());
             let mut now = Instant::now();
             // Connections the core still considers open, by ConnId.
             let mut open: HashSet<ConnId> = HashSet::new();
@@ -848,14 +867,30 @@ mod retainer {
     const WALL: u64 = 1_700_000_000;
 
     fn harness(config: BrokerConfig) -> Harness {
-        let now = Instant::now();
-        let broker = Broker::open_at(config, now, UNIX_EPOCH + Duration::from_secs(WALL))
-            .expect("store opens");
+        harness_at(
+            config,
+            Instant::now(),
+            UNIX_EPOCH + Duration::from_secs(WALL),
+        )
+    }
+
+    /// A harness at `now` (`wall` on the wall clock); with disk storage,
+    /// with the store's file opened and its messages loaded, as the shell
+    /// does at start.
+    fn harness_at(config: BrokerConfig, now: Instant, wall: SystemTime) -> Harness {
+        let (disk, loaded) = match &config.retain.storage {
+            RetainStorage::Memory => (None, Vec::new()),
+            RetainStorage::Disk(path) => {
+                let (disk, loaded) = DiskStore::open(path).expect("store opens");
+                (Some(disk), loaded)
+            }
+        };
         Harness {
-            broker,
+            broker: Broker::new(config, loaded, now, wall),
             now,
             out: HashMap::new(),
             closed: Vec::new(),
+            disk,
         }
     }
 
@@ -1308,9 +1343,10 @@ mod retainer {
             let mut h = harness(config.clone());
             h.connect(1, V5, "pub", true, None);
             h.publish(1, "keep", QoS::AtLeastOnce, true, b"k", 1);
-            // PUBACK came out of poll_action, after the automatic commit.
+            // PUBACK came out of poll_action, after the commit.
             assert!(matches!(h.take(1).as_slice(), [Packet::PubAck(_)]));
-            assert!(!h.broker.retained.needs_commit());
+            assert!(!h.broker.retained.has_writes());
+            assert!(!h.disk.as_ref().is_some_and(DiskStore::has_pending));
             h.publish(1, "gone", QoS::AtLeastOnce, true, b"g", 2);
             h.publish(1, "gone", QoS::AtLeastOnce, true, b"", 3);
             let mut p = Publish::new(
@@ -1325,20 +1361,13 @@ mod retainer {
             p.retain = true;
             p.pkid = 4;
             h.packet(1, Packet::Publish(p));
-            h.broker.commit_retained().unwrap();
-            assert!(h.broker.retained_delete("keep") && h.broker.commit_retained().is_ok());
+            h.commit().unwrap();
+            assert!(h.broker.retained_delete("keep") && h.commit().is_ok());
             h.publish(1, "keep", QoS::AtLeastOnce, true, b"k2", 5);
         }
         // Five seconds later: "short" has five left.
         let wall = UNIX_EPOCH + Duration::from_secs(WALL + 5);
-        let now = Instant::now();
-        let broker = Broker::open_at(config.clone(), now, wall).unwrap();
-        let mut h = Harness {
-            broker,
-            now,
-            out: HashMap::new(),
-            closed: Vec::new(),
-        };
+        let mut h = harness_at(config.clone(), Instant::now(), wall);
         h.connect(1, V5, "sub", true, None);
         h.subscribe(1, filter("#", QoS::ExactlyOnce), None);
         let out = h.take(1);
@@ -1359,22 +1388,13 @@ mod retainer {
 
         // Twenty seconds later "short" has expired and is dropped on load.
         let wall = UNIX_EPOCH + Duration::from_secs(WALL + 20);
-        let broker = Broker::open_at(config.clone(), Instant::now(), wall).unwrap();
-        let page = broker.retained_list(Instant::now(), "#", 10, None).unwrap();
+        let h = harness_at(config.clone(), Instant::now(), wall);
+        let page = h
+            .broker
+            .retained_list(Instant::now(), "#", 10, None)
+            .unwrap();
         assert_eq!(page.entries.len(), 1);
-        drop(broker);
+        drop(h);
         std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn a_store_that_cannot_be_opened_is_an_error() {
-        let path = std::env::temp_dir().join("host-shim-no-such-dir/retained.redb");
-        let config = retain(|r| r.storage = RetainStorage::Disk(path));
-        let err = Broker::open(config).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("cannot open the retained message store"),
-            "{err}"
-        );
     }
 }

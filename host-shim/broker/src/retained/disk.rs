@@ -1,10 +1,11 @@
 //! Retained messages on disk, in a [`redb`] database: one table from topic
-//! name to an encoded message.
+//! name to an encoded message. The shell owns the [`DiskStore`]: it reads
+//! the file at start and writes the changes the core hands out.
 //!
 //! redb commits are atomic and durable (copy-on-write pages, fsync on
 //! commit), so a broker killed at any moment reopens with every committed
 //! change and none half-written. Changes are not written one by one: the
-//! store records the latest state of each changed topic, and
+//! store keeps the latest state of each changed topic, and
 //! [`DiskStore::commit`] writes them all in one transaction, once per batch
 //! of events (group commit), before the batch's acknowledgements go out.
 //!
@@ -22,15 +23,13 @@
 //! The expiry is stored as an interval from the stored-at time, both on the
 //! wall clock, because the core's `Instant`s mean nothing after a restart.
 
-use super::{RetainedMessage, RetainedStoreError};
+use super::{RetainedMessage, RetainedRecord, RetainedStoreError, RetainedWrites};
 use bytes::BytesMut;
 use redb::{Database, ReadableTable, TableDefinition};
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Topic name to encoded message.
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
@@ -41,42 +40,31 @@ const VERSION: u8 = 1;
 /// Bytes before the PUBLISH packet.
 const HEADER: usize = 14;
 
-/// A message read back from disk.
-#[derive(Debug)]
-pub struct Record {
-    /// The key.
-    pub topic: String,
-    /// The PUBLISH, packet identifier 0.
-    pub publish: Publish,
-    /// When it was stored.
-    pub modified: SystemTime,
-    /// Its expiry interval, from `modified`.
-    pub expiry_secs: Option<u32>,
-}
-
 /// The database and the changes not written yet.
 pub struct DiskStore {
     db: Database,
     path: PathBuf,
-    /// Latest state per changed topic: `Some` to write, `None` to delete.
-    pending: BTreeMap<Box<str>, Option<Arc<RetainedMessage>>>,
-    /// A change was recorded since the last commit attempt: a failed commit
-    /// is retried after the next change, not on every call.
-    changed: bool,
+    /// Changes staged and not written yet.
+    pending: RetainedWrites,
 }
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskStore")
             .field("path", &self.path)
-            .field("pending", &self.pending.len())
+            .field("pending", &!self.pending.is_empty())
             .finish()
     }
 }
 
 impl DiskStore {
     /// Opens or creates the database at `path` and reads every entry.
-    pub fn open(path: &Path) -> Result<(DiskStore, Vec<Record>), RetainedStoreError> {
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or created, or an entry cannot be
+    /// decoded.
+    pub fn open(path: &Path) -> Result<(DiskStore, Vec<RetainedRecord>), RetainedStoreError> {
         let open_error = |reason: String| RetainedStoreError::Open {
             path: path.to_owned(),
             reason,
@@ -112,22 +100,15 @@ impl DiskStore {
         let store = DiskStore {
             db,
             path: path.to_owned(),
-            pending: BTreeMap::new(),
-            changed: false,
+            pending: RetainedWrites::default(),
         };
         Ok((store, records))
     }
 
-    /// Records that `topic` now holds `message`.
-    pub fn put(&mut self, topic: &str, message: Arc<RetainedMessage>) {
-        self.pending.insert(topic.into(), Some(message));
-        self.changed = true;
-    }
-
-    /// Records that `topic` holds nothing.
-    pub fn delete(&mut self, topic: &str) {
-        self.pending.insert(topic.into(), None);
-        self.changed = true;
+    /// Adds `writes` to the changes waiting for [`commit`](Self::commit);
+    /// a later change to a topic replaces an earlier one.
+    pub fn stage(&mut self, writes: RetainedWrites) {
+        self.pending.merge(writes);
     }
 
     /// Whether changes wait for [`commit`](Self::commit).
@@ -136,15 +117,14 @@ impl DiskStore {
         !self.pending.is_empty()
     }
 
-    /// Whether a change was recorded since the last commit attempt.
-    pub fn needs_commit(&self) -> bool {
-        self.changed
-    }
-
-    /// Writes every pending change in one durable transaction. On error the
-    /// changes stay pending.
+    /// Writes every pending change in one durable transaction; a no-op with
+    /// nothing pending.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails; the changes stay pending and are tried again
+    /// at the next commit.
     pub fn commit(&mut self) -> Result<(), RetainedStoreError> {
-        self.changed = false;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -161,18 +141,18 @@ impl DiskStore {
                 .open_table(TABLE)
                 .map_err(|e| write_error(e.to_string()))?;
             let mut value = BytesMut::new();
-            for (topic, change) in &self.pending {
+            for (topic, change) in self.pending.iter() {
                 match change {
                     Some(message) => {
                         value.clear();
                         encode(message, &mut value).map_err(write_error)?;
                         table
-                            .insert(&**topic, &value[..])
+                            .insert(topic, &value[..])
                             .map_err(|e| write_error(e.to_string()))?;
                     }
                     None => {
                         table
-                            .remove(&**topic)
+                            .remove(topic)
                             .map_err(|e| write_error(e.to_string()))?;
                     }
                 }
@@ -205,7 +185,7 @@ fn encode(message: &RetainedMessage, out: &mut BytesMut) -> Result<(), String> {
 }
 
 /// Decodes a value written by [`encode`].
-fn decode(topic: &str, value: &[u8]) -> Result<Record, String> {
+fn decode(topic: &str, value: &[u8]) -> Result<RetainedRecord, String> {
     let Some((&version, rest)) = value.split_first() else {
         return Err("empty value".to_owned());
     };
@@ -239,7 +219,7 @@ fn decode(topic: &str, value: &[u8]) -> Result<Record, String> {
     if publish.topic != topic.as_bytes() {
         return Err("the PUBLISH's topic differs from the key".to_owned());
     }
-    Ok(Record {
+    Ok(RetainedRecord {
         topic: topic.to_owned(),
         publish,
         modified: UNIX_EPOCH + Duration::from_millis(millis),
@@ -251,8 +231,9 @@ fn decode(topic: &str, value: &[u8]) -> Result<Record, String> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use rumqttc::v5::mqttbytes::v5::PublishProperties;
-    use std::time::Instant;
+    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    use std::sync::Arc;
+    use std::time::{Instant, SystemTime};
 
     /// A fresh database path under the system temporary directory.
     pub fn temp_path(name: &str) -> PathBuf {
@@ -307,13 +288,17 @@ mod tests {
         {
             let (mut disk, loaded) = DiskStore::open(&path).unwrap();
             assert!(loaded.is_empty());
+            let mut writes = RetainedWrites::default();
             for topic in ["t", "u"] {
                 let publish = Publish::new(topic, QoS::AtLeastOnce, Bytes::from_static(b"1"), None);
                 let message = RetainedMessage::new(publish, Instant::now(), SystemTime::now(), 0);
-                disk.put(topic, Arc::new(message));
+                writes.put(topic, Arc::new(message));
             }
+            disk.stage(writes);
             disk.commit().unwrap();
-            disk.delete("u");
+            let mut writes = RetainedWrites::default();
+            writes.delete("u");
+            disk.stage(writes);
             assert!(disk.has_pending());
             // Not committed: lost, as a kill before the commit would lose it.
         }

@@ -1,9 +1,12 @@
-//! The router task: it owns the core, feeds it the connections' events,
-//! the management requests and the timers, and carries out its actions.
+//! The router task: it owns the core and the retained store's file, feeds
+//! the core the connections' events, the management requests and the
+//! timers, writes the retained changes it hands out, and carries out its
+//! actions.
 
 use super::handle::{AdminError, AdminRequest};
 use crate::codec::Frame;
 use crate::core::{Action, Broker, ConnId};
+use crate::retained::{DiskStore, RetainedStoreError};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
@@ -115,9 +118,13 @@ impl ConnEntry {
 pub(super) struct Router {
     max_queued: usize,
     conns: HashMap<ConnId, ConnEntry>,
+    /// The retained message store's file, with disk storage.
+    disk: Option<DiskStore>,
     /// The last retained write failed: the next failure is not logged
     /// again, and a success is.
     store_failing: bool,
+    /// Failed writes of retained messages to disk.
+    write_errors: u64,
 }
 
 /// What the router remembers of a batch of events until their actions are
@@ -131,12 +138,15 @@ struct Batch {
 
 impl Router {
     /// A router with no connections; QoS 0 messages beyond `max_queued`
-    /// waiting for one connection are dropped.
-    pub(super) fn new(max_queued: usize) -> Self {
+    /// waiting for one connection are dropped. `disk` is the retained
+    /// message store's file, with disk storage.
+    pub(super) fn new(max_queued: usize, disk: Option<DiskStore>) -> Self {
         Router {
             max_queued,
             conns: HashMap::new(),
+            disk,
             store_failing: false,
+            write_errors: 0,
         }
     }
 
@@ -193,10 +203,14 @@ impl Router {
         for (_, entry) in self.conns.drain() {
             let _ = entry.outbound.send(Outbound::Close);
         }
-        debug!(stats = ?core.stats(), "router stopped");
-        // The core holds the retained store's file: close it before `_done`
-        // goes, so once `shutdown` returns a new broker can open the file.
-        drop(core);
+        debug!(
+            stats = ?core.stats(),
+            retained_write_errors = self.write_errors,
+            "router stopped"
+        );
+        // Close the retained store's file before `_done` goes, so once
+        // `shutdown` returns a new broker can open the file.
+        drop(self.disk.take());
         drop(_done);
         // Dropping `events` makes connections that are still sending stop;
         // dropping the outbound senders (above) ends their writers.
@@ -272,7 +286,7 @@ impl Router {
     /// retained QoS 1 or 2 PUBLISH in the batch are closed instead of
     /// acknowledged, so their clients send it again.
     fn finish(&mut self, core: &mut Broker, batch: &mut Batch) {
-        match core.commit_retained() {
+        match self.commit_retained(core) {
             Ok(()) => {
                 if self.store_failing {
                     self.store_failing = false;
@@ -329,7 +343,7 @@ impl Router {
             }
             AdminRequest::Delete { topic, reply } => {
                 let deleted = core.retained_delete(&topic);
-                let result = match core.commit_retained() {
+                let result = match self.commit_retained(core) {
                     Ok(()) => Ok(deleted),
                     Err(error) => {
                         error!(%error, topic, "retained message deleted in memory only");
@@ -342,7 +356,28 @@ impl Router {
         }
     }
 
-    /// Carries out every action the core has queued.
+    /// Writes the retained changes the core has made since the last call,
+    /// with any still pending from a failed write, in one transaction. A
+    /// no-op with memory storage or nothing to write.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails; the changes stay pending and are tried again
+    /// at the next commit, and the messages stay retained in memory.
+    fn commit_retained(&mut self, core: &mut Broker) -> Result<(), RetainedStoreError> {
+        let writes = core.poll_retained_writes();
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        if let Some(writes) = writes {
+            disk.stage(writes);
+        }
+        disk.commit().inspect_err(|_| self.write_errors += 1)
+    }
+
+    /// Carries out every action the core has queued. Callers write the
+    /// retained changes first ([`Router::commit_retained`]), since the
+    /// actions may acknowledge them.
     fn dispatch(&mut self, core: &mut Broker) {
         while let Some(action) = core.poll_action() {
             match action {

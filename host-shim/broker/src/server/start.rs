@@ -4,10 +4,11 @@
 use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
 use super::router::{Router, EVENT_CAPACITY};
-use crate::config::{self, BrokerConfig, ConfigError};
+use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
-use crate::retained::RetainedStoreError;
+use crate::retained::{DiskStore, RetainedStoreError};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -46,7 +47,8 @@ impl From<ConfigError> for StartError {
 ///
 /// [`StartError::Bind`] when the address cannot be bound,
 /// [`StartError::Config`] when the configuration is invalid or the password
-/// file cannot be read.
+/// file cannot be read, [`StartError::RetainedStore`] when the retained
+/// message store's file cannot be opened or read.
 ///
 /// # Example
 ///
@@ -83,7 +85,16 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
     let (admin, admin_rx) = BrokerAdmin::channel();
 
-    let router = Router::new(config.max_queued_messages);
+    // A retained store that cannot be opened is a start error, never a
+    // silent fall back to memory that would lose what the user stored.
+    let (disk, loaded) = match &config.retain.storage {
+        RetainStorage::Memory => (None, Vec::new()),
+        RetainStorage::Disk(path) => {
+            let (disk, loaded) = DiskStore::open(path).map_err(StartError::RetainedStore)?;
+            (Some(disk), loaded)
+        }
+    };
+    let router = Router::new(config.max_queued_messages, disk);
     let accept = Acceptor {
         listener,
         limit: Arc::new(Semaphore::new(config.max_connections)),
@@ -93,9 +104,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         done: done_tx.clone(),
         next_conn: 1,
     };
-    // A retained store that cannot be opened is a start error, never a
-    // silent fall back to memory that would lose what the user stored.
-    let core = Broker::open(config).map_err(StartError::RetainedStore)?;
+    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now());
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

@@ -3,7 +3,7 @@
 
 use super::connection::CONNECT_TIMEOUT;
 use super::*;
-use crate::BrokerConfig;
+use crate::{BrokerConfig, RetainStorage};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -339,4 +339,17 @@ async fn slow_subscriber_loses_qos0_but_not_qos1() {
     }
     assert!(received < COUNT, "nothing dropped");
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_is_an_error() {
+    let path = std::env::temp_dir().join("host-shim-no-such-dir/retained.redb");
+    let mut config = BrokerConfig::ephemeral();
+    config.retain.storage = RetainStorage::Disk(path);
+    let err = start(config).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot open the retained message store"),
+        "{err}"
+    );
 }
