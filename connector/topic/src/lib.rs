@@ -458,6 +458,22 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError
     analyse_filter(filter)
 }
 
+/// Whether `filter` asks for a shared subscription: it starts with
+/// `$share/`, valid or not (MQTT 5.0, 4.8.2). Rules that apply to shared
+/// subscriptions as such (no No Local, MQTT-3.8.3-4) can be checked before
+/// the filter is; [`parse_shared`] validates it and splits it.
+///
+/// ```
+/// use mqtt_topic::is_shared_filter;
+/// assert!(is_shared_filter("$share/workers/jobs/#"));
+/// assert!(is_shared_filter("$share//jobs"));
+/// assert!(!is_shared_filter("$share"));
+/// assert!(!is_shared_filter("jobs/#"));
+/// ```
+pub fn is_shared_filter(filter: &str) -> bool {
+    filter.starts_with(SHARE_PREFIX)
+}
+
 /// Full filter validation; also returns the shared parts, if any.
 fn analyse_filter(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError> {
     check_string(filter)?;
@@ -635,6 +651,17 @@ pub struct TopicName(String);
 validated_string!(TopicName, validate_name, "name");
 
 impl TopicName {
+    /// Validates raw bytes from the wire as a topic name, like
+    /// [`validate_name_bytes`], and keeps them.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::InvalidUtf8`] for bytes that are not UTF-8, else what
+    /// [`validate_name`] finds.
+    pub fn from_bytes(name: &[u8]) -> Result<TopicName, TopicError> {
+        validate_name_bytes(name).map(|name| TopicName(name.to_owned()))
+    }
+
     /// Whether the name starts with `$` (see [`is_system_topic`]).
     pub fn is_system(&self) -> bool {
         is_system_topic(&self.0)
@@ -666,6 +693,13 @@ impl TopicFilter {
     /// subscription matches with its inner filter.
     pub fn matches(&self, name: &TopicName) -> bool {
         matches(self.match_filter(), name.as_str())
+    }
+
+    /// Whether the filter used for matching has a `+` or `#` level, so that
+    /// it can match more than one topic name.
+    pub fn has_wildcards(&self) -> bool {
+        // Validated: '+' and '#' only ever appear as whole levels.
+        self.match_filter().contains(['+', '#'])
     }
 }
 
@@ -822,5 +856,35 @@ mod tests {
         assert_eq!(plain.shared(), None);
         assert!(plain.matches(&"a/b".parse().unwrap()));
         assert!(!plain.matches(&"$a/b".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_from_wire_bytes() {
+        assert_eq!(TopicName::from_bytes(b"a/b").unwrap().as_str(), "a/b");
+        assert_eq!(
+            TopicName::from_bytes(b"a/\xff").unwrap_err(),
+            TopicError::InvalidUtf8 { valid_up_to: 2 }
+        );
+        assert_eq!(TopicName::from_bytes(b"").unwrap_err(), TopicError::Empty);
+        assert!(matches!(
+            TopicName::from_bytes(b"a/#"),
+            Err(TopicError::WildcardInName { wildcard: '#', .. })
+        ));
+    }
+
+    #[test]
+    fn wildcards_and_shared_prefixes() {
+        let filter = |f: &str| f.parse::<TopicFilter>().unwrap();
+        assert!(filter("a/+/c").has_wildcards());
+        assert!(filter("#").has_wildcards());
+        assert!(!filter("a/b").has_wildcards());
+        // The share name never has wildcards; the inner filter decides.
+        assert!(filter("$share/g/a/#").has_wildcards());
+        assert!(!filter("$share/g/a/b").has_wildcards());
+
+        assert!(is_shared_filter("$share/g/a"));
+        assert!(is_shared_filter("$share/"));
+        assert!(!is_shared_filter("$share"));
+        assert!(!is_shared_filter("$SHARE/g/a"));
     }
 }

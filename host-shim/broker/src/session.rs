@@ -9,7 +9,7 @@
 
 use super::types::SubOptions;
 use bytes::Bytes;
-use mqtt_topic::MqttVersion;
+use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -66,11 +66,12 @@ impl Inflight {
     }
 }
 
-/// A will waiting for its Will Delay Interval to pass.
+/// A will as the CONNECT carried it, its topic parsed.
 #[derive(Debug, Clone)]
-pub struct PendingWill {
-    /// The will as the CONNECT carried it; the core's timer knows when it
-    /// is due.
+pub struct Will {
+    /// The Will Topic.
+    pub topic: TopicName,
+    /// The will; its `topic` holds the same name as bytes.
     pub will: LastWill,
 }
 
@@ -93,7 +94,7 @@ pub struct Session {
     /// connection of this session are recognised as stale.
     pub generation: u64,
     /// Subscriptions by their full filter (with any `$share/` prefix).
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: HashMap<TopicFilter, SubOptions>,
     /// Most QoS 1 and 2 messages in flight to the client now.
     pub window: usize,
     /// The client's Maximum Packet Size (5.0), if it set one.
@@ -106,8 +107,8 @@ pub struct Session {
     pub queued_live: usize,
     /// QoS 2 packet identifiers received, PUBREC sent, PUBREL awaited.
     pub incoming_qos2: HashSet<u16>,
-    /// A will whose delay runs.
-    pub pending_will: Option<PendingWill>,
+    /// A will whose delay runs; the core's timer knows when it is due.
+    pub pending_will: Option<Will>,
     /// The client's Topic Alias Maximum (5.0) on this connection.
     pub topic_alias_max: u16,
     /// Topic aliases given to the client on this connection.

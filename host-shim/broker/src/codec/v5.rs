@@ -91,7 +91,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
                         "MQTT-3.8.3-5: SUBSCRIBE options reserved bits are set",
                     ));
                 }
-                if f.nolocal && f.path.starts_with("$share/") {
+                if f.nolocal && mqtt_topic::is_shared_filter(&f.path) {
                     return Err(protocol_error(
                         "MQTT-3.8.3-4: No Local on a Shared Subscription",
                     ));

@@ -4,8 +4,14 @@
 
 use super::Broker;
 use crate::retained::{RetainedEntry, RetainedPage};
-use mqtt_topic as topic;
+use mqtt_topic::TopicFilter;
 use std::time::Instant;
+
+/// A listing's topic filter is not a valid filter, or is a shared
+/// subscription's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topic filter {0:?}")]
+pub struct InvalidFilter(pub String);
 
 impl Broker {
     /// Number of retained messages stored and not expired at `now`.
@@ -27,15 +33,17 @@ impl Broker {
         filter: &str,
         page_size: usize,
         cursor: Option<&str>,
-    ) -> Result<RetainedPage, String> {
-        if topic::validate_filter(filter).is_err() || filter.starts_with("$share/") {
-            return Err(format!("invalid topic filter {filter:?}"));
-        }
+    ) -> Result<RetainedPage, InvalidFilter> {
+        let parsed = filter
+            .parse::<TopicFilter>()
+            .ok()
+            .filter(|parsed| parsed.shared().is_none())
+            .ok_or_else(|| InvalidFilter(filter.to_owned()))?;
         let page_size = page_size.max(1);
         let mut found = Vec::new();
         // One more than a page tells whether another page follows.
         self.retained.walk(
-            filter,
+            parsed.as_str(),
             cursor,
             now,
             page_size.saturating_add(1),

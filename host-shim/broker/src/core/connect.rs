@@ -3,10 +3,9 @@
 
 use super::timers::Timer;
 use super::{Action, Broker, Conn, ConnId};
-use crate::session::{Inflight, Session};
+use crate::session::{Inflight, Session, Will};
 use crate::types::SessionId;
-use mqtt_topic as topic;
-use mqtt_topic::MqttVersion;
+use mqtt_topic::{MqttVersion, TopicName};
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode,
     DisconnectReasonCode, LastWill, Login, Packet, PubRel,
@@ -32,20 +31,13 @@ impl Broker {
         let v5 = version == MqttVersion::V5;
         let props = connect.properties.clone().unwrap_or_default();
 
-        if let Some(code) =
-            self.refuse_connect(version, &connect, &props, will.as_ref(), login.as_ref())
-        {
-            self.send(
-                conn,
-                Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    code,
-                    properties: None,
-                }),
-            );
-            self.actions.push_back(Action::Close(conn));
-            return;
-        }
+        let will = match self.check_connect(version, &connect, &props, will, login.as_ref()) {
+            Ok(will) => will,
+            Err(code) => {
+                self.refuse_connect(conn, code);
+                return;
+            }
+        };
 
         // Client identifier: 5.0 assigns one to an empty id (MQTT-3.1.3-6),
         // and so does 3.1.1 for a clean session (MQTT-3.1.3-6/-7).
@@ -161,50 +153,62 @@ impl Broker {
         }
     }
 
-    /// The CONNACK code refusing a CONNECT, if it must be refused.
-    fn refuse_connect(
+    /// Checks a CONNECT: the will it carries, its topic parsed, or the
+    /// CONNACK code refusing it.
+    fn check_connect(
         &self,
         version: MqttVersion,
         connect: &Connect,
         props: &ConnectProperties,
-        will: Option<&LastWill>,
+        will: Option<LastWill>,
         login: Option<&Login>,
-    ) -> Option<ConnectReturnCode> {
+    ) -> Result<Option<Will>, ConnectReturnCode> {
         let v5 = version == MqttVersion::V5;
         // MQTT-3.1.3-8 (3.1.1): an empty id needs a clean session.
         if !v5 && connect.client_id.is_empty() && !connect.clean_start {
-            return Some(ConnectReturnCode::ClientIdentifierNotValid);
+            return Err(ConnectReturnCode::ClientIdentifierNotValid);
         }
         if v5 && props.authentication_method.is_some() {
             // No enhanced authentication method is offered (MQTT-4.12.0-1).
-            return Some(ConnectReturnCode::BadAuthenticationMethod);
+            return Err(ConnectReturnCode::BadAuthenticationMethod);
         }
         if v5 && props.receive_maximum == Some(0) {
-            return Some(ConnectReturnCode::ProtocolError);
+            return Err(ConnectReturnCode::ProtocolError);
         }
         if v5 && props.max_packet_size == Some(0) {
-            return Some(ConnectReturnCode::ProtocolError);
+            return Err(ConnectReturnCode::ProtocolError);
         }
         if let Some(code) = self.authenticate(login) {
-            return Some(code);
+            return Err(code);
         }
-        if let Some(will) = will {
-            let valid_topic = std::str::from_utf8(&will.topic)
-                .ok()
-                .is_some_and(|t| topic::validate_name(t).is_ok());
-            if !valid_topic {
-                return Some(ConnectReturnCode::TopicNameInvalid);
-            }
-            if will.qos as u8 > self.config.maximum_qos {
-                // MQTT-3.2.2-12 (5.0).
-                return Some(ConnectReturnCode::QoSNotSupported);
-            }
-            if will.retain && !self.config.retain.enabled {
-                // MQTT-3.2.2-13 (5.0).
-                return Some(ConnectReturnCode::RetainNotSupported);
-            }
+        let Some(will) = will else {
+            return Ok(None);
+        };
+        let Ok(topic) = TopicName::from_bytes(&will.topic) else {
+            return Err(ConnectReturnCode::TopicNameInvalid);
+        };
+        if will.qos as u8 > self.config.maximum_qos {
+            // MQTT-3.2.2-12 (5.0).
+            return Err(ConnectReturnCode::QoSNotSupported);
         }
-        None
+        if will.retain && !self.config.retain.enabled {
+            // MQTT-3.2.2-13 (5.0).
+            return Err(ConnectReturnCode::RetainNotSupported);
+        }
+        Ok(Some(Will { topic, will }))
+    }
+
+    /// Refuses a CONNECT with `code`, and closes the connection.
+    fn refuse_connect(&mut self, conn: ConnId, code: ConnectReturnCode) {
+        self.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: None,
+            }),
+        );
+        self.actions.push_back(Action::Close(conn));
     }
 
     fn authenticate(&self, login: Option<&Login>) -> Option<ConnectReturnCode> {

@@ -4,7 +4,6 @@
 
 use super::timers::Timer;
 use super::{Action, Broker, ConnId};
-use crate::session::PendingWill;
 use crate::types::SessionId;
 use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, Packet};
@@ -82,6 +81,7 @@ impl Broker {
 
         if let Some(will) = will {
             let delay = will
+                .will
                 .properties
                 .as_ref()
                 .and_then(|p| p.delay_interval)
@@ -93,7 +93,7 @@ impl Broker {
                 // MQTT-3.1.3-9 (5.0): sent when the delay passes or the
                 // session ends, whichever is first.
                 let due = now + Duration::from_secs(u64::from(delay));
-                self.session_mut(session_id).pending_will = Some(PendingWill { will });
+                self.session_mut(session_id).pending_will = Some(will);
                 self.schedule(due, Timer::Will(session_id, generation));
             }
         }

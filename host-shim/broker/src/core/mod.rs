@@ -99,12 +99,11 @@ use self::timers::Timer;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
-use super::session::Session;
+use super::session::{Session, Will};
 use super::trie::{Match, SubscriptionTrie};
 use super::types::SessionId;
-use bytes::Bytes;
-use mqtt_topic::MqttVersion;
-use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp};
+use mqtt_topic::{MqttVersion, TopicName};
+use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, Packet, PingResp};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -154,9 +153,9 @@ struct Conn {
     /// Effective keep alive; zero means none.
     keep_alive: Duration,
     last_seen: Instant,
-    will: Option<LastWill>,
+    will: Option<Will>,
     /// 5.0 topic aliases the client set (client to server only).
-    aliases: HashMap<u16, Bytes>,
+    aliases: HashMap<u16, TopicName>,
 }
 
 /// The broker core. See the module documentation for how to drive it.

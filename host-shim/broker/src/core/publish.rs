@@ -6,8 +6,8 @@ use super::retained::Step;
 use super::{Broker, ConnId};
 use crate::session::{Inflight, Message, Queued};
 use crate::types::SessionId;
-use mqtt_topic as topic;
-use mqtt_topic::MqttVersion;
+use bytes::Bytes;
+use mqtt_topic::{MqttVersion, TopicName};
 use rumqttc::v5::mqttbytes::v5::{
     DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
     PubRecReason, PubRel, Publish, PublishProperties,
@@ -31,36 +31,40 @@ impl Broker {
         let version = c.version;
 
         // Topic aliases (5.0 section 3.3.2.3.4).
-        if let Some(alias) = publish
+        let alias = publish
             .properties
             .as_mut()
-            .and_then(|p| p.topic_alias.take())
-        {
-            if alias == 0 || alias > self.config.topic_alias_maximum {
-                // MQTT-3.3.2-8 / -9.
-                self.disconnect(now, conn, DisconnectReasonCode::TopicAliasInvalid);
-                return;
-            }
-            if publish.topic.is_empty() {
-                match c.aliases.get(&alias) {
-                    Some(topic) => publish.topic = topic.clone(),
-                    None => {
-                        self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
-                        return;
-                    }
-                }
-            } else {
-                c.aliases.insert(alias, publish.topic.clone());
-            }
+            .and_then(|p| p.topic_alias.take());
+        if alias.is_some_and(|alias| alias == 0 || alias > self.config.topic_alias_maximum) {
+            // MQTT-3.3.2-8 / -9.
+            self.disconnect(now, conn, DisconnectReasonCode::TopicAliasInvalid);
+            return;
         }
-
-        let topic = match std::str::from_utf8(&publish.topic) {
-            Ok(t) if topic::validate_name(t).is_ok() => t.to_owned(),
-            // MQTT-3.3.2-2: no wildcards in a topic name; MQTT-4.7.3-1: not empty.
-            _ => {
-                self.disconnect(now, conn, DisconnectReasonCode::TopicNameInvalid);
-                return;
-            }
+        let topic = match alias {
+            Some(alias) if publish.topic.is_empty() => match c.aliases.get(&alias) {
+                Some(topic) => {
+                    publish.topic = Bytes::copy_from_slice(topic.as_str().as_bytes());
+                    topic.clone()
+                }
+                None => {
+                    self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
+                    return;
+                }
+            },
+            _ => match TopicName::from_bytes(&publish.topic) {
+                Ok(topic) => {
+                    if let Some(alias) = alias {
+                        c.aliases.insert(alias, topic.clone());
+                    }
+                    topic
+                }
+                // MQTT-3.3.2-2: no wildcards in a topic name; MQTT-4.7.3-1:
+                // not empty.
+                Err(_) => {
+                    self.disconnect(now, conn, DisconnectReasonCode::TopicNameInvalid);
+                    return;
+                }
+            },
         };
         if publish.qos as u8 > self.config.maximum_qos {
             // MQTT-3.2.2-11 (5.0).
@@ -95,7 +99,7 @@ impl Broker {
         }
 
         let qos = publish.qos;
-        let delivered = self.publish_message(now, session, topic, publish);
+        let delivered = self.publish_message(now, session, &topic, publish);
 
         match qos {
             QoS::AtMostOnce => {}
@@ -166,7 +170,7 @@ impl Broker {
         &mut self,
         now: Instant,
         publisher: SessionId,
-        topic: String,
+        topic: &TopicName,
         mut publish: Publish,
     ) -> usize {
         self.stats.received += 1;
@@ -184,7 +188,7 @@ impl Broker {
         }
 
         if publish.retain {
-            self.store_retained(now, &topic, &publish);
+            self.store_retained(now, topic, &publish);
         }
 
         let message = Arc::new(Message {
@@ -196,7 +200,7 @@ impl Broker {
         {
             let sessions = &self.sessions;
             self.trie.route(
-                &topic,
+                topic.as_str(),
                 &|s| sessions.get(&s).is_some_and(|s| s.conn.is_some()),
                 &mut matches,
             );

@@ -8,6 +8,7 @@ use super::Broker;
 use crate::retained::RetainedMessage;
 use crate::session::{Message, Queued};
 use crate::types::{SessionId, SubOptions};
+use mqtt_topic::{TopicFilter, TopicName};
 use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::VecDeque;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Debug)]
 pub(super) struct RetainedCursor {
     /// The subscription's filter (never shared).
-    pub(super) filter: String,
+    pub(super) filter: TopicFilter,
     /// The subscription's options: granted QoS and identifier.
     pub(super) options: SubOptions,
     /// The last topic sent; the walk resumes after it.
@@ -50,7 +51,8 @@ impl Broker {
     /// Stores, replaces or deletes the retained message of `topic` for a
     /// PUBLISH with RETAIN set, within the configured limits. A message the
     /// limits refuse is still routed by the caller.
-    pub(super) fn store_retained(&mut self, now: Instant, topic: &str, publish: &Publish) {
+    pub(super) fn store_retained(&mut self, now: Instant, topic: &TopicName, publish: &Publish) {
+        let topic = topic.as_str();
         let limits = &self.config.retain;
         if publish.payload.is_empty() {
             // MQTT-3.3.1-10/-11 (3.1.1), MQTT-3.3.1-6/-7 (5.0).
@@ -107,7 +109,7 @@ impl Broker {
         &mut self,
         now: Instant,
         session_id: SessionId,
-        retained_for: Vec<(String, SubOptions)>,
+        retained_for: Vec<(TopicFilter, SubOptions)>,
     ) {
         // Retained messages follow the SUBACK, through a cursor per
         // subscription that reads them from the store a step at a time as
@@ -122,7 +124,7 @@ impl Broker {
         let wildcard_delivery = self.config.retain.wildcard_delivery;
         let cursors = self.cursors.entry(session_id).or_default();
         for (filter, options) in retained_for {
-            if !wildcard_delivery && (filter.contains('+') || filter.contains('#')) {
+            if !wildcard_delivery && filter.has_wildcards() {
                 // AWS IoT Core: no retained messages for wildcard filters.
                 continue;
             }
@@ -188,7 +190,7 @@ impl Broker {
         found.clear();
         let start_seq = cursor.start_seq;
         self.retained.walk(
-            &cursor.filter,
+            cursor.filter.as_str(),
             cursor.after.as_deref(),
             now,
             budget,

@@ -5,8 +5,7 @@
 use super::publish::{min_qos, qos_from};
 use super::{Broker, ConnId};
 use crate::types::{SessionId, SubOptions};
-use mqtt_topic as topic;
-use mqtt_topic::MqttVersion;
+use mqtt_topic::{self as topic, MqttVersion, TopicFilter};
 use rumqttc::v5::mqttbytes::v5::{
     DisconnectReasonCode, Packet, RetainForwardRule, SubAck, Subscribe, SubscribeReasonCode,
     UnsubAck, UnsubAckReason, Unsubscribe,
@@ -39,44 +38,43 @@ impl Broker {
         if subscribe
             .filters
             .iter()
-            .any(|f| f.nolocal && f.path.starts_with("$share/"))
+            .any(|f| f.nolocal && topic::is_shared_filter(&f.path))
         {
             // MQTT-3.8.3-4 (5.0): No Local on a shared subscription.
             self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
             return;
         }
 
-        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let Subscribe { pkid, filters, .. } = subscribe;
+        let mut codes = Vec::with_capacity(filters.len());
         let mut retained_for = Vec::new();
-        for filter in &subscribe.filters {
+        for filter in filters {
             let denied = self.config.deny_subscribe.iter().any(|d| d == &filter.path);
             let checked = if denied {
                 Err(SubscribeReasonCode::Unspecified)
             } else {
-                self.check_filter(&filter.path)
+                self.check_filter(filter.path)
             };
             let code = match checked {
                 Err(code) => code,
-                Ok(shared) => {
+                Ok(path) => {
                     let granted = min_qos(filter.qos, qos_from(self.config.maximum_qos));
                     let options = SubOptions {
                         qos: granted,
                         no_local: filter.nolocal,
                         retain_as_published: filter.preserve_retain,
-                        retain_handling: filter.retain_forward_rule.clone(),
+                        retain_handling: filter.retain_forward_rule,
                         subscription_id,
                     };
-                    let (group, inner) = match &shared {
-                        Some((group, inner)) => (Some(group.as_str()), inner.as_str()),
-                        None => (None, filter.path.as_str()),
+                    let shared = path.shared();
+                    let (group, inner) = match shared {
+                        Some(shared) => (Some(shared.group), shared.filter),
+                        None => (None, path.as_str()),
                     };
                     let existed = self
                         .trie
                         .insert(inner, group, session_id, options.clone())
                         .is_some();
-                    self.session_mut(session_id)
-                        .subscriptions
-                        .insert(filter.path.clone(), options.clone());
                     // MQTT-3.3.1-9..11 (5.0) and MQTT-3.8.4-3 (3.1.1):
                     // retained messages for the new subscription, never
                     // for shared subscriptions (MQTT-4.8.2-? / 3.8.3.1).
@@ -86,8 +84,11 @@ impl Broker {
                             RetainForwardRule::OnNewSubscribe => !existed,
                             RetainForwardRule::Never => false,
                         };
+                    self.session_mut(session_id)
+                        .subscriptions
+                        .insert(path.clone(), options.clone());
                     if send_retained {
-                        retained_for.push((inner.to_owned(), options));
+                        retained_for.push((path, options));
                     }
                     SubscribeReasonCode::Success(granted)
                 }
@@ -97,7 +98,7 @@ impl Broker {
         self.send(
             conn,
             Packet::SubAck(SubAck {
-                pkid: subscribe.pkid,
+                pkid,
                 return_codes: codes,
                 properties: None,
             }),
@@ -106,25 +107,18 @@ impl Broker {
         self.start_retained_delivery(now, session_id, retained_for);
     }
 
-    /// Validates a subscription filter; `Ok(Some((group, filter)))` for a
-    /// shared subscription.
-    fn check_filter(&self, path: &str) -> Result<Option<(String, String)>, SubscribeReasonCode> {
-        if topic::validate_filter(path).is_err() {
-            return Err(SubscribeReasonCode::TopicFilterInvalid);
-        }
-        let shared = match topic::parse_shared(path) {
-            Ok(Some(s)) => Some((s.group.to_owned(), s.filter.to_owned())),
-            Ok(None) => None,
-            Err(_) => return Err(SubscribeReasonCode::TopicFilterInvalid),
-        };
-        if shared.is_some() && !self.config.shared_subscriptions {
+    /// Parses a subscription's filter and checks it against the
+    /// configuration.
+    fn check_filter(&self, path: String) -> Result<TopicFilter, SubscribeReasonCode> {
+        let filter =
+            TopicFilter::try_from(path).map_err(|_| SubscribeReasonCode::TopicFilterInvalid)?;
+        if filter.shared().is_some() && !self.config.shared_subscriptions {
             return Err(SubscribeReasonCode::SharedSubscriptionsNotSupported);
         }
-        let inner = shared.as_ref().map_or(path, |(_, f)| f.as_str());
-        if !self.config.wildcard_subscriptions && (inner.contains('+') || inner.contains('#')) {
+        if !self.config.wildcard_subscriptions && filter.has_wildcards() {
             return Err(SubscribeReasonCode::WildcardSubscriptionsNotSupported);
         }
-        Ok(shared)
+        Ok(filter)
     }
 
     pub(super) fn handle_unsubscribe(
@@ -133,50 +127,56 @@ impl Broker {
         session_id: SessionId,
         unsubscribe: Unsubscribe,
     ) {
-        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
-        for path in &unsubscribe.filters {
-            let reason = if topic::validate_filter(path).is_err() {
-                UnsubAckReason::TopicFilterInvalid
-            } else if self.remove_subscription(session_id, path) {
-                UnsubAckReason::Success
-            } else {
-                UnsubAckReason::NoSubscriptionExisted
+        let Unsubscribe { pkid, filters, .. } = unsubscribe;
+        let mut reasons = Vec::with_capacity(filters.len());
+        for path in filters {
+            let reason = match TopicFilter::try_from(path) {
+                Err(_) => UnsubAckReason::TopicFilterInvalid,
+                Ok(filter) if self.remove_subscription(session_id, &filter) => {
+                    UnsubAckReason::Success
+                }
+                Ok(_) => UnsubAckReason::NoSubscriptionExisted,
             };
             reasons.push(reason);
         }
         self.send(
             conn,
             Packet::UnsubAck(UnsubAck {
-                pkid: unsubscribe.pkid,
+                pkid,
                 reasons,
                 properties: None,
             }),
         );
     }
 
-    fn remove_subscription(&mut self, session_id: SessionId, path: &str) -> bool {
+    fn remove_subscription(&mut self, session_id: SessionId, filter: &TopicFilter) -> bool {
         if self
             .session_mut(session_id)
             .subscriptions
-            .remove(path)
+            .remove(filter)
             .is_none()
         {
             return false;
         }
         if let Some(cursors) = self.cursors.get_mut(&session_id) {
             // Its retained messages not sent yet are no longer wanted.
-            cursors.retain(|c| c.filter != path);
+            cursors.retain(|c| &c.filter != filter);
             if cursors.is_empty() {
                 self.cursors.remove(&session_id);
             }
         }
-        match topic::parse_shared(path) {
-            Ok(Some(shared)) => self
+        self.unroute(session_id, filter);
+        true
+    }
+
+    /// Takes `session_id`'s subscription to `filter` out of the trie.
+    pub(super) fn unroute(&mut self, session_id: SessionId, filter: &TopicFilter) {
+        match filter.shared() {
+            Some(shared) => self
                 .trie
                 .remove(shared.filter, Some(shared.group), session_id),
-            _ => self.trie.remove(path, None, session_id),
+            None => self.trie.remove(filter.as_str(), None, session_id),
         };
-        true
     }
 }
 

@@ -4,9 +4,10 @@
 use super::publish::qos_from;
 use super::*;
 use crate::retained::{DiskStore, RetainedPage, RetainedStoreError};
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, LastWillProperties, PubAck,
-    PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule, Subscribe,
+    ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, LastWill, LastWillProperties,
+    PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule, Subscribe,
     SubscribeProperties, SubscribeReasonCode, Unsubscribe,
 };
 use rumqttc::v5::mqttbytes::QoS;

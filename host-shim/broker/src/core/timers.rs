@@ -2,9 +2,9 @@
 //! retained messages; and what each does when it fires.
 
 use super::{Broker, ConnId};
+use crate::session::Will;
 use crate::types::SessionId;
-use mqtt_topic as topic;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, LastWill, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Publish, PublishProperties};
 use std::time::{Duration, Instant};
 
 /// Timers, ordered by due time. Each carries what it needs to tell whether
@@ -55,8 +55,8 @@ impl Broker {
         if session.generation != generation {
             return;
         }
-        if let Some(pending) = session.pending_will.take() {
-            self.publish_will(now, session_id, pending.will);
+        if let Some(will) = session.pending_will.take() {
+            self.publish_will(now, session_id, will);
         }
     }
 
@@ -82,10 +82,9 @@ impl Broker {
         self.schedule_sweep(now);
     }
 
-    pub(super) fn publish_will(&mut self, now: Instant, session_id: SessionId, will: LastWill) {
-        let Ok(topic) = String::from_utf8(will.topic.to_vec()) else {
-            return;
-        };
+    /// Publishes a will as a message from `session_id`.
+    pub(super) fn publish_will(&mut self, now: Instant, session_id: SessionId, will: Will) {
+        let Will { topic, will } = will;
         let properties = will.properties.map(|p| PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
             message_expiry_interval: p.message_expiry_interval,
@@ -95,9 +94,9 @@ impl Broker {
             user_properties: p.user_properties,
             ..PublishProperties::default()
         });
-        let mut publish = Publish::new(topic.clone(), will.qos, will.message, properties);
+        let mut publish = Publish::new(topic.as_str(), will.qos, will.message, properties);
         publish.retain = will.retain;
-        self.publish_message(now, session_id, topic, publish);
+        self.publish_message(now, session_id, &topic, publish);
     }
 
     /// Ends a session: its subscriptions go, a will still waiting is sent
@@ -110,18 +109,13 @@ impl Broker {
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {
             self.by_client_id.remove(&session.client_id);
         }
-        for path in session.subscriptions.keys() {
-            match topic::parse_shared(path) {
-                Ok(Some(shared)) => self
-                    .trie
-                    .remove(shared.filter, Some(shared.group), session_id),
-                _ => self.trie.remove(path, None, session_id),
-            };
+        for filter in session.subscriptions.keys() {
+            self.unroute(session_id, filter);
         }
-        if let Some(pending) = session.pending_will.take() {
+        if let Some(will) = session.pending_will.take() {
             // The will is published on behalf of a session that is gone,
             // so its publisher cannot match No Local subscriptions.
-            self.publish_will(now, 0, pending.will);
+            self.publish_will(now, 0, will);
         }
         if !session.queue.is_empty() {
             tracing::debug!(

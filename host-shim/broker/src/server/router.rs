@@ -332,7 +332,7 @@ impl Router {
             } => {
                 let page = core
                     .retained_list(now, &filter, page_size, cursor.as_deref())
-                    .map_err(AdminError::InvalidFilter);
+                    .map_err(|invalid| AdminError::InvalidFilter(invalid.to_string()));
                 let _ = reply.send(page);
             }
             AdminRequest::Get { topic, reply } => {
