@@ -17,8 +17,6 @@
 //! and nodes are dismantled iteratively on drop, so that a hostile filter
 //! cannot overflow the router task's stack.
 
-#![allow(dead_code, reason = "some of the API is not used by the core yet")]
-
 use super::types::{SessionId, SubOptions};
 use std::collections::HashMap;
 
@@ -256,11 +254,13 @@ impl SubscriptionTrie {
     }
 
     /// Number of subscriptions stored (shared group members included).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether no subscription is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
