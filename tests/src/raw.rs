@@ -328,6 +328,41 @@ pub fn raw_subscribe(level: u8, pkid: u16, filter: &str, options: u8) -> Vec<u8>
     frame(0x82, &b)
 }
 
+/// A SUBSCRIBE with any number of filters (none too, which is malformed),
+/// each with its QoS byte (3.1.1) or Subscription Options byte (5.0).
+pub fn raw_subscribe_many(level: u8, pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u16(pkid);
+    if level == 5 {
+        b.put_u8(0);
+    }
+    for (filter, options) in filters {
+        put_str(&mut b, filter.as_bytes());
+        b.put_u8(*options);
+    }
+    frame(0x82, &b)
+}
+
+/// An UNSUBSCRIBE with any number of filters (none too, which is
+/// malformed).
+pub fn raw_unsubscribe(level: u8, pkid: u16, filters: &[&str]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u16(pkid);
+    if level == 5 {
+        b.put_u8(0);
+    }
+    for filter in filters {
+        put_str(&mut b, filter.as_bytes());
+    }
+    frame(0xA2, &b)
+}
+
+/// A packet from its first byte and its body, with the Remaining Length
+/// written in between: for the malformed packets no builder makes.
+pub fn raw_packet(header: u8, body: &[u8]) -> Vec<u8> {
+    frame(header, body)
+}
+
 /// PUBACK / PUBREC / PUBREL / PUBCOMP without reason code (valid in both
 /// versions: an omitted 5.0 reason code means Success).
 pub fn raw_ack(kind: u8, pkid: u16) -> Vec<u8> {

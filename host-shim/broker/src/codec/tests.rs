@@ -4,6 +4,7 @@
 
 use super::*;
 use bytes::Bytes;
+use e2e::{raw_packet, raw_publish, raw_subscribe_many, raw_unsubscribe, RawConnect, RawWill};
 use proptest::prelude::*;
 use rumqttc::mqttbytes::{self as m4, v4};
 use rumqttc::v5::mqttbytes::v5::{
@@ -22,25 +23,6 @@ const V5: MqttVersion = MqttVersion::V5;
 
 // --- raw byte helpers -------------------------------------------------
 
-/// A packet from its first byte and body (remaining length encoded).
-fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![byte1];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// An MQTT string: length prefix and bytes.
 fn s(x: &[u8]) -> Vec<u8> {
     let mut out = (x.len() as u16).to_be_bytes().to_vec();
@@ -49,7 +31,8 @@ fn s(x: &[u8]) -> Vec<u8> {
 }
 
 /// A CONNECT with protocol "MQTT", `level`, `flags` and `payload`
-/// (5.0: with an empty property list).
+/// (5.0: with an empty property list), for the payloads [`RawConnect`]
+/// cannot make.
 fn connect_raw(level: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut body = s(b"MQTT");
     body.extend_from_slice(&[level, flags, 0, 60]);
@@ -57,12 +40,21 @@ fn connect_raw(level: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         body.push(0);
     }
     body.extend_from_slice(payload);
-    packet(0x10, &body)
+    raw_packet(0x10, &body)
+}
+
+/// A CONNECT for `version`: client id `c`, clean start, keep alive 60.
+fn connect_of(version: MqttVersion) -> RawConnect {
+    RawConnect {
+        level: version.level(),
+        keep_alive: 60,
+        ..RawConnect::v4("c")
+    }
 }
 
 /// A minimal valid CONNECT for `version` (client id "c", clean start).
 fn connect_min(version: MqttVersion) -> Vec<u8> {
-    connect_raw(version.level(), 0b10, &s(b"c"))
+    connect_of(version).encode()
 }
 
 fn decode_bytes(d: &mut Decoder, bytes: &[u8]) -> Result<Option<Frame>, DecodeError> {
@@ -152,11 +144,15 @@ fn unsupported_protocol_level_mqtt_3_1_2_2() {
     let mut mqisdp = s(b"MQIsdp");
     mqisdp.extend_from_slice(&[3, 0b10, 0, 60]);
     mqisdp.extend_from_slice(&s(b"c"));
-    let cases = [
-        (packet(0x10, &mqisdp), 3),
-        (connect_raw(3, 0b10, &s(b"c")), 3),
-        (connect_raw(6, 0b10, &s(b"c")), 6),
-    ];
+    let level = |level| {
+        RawConnect {
+            level,
+            keep_alive: 60,
+            ..RawConnect::v4("c")
+        }
+        .encode()
+    };
+    let cases = [(raw_packet(0x10, &mqisdp), 3), (level(3), 3), (level(6), 6)];
     for (bytes, level) in cases {
         let mut d = Decoder::new(MAX);
         assert_eq!(
@@ -172,11 +168,11 @@ fn bad_protocol_name_is_invalid_mqtt_3_1_2_1() {
     body.extend_from_slice(&[4, 0b10, 0, 60]);
     body.extend_from_slice(&s(b"c"));
     let mut d = Decoder::new(MAX);
-    assert_reason(decode_bytes(&mut d, &packet(0x10, &body)), MALFORMED);
+    assert_reason(decode_bytes(&mut d, &raw_packet(0x10, &body)), MALFORMED);
     // Truncated variable header.
     let mut d = Decoder::new(MAX);
     assert_reason(
-        decode_bytes(&mut d, &packet(0x10, &[0, 4, b'M'])),
+        decode_bytes(&mut d, &raw_packet(0x10, &[0, 4, b'M'])),
         MALFORMED,
     );
 }
@@ -195,10 +191,11 @@ fn connect_fixed_header_flags_mqtt_2_2_2_1() {
 fn connect_reserved_flag_mqtt_3_1_2_3() {
     for v in both() {
         let mut d = Decoder::new(MAX);
-        assert_reason(
-            decode_bytes(&mut d, &connect_raw(v.level(), 0b11, &s(b"c"))),
-            MALFORMED,
-        );
+        let reserved = RawConnect {
+            extra_flags: 0b01,
+            ..connect_of(v)
+        };
+        assert_reason(decode_bytes(&mut d, &reserved.encode()), MALFORMED);
     }
 }
 
@@ -206,50 +203,49 @@ fn connect_reserved_flag_mqtt_3_1_2_3() {
 fn will_qos_and_retain_need_will_flag_mqtt_3_1_2_11_13_15() {
     for v in both() {
         // Will QoS 1 without Will Flag (3.1.1: -11/-13, 5.0: -11).
+        let qos = RawConnect {
+            extra_flags: 0b0000_1000,
+            ..connect_of(v)
+        };
         let mut d = Decoder::new(MAX);
-        assert_reason(
-            decode_bytes(&mut d, &connect_raw(v.level(), 0b0000_1010, &s(b"c"))),
-            MALFORMED,
-        );
+        assert_reason(decode_bytes(&mut d, &qos.encode()), MALFORMED);
         // Will Retain without Will Flag (3.1.1: -15, 5.0: -13).
+        let retain = RawConnect {
+            extra_flags: 0b0010_0000,
+            ..connect_of(v)
+        };
         let mut d = Decoder::new(MAX);
-        assert_reason(
-            decode_bytes(&mut d, &connect_raw(v.level(), 0b0010_0010, &s(b"c"))),
-            MALFORMED,
-        );
+        assert_reason(decode_bytes(&mut d, &retain.encode()), MALFORMED);
     }
 }
 
 #[test]
 fn will_qos_3_mqtt_3_1_2_14_and_5_0_mqtt_3_1_2_12() {
     for v in both() {
-        let mut payload = s(b"c");
-        if v == V5 {
-            payload.push(0); // will properties
-        }
-        payload.extend_from_slice(&s(b"w"));
-        payload.extend_from_slice(&s(b"bye"));
+        let will_qos_3 = RawConnect {
+            will: Some(RawWill::new("w", b"bye", 3, false)),
+            ..connect_of(v)
+        };
         let mut d = Decoder::new(MAX);
-        assert_reason(
-            decode_bytes(&mut d, &connect_raw(v.level(), 0b0001_1110, &payload)),
-            MALFORMED,
-        );
+        assert_reason(decode_bytes(&mut d, &will_qos_3.encode()), MALFORMED);
     }
 }
 
 #[test]
 fn password_without_user_name_mqtt_3_1_2_22() {
-    let mut payload = s(b"c");
-    payload.extend_from_slice(&s(b"secret"));
+    let password_only = |v| RawConnect {
+        password: Some("secret".to_owned()),
+        ..connect_of(v)
+    };
     // 3.1.1: refused.
     let mut d = Decoder::new(MAX);
     assert_reason(
-        decode_bytes(&mut d, &connect_raw(4, 0b0100_0010, &payload)),
+        decode_bytes(&mut d, &password_only(V311).encode()),
         MALFORMED,
     );
     // 5.0 allows a password without a user name (3.1.2.9).
     let mut d = Decoder::new(MAX);
-    match decode_bytes(&mut d, &connect_raw(5, 0b0100_0010, &payload)) {
+    match decode_bytes(&mut d, &password_only(V5).encode()) {
         Ok(Some(Frame::Connect { login, .. })) => {
             assert_eq!(login, Some(Login::new("", "secret")));
         }
@@ -261,10 +257,12 @@ fn password_without_user_name_mqtt_3_1_2_22() {
 fn empty_user_name_is_kept() {
     // rumqttc returns no login when both strings are empty.
     for v in both() {
-        let mut payload = s(b"c");
-        payload.extend_from_slice(&s(b""));
+        let empty_user = RawConnect {
+            username: Some(String::new()),
+            ..connect_of(v)
+        };
         let mut d = Decoder::new(MAX);
-        match decode_bytes(&mut d, &connect_raw(v.level(), 0b1000_0010, &payload)) {
+        match decode_bytes(&mut d, &empty_user.encode()) {
             Ok(Some(Frame::Connect { login, .. })) => {
                 assert_eq!(login, Some(Login::new("", "")));
             }
@@ -293,17 +291,18 @@ fn connect_property_length_must_match_mqtt_2_2_2_1() {
     body.extend_from_slice(&[5, 0b10, 0, 60, 1, 0x11, 0, 0, 0, 10]);
     body.extend_from_slice(&s(b"c"));
     let mut d = Decoder::new(MAX);
-    assert_reason(decode_bytes(&mut d, &packet(0x10, &body)), MALFORMED);
+    assert_reason(decode_bytes(&mut d, &raw_packet(0x10, &body)), MALFORMED);
 }
 
 #[test]
 fn client_id_with_nul_mqtt_1_5_3_2_and_1_5_4_2() {
     for v in both() {
+        let nul = RawConnect {
+            client_id: "a\0b".to_owned(),
+            ..connect_of(v)
+        };
         let mut d = Decoder::new(MAX);
-        assert_reason(
-            decode_bytes(&mut d, &connect_raw(v.level(), 0b10, &s(b"a\0b"))),
-            MALFORMED,
-        );
+        assert_reason(decode_bytes(&mut d, &nul.encode()), MALFORMED);
     }
 }
 
@@ -416,23 +415,14 @@ fn server_packets_from_a_client_are_protocol_errors() {
 
 // --- PUBLISH ----------------------------------------------------------
 
-fn publish_raw(v: MqttVersion, byte1: u8, topic: &[u8], pkid: Option<u16>) -> Vec<u8> {
-    let mut body = s(topic);
-    if let Some(id) = pkid {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    if v == V5 {
-        body.push(0);
-    }
-    body.extend_from_slice(b"payload");
-    packet(byte1, &body)
-}
-
 #[test]
 fn publish_qos_3_mqtt_3_3_1_4() {
     for v in both() {
         assert_reason(
-            after_connect(v, &publish_raw(v, 0x36, b"t", Some(1))),
+            after_connect(
+                v,
+                &raw_publish(v.level(), "t", 3, 1, false, false, b"payload"),
+            ),
             MALFORMED,
         );
     }
@@ -442,7 +432,10 @@ fn publish_qos_3_mqtt_3_3_1_4() {
 fn publish_dup_with_qos_0_mqtt_3_3_1_2() {
     for v in both() {
         assert_reason(
-            after_connect(v, &publish_raw(v, 0x38, b"t", None)),
+            after_connect(
+                v,
+                &raw_publish(v.level(), "t", 0, 0, false, true, b"payload"),
+            ),
             MALFORMED,
         );
     }
@@ -452,7 +445,10 @@ fn publish_dup_with_qos_0_mqtt_3_3_1_2() {
 fn publish_packet_id_0_mqtt_2_3_1_1() {
     for v in both() {
         assert_reason(
-            after_connect(v, &publish_raw(v, 0x32, b"t", Some(0))),
+            after_connect(
+                v,
+                &raw_publish(v.level(), "t", 1, 0, false, false, b"payload"),
+            ),
             MALFORMED,
         );
     }
@@ -462,7 +458,10 @@ fn publish_packet_id_0_mqtt_2_3_1_1() {
 fn publish_topic_with_nul_mqtt_1_5_3_2_and_1_5_4_2() {
     for v in both() {
         assert_reason(
-            after_connect(v, &publish_raw(v, 0x30, b"a\0", None)),
+            after_connect(
+                v,
+                &raw_publish(v.level(), "a\0", 0, 0, false, false, b"payload"),
+            ),
             MALFORMED,
         );
     }
@@ -471,7 +470,12 @@ fn publish_topic_with_nul_mqtt_1_5_3_2_and_1_5_4_2() {
 #[test]
 fn publish_topic_not_utf8_mqtt_1_5_3_1_and_1_5_4_1() {
     for v in both() {
-        let bytes = publish_raw(v, 0x30, &[b'a', 0xED, 0xA0, 0x80], None); // surrogate
+        let mut body = s(&[b'a', 0xED, 0xA0, 0x80]); // a surrogate
+        if v == V5 {
+            body.push(0);
+        }
+        body.extend_from_slice(b"payload");
+        let bytes = raw_packet(0x30, &body);
         assert_reason(after_connect(v, &bytes), MALFORMED);
     }
 }
@@ -481,7 +485,7 @@ fn v5_publish_empty_topic_with_topic_alias() {
     let mut body = s(b"");
     body.extend_from_slice(&[3, 0x23, 0x00, 0x07]);
     body.extend_from_slice(b"hi");
-    match after_connect(V5, &packet(0x30, &body)) {
+    match after_connect(V5, &raw_packet(0x30, &body)) {
         Ok(Packet::Publish(p)) => {
             assert!(p.topic.is_empty());
             assert_eq!(p.properties.and_then(|p| p.topic_alias), Some(7));
@@ -495,7 +499,7 @@ fn v5_publish_empty_topic_with_topic_alias() {
 fn v5_publish_with_subscription_identifier_mqtt_3_3_4_6() {
     let mut body = s(b"t");
     body.extend_from_slice(&[2, 0x0B, 0x05]);
-    assert_reason(after_connect(V5, &packet(0x30, &body)), PROTOCOL);
+    assert_reason(after_connect(V5, &raw_packet(0x30, &body)), PROTOCOL);
 }
 
 #[test]
@@ -505,7 +509,7 @@ fn v5_publish_property_length_must_match_mqtt_2_2_2_1() {
     let mut body = s(b"t");
     body.extend_from_slice(&[1, 0x23, 0x00, 0x07]);
     body.extend_from_slice(b"hi");
-    assert_reason(after_connect(V5, &packet(0x30, &body)), MALFORMED);
+    assert_reason(after_connect(V5, &raw_packet(0x30, &body)), MALFORMED);
 }
 
 // --- acknowledgements -------------------------------------------------
@@ -563,40 +567,23 @@ fn v311_acks_are_exactly_a_packet_id() {
 
 // --- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------
 
-fn subscribe_raw(v: MqttVersion, pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
-    let mut body = pkid.to_be_bytes().to_vec();
-    if v == V5 {
-        body.push(0);
-    }
-    for (f, options) in filters {
-        body.extend_from_slice(&s(f));
-        body.push(*options);
-    }
-    packet(0x82, &body)
-}
-
-fn unsubscribe_raw(v: MqttVersion, pkid: u16, filters: &[&[u8]]) -> Vec<u8> {
-    let mut body = pkid.to_be_bytes().to_vec();
-    if v == V5 {
-        body.push(0);
-    }
-    for f in filters {
-        body.extend_from_slice(&s(f));
-    }
-    packet(0xA2, &body)
-}
-
 #[test]
 fn subscribe_without_filters_mqtt_3_8_3_3_and_5_0_mqtt_3_8_3_2() {
     for v in both() {
-        assert_reason(after_connect(v, &subscribe_raw(v, 1, &[])), PROTOCOL);
+        assert_reason(
+            after_connect(v, &raw_subscribe_many(v.level(), 1, &[])),
+            PROTOCOL,
+        );
     }
 }
 
 #[test]
 fn unsubscribe_without_filters_mqtt_3_10_3_2() {
     for v in both() {
-        assert_reason(after_connect(v, &unsubscribe_raw(v, 1, &[])), PROTOCOL);
+        assert_reason(
+            after_connect(v, &raw_unsubscribe(v.level(), 1, &[])),
+            PROTOCOL,
+        );
     }
 }
 
@@ -604,37 +591,46 @@ fn unsubscribe_without_filters_mqtt_3_10_3_2() {
 fn subscribe_options_reserved_bits_mqtt_3_8_3_4_and_3_8_3_5() {
     // 3.1.1: the upper 6 bits are reserved (MQTT-3-8.3-4).
     assert_reason(
-        after_connect(V311, &subscribe_raw(V311, 1, &[(b"a", 0x04)])),
+        after_connect(V311, &raw_subscribe_many(V311.level(), 1, &[("a", 0x04)])),
         MALFORMED,
     );
     assert_reason(
-        after_connect(V311, &subscribe_raw(V311, 1, &[(b"a", 0x03)])),
+        after_connect(V311, &raw_subscribe_many(V311.level(), 1, &[("a", 0x03)])),
         MALFORMED,
     );
     // 5.0: bits 6 and 7 (MQTT-3.8.3-5); QoS 3 is malformed too.
     assert_reason(
-        after_connect(V5, &subscribe_raw(V5, 1, &[(b"a", 0x01), (b"b", 0x40)])),
+        after_connect(
+            V5,
+            &raw_subscribe_many(V5.level(), 1, &[("a", 0x01), ("b", 0x40)]),
+        ),
         MALFORMED,
     );
     assert_reason(
-        after_connect(V5, &subscribe_raw(V5, 1, &[(b"a", 0x03)])),
+        after_connect(V5, &raw_subscribe_many(V5.level(), 1, &[("a", 0x03)])),
         MALFORMED,
     );
     // Retain Handling 3 is a Protocol Error (3.8.3.1).
     assert_reason(
-        after_connect(V5, &subscribe_raw(V5, 1, &[(b"a", 0x30)])),
+        after_connect(V5, &raw_subscribe_many(V5.level(), 1, &[("a", 0x30)])),
         PROTOCOL,
     );
     // No Local on a Shared Subscription (MQTT-3.8.3-4).
     assert_reason(
-        after_connect(V5, &subscribe_raw(V5, 1, &[(b"$share/g/a", 0x04)])),
+        after_connect(
+            V5,
+            &raw_subscribe_many(V5.level(), 1, &[("$share/g/a", 0x04)]),
+        ),
         PROTOCOL,
     );
 }
 
 #[test]
 fn v5_subscribe_options_are_read() {
-    match after_connect(V5, &subscribe_raw(V5, 7, &[(b"a/#", 0b0010_1110)])) {
+    match after_connect(
+        V5,
+        &raw_subscribe_many(V5.level(), 7, &[("a/#", 0b0010_1110)]),
+    ) {
         Ok(Packet::Subscribe(s)) => {
             assert_eq!(s.pkid, 7);
             assert_eq!(
@@ -657,7 +653,7 @@ fn v5_subscription_identifier_0_is_a_protocol_error() {
     let mut body = vec![0, 1, 2, 0x0B, 0x00];
     body.extend_from_slice(&s(b"a"));
     body.push(0);
-    assert_reason(after_connect(V5, &packet(0x82, &body)), PROTOCOL);
+    assert_reason(after_connect(V5, &raw_packet(0x82, &body)), PROTOCOL);
 }
 
 #[test]
@@ -668,17 +664,20 @@ fn v5_subscribe_property_length_must_match_mqtt_2_2_2_1() {
     let mut body = vec![0, 1, 5, 0x0B, 0x01];
     body.extend_from_slice(&s(b"a"));
     body.push(0);
-    assert_reason(after_connect(V5, &packet(0x82, &body)), MALFORMED);
+    assert_reason(after_connect(V5, &raw_packet(0x82, &body)), MALFORMED);
 }
 
 #[test]
 fn subscribe_and_unsubscribe_packet_id_0_mqtt_2_3_1_1() {
     for v in both() {
         assert_reason(
-            after_connect(v, &subscribe_raw(v, 0, &[(b"a", 0)])),
+            after_connect(v, &raw_subscribe_many(v.level(), 0, &[("a", 0)])),
             MALFORMED,
         );
-        assert_reason(after_connect(v, &unsubscribe_raw(v, 0, &[b"a"])), MALFORMED);
+        assert_reason(
+            after_connect(v, &raw_unsubscribe(v.level(), 0, &["a"])),
+            MALFORMED,
+        );
     }
 }
 
@@ -686,11 +685,11 @@ fn subscribe_and_unsubscribe_packet_id_0_mqtt_2_3_1_1() {
 fn filters_with_nul_mqtt_1_5_3_2_and_1_5_4_2() {
     for v in both() {
         assert_reason(
-            after_connect(v, &subscribe_raw(v, 1, &[(b"a\0", 0)])),
+            after_connect(v, &raw_subscribe_many(v.level(), 1, &[("a\0", 0)])),
             MALFORMED,
         );
         assert_reason(
-            after_connect(v, &unsubscribe_raw(v, 1, &[b"a\0"])),
+            after_connect(v, &raw_unsubscribe(v.level(), 1, &["a\0"])),
             MALFORMED,
         );
     }
@@ -699,14 +698,15 @@ fn filters_with_nul_mqtt_1_5_3_2_and_1_5_4_2() {
 #[test]
 fn filters_not_utf8_mqtt_1_5_3_1_and_1_5_4_1() {
     for v in both() {
-        assert_reason(
-            after_connect(v, &subscribe_raw(v, 1, &[(&[0xFF], 0)])),
-            MALFORMED,
-        );
-        assert_reason(
-            after_connect(v, &unsubscribe_raw(v, 1, &[&[0xC0, 0x80]])),
-            MALFORMED,
-        );
+        // Packet id 1, the property length (5.0), then the filter.
+        let head: &[u8] = if v == V5 { &[0, 1, 0] } else { &[0, 1] };
+        let mut subscribe = head.to_vec();
+        subscribe.extend_from_slice(&s(&[0xFF]));
+        subscribe.push(0);
+        assert_reason(after_connect(v, &raw_packet(0x82, &subscribe)), MALFORMED);
+        let mut unsubscribe = head.to_vec();
+        unsubscribe.extend_from_slice(&s(&[0xC0, 0x80]));
+        assert_reason(after_connect(v, &raw_packet(0xA2, &unsubscribe)), MALFORMED);
     }
 }
 
@@ -1388,12 +1388,12 @@ proptest! {
         // rumqttc readers more often than raw random bytes do.
         let version = if v5 { V5 } else { V311 };
         let mut d = connected(version);
-        drain(&mut d, &packet(byte1, &body));
+        drain(&mut d, &raw_packet(byte1, &body));
         let mut d = Decoder::new(MAX);
         let mut connect = s(b"MQTT");
         connect.extend_from_slice(&[if v5 { 5 } else { 4 }]);
         connect.extend_from_slice(&body);
-        drain(&mut d, &packet(0x10, &connect));
+        drain(&mut d, &raw_packet(0x10, &connect));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::connection::CONNECT_TIMEOUT;
 use super::*;
 use crate::{BrokerConfig, RetainStorage};
+use e2e::{raw_publish, raw_subscribe, raw_subscribe_many, RawConnect};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,17 +13,22 @@ use tokio::time::{sleep, timeout, Instant};
 /// A 3.1.1 CONNECT, clean session, keep alive 60, client id `test`, with
 /// the protocol level given.
 fn connect_v311(level: u8) -> Vec<u8> {
-    let mut bytes = vec![0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
-    bytes.extend_from_slice(&[0, 4, b't', b'e', b's', b't']);
-    bytes
+    RawConnect {
+        level,
+        keep_alive: 60,
+        ..RawConnect::v4("test")
+    }
+    .encode()
 }
 
 /// A 5.0 CONNECT, clean start, keep alive 60, no properties, client id
 /// `test5`.
 fn connect_v5() -> Vec<u8> {
-    let mut bytes = vec![0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
-    bytes.extend_from_slice(&[0, 5, b't', b'e', b's', b't', b'5']);
-    bytes
+    RawConnect {
+        keep_alive: 60,
+        ..RawConnect::v5("test5")
+    }
+    .encode()
 }
 
 /// Everything the server sends until it closes, or fails after 5 s.
@@ -79,7 +85,7 @@ async fn malformed_first_packet_closes() {
     let mut client = TcpStream::connect(broker.local_addr()).await.unwrap();
     // A SUBSCRIBE before CONNECT.
     client
-        .write_all(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00])
+        .write_all(&raw_subscribe(4, 1, "a", 0))
         .await
         .unwrap();
     read_to_end(&mut client).await;
@@ -234,23 +240,22 @@ async fn password_file_accounts_reach_the_core() {
     std::fs::remove_file(&path).unwrap();
     let broker = broker.unwrap();
 
-    let login = |password: &[u8]| {
+    let login = |password: &str| {
         // 3.1.1 CONNECT with username `alice` and the password given.
-        let mut payload = vec![0, 1, b'c', 0, 5];
-        payload.extend_from_slice(b"alice");
-        payload.extend_from_slice(&[0, password.len() as u8]);
-        payload.extend_from_slice(password);
-        let mut bytes = vec![0x10, (10 + payload.len()) as u8];
-        bytes.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60]);
-        bytes.extend_from_slice(&payload);
-        bytes
+        RawConnect {
+            keep_alive: 60,
+            username: Some("alice".to_owned()),
+            password: Some(password.to_owned()),
+            ..RawConnect::v4("c")
+        }
+        .encode()
     };
     let mut good = TcpStream::connect(broker.local_addr()).await.unwrap();
-    good.write_all(&login(b"secret")).await.unwrap();
+    good.write_all(&login("secret")).await.unwrap();
     assert_eq!(read_exact(&mut good, 4).await, [0x20, 0x02, 0x00, 0x00]);
 
     let mut bad = TcpStream::connect(broker.local_addr()).await.unwrap();
-    bad.write_all(&login(b"wrong")).await.unwrap();
+    bad.write_all(&login("wrong")).await.unwrap();
     let refused = read_exact(&mut bad, 4).await;
     assert_eq!(&refused[..3], [0x20, 0x02, 0x00]);
     assert_ne!(refused[3], 0x00, "wrong password accepted");
@@ -272,27 +277,6 @@ async fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     (first, read_exact(stream, len).await)
 }
 
-/// A 3.1.1 PUBLISH on a one-letter topic.
-fn publish(first: u8, topic: u8, pkid: Option<u16>, payload: &[u8]) -> Vec<u8> {
-    let mut body = vec![0, 1, topic];
-    if let Some(pkid) = pkid {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    let mut bytes = vec![first];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        bytes.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
 #[tokio::test]
 async fn slow_subscriber_loses_qos0_but_not_qos1() {
     const COUNT: usize = 2000;
@@ -306,7 +290,7 @@ async fn slow_subscriber_loses_qos0_but_not_qos1() {
     sub.write_all(&connect_v311(4)).await.unwrap();
     read_exact(&mut sub, 4).await;
     // SUBSCRIBE t at QoS 0 and m at QoS 1.
-    sub.write_all(&[0x82, 10, 0, 1, 0, 1, b't', 0, 0, 1, b'm', 1])
+    sub.write_all(&raw_subscribe_many(4, 1, &[("t", 0), ("m", 1)]))
         .await
         .unwrap();
     assert_eq!(read_packet(&mut sub).await, (0x90, vec![0, 1, 0, 1]));
@@ -316,12 +300,12 @@ async fn slow_subscriber_loses_qos0_but_not_qos1() {
     *connect.last_mut().unwrap() = b'p';
     publisher.write_all(&connect).await.unwrap();
     read_exact(&mut publisher, 4).await;
-    let message = publish(0x30, b't', None, &[7; 16 * 1024]);
+    let message = raw_publish(4, "t", 0, 0, false, false, &[7; 16 * 1024]);
     for _ in 0..COUNT {
         publisher.write_all(&message).await.unwrap();
     }
     publisher
-        .write_all(&publish(0x32, b'm', Some(9), b"end"))
+        .write_all(&raw_publish(4, "m", 1, 9, false, false, b"end"))
         .await
         .unwrap();
     // The PUBACK: the router has handled every message before it.
