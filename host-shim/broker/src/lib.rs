@@ -5,23 +5,65 @@
 //! rather than lenient. Packet encoding and decoding come from `rumqttc`'s
 //! `mqttbytes` modules.
 //!
+//! # Public surface
+//!
+//! - Configuration: [`BrokerConfig`] (every key with its default, the
+//!   [`Profile`]s, [`BrokerConfig::from_json`]) and [`broker_schema`].
+//! - Start-up: [`start`] binds and spawns the broker on the current tokio
+//!   runtime, or fails with a [`StartError`].
+//! - The handle: [`BrokerHandle`] gives the address, the URL and graceful
+//!   [`shutdown`](BrokerHandle::shutdown).
+//! - Management: [`BrokerAdmin`] (from [`BrokerHandle::admin`]) lists, gets,
+//!   deletes and counts retained messages; [`admin`] serves it as an HTTP
+//!   JSON API on loopback.
+//!
 //! # Layout
 //!
-//! - [`config`]: every configuration key with its default.
-//! - `codec`: framing (check, parse, advance), protocol detection from the
-//!   CONNECT, and the mapping between 3.1.1 packets and the 5.0 packets the
-//!   core works with.
-//! - `core`: the broker as a state machine without I/O: sessions, QoS flows,
-//!   routing, retained messages, wills and timers. Events go in through
-//!   `handle_*`, packets to send come out of `poll_*`, and time is passed in.
+//! Each module, and each file of a module directory, has one job.
+//!
+//! - [`config`]: configuration.
+//!   - `config/mod.rs`: every key with its default, the profiles, JSON.
+//!   - `config/check.rs`: the value ranges checked at start.
+//!   - `config/password.rs`: the `password_file` format.
+//! - `codec`: between a connection's bytes and the 5.0 packets the core
+//!   works with.
+//!   - `codec/mod.rs`: framing (check, parse, advance), the fixed header,
+//!     the checks both versions share, and the `encode` entry point.
+//!   - `codec/connect.rs`: CONNECT, which fixes the protocol version.
+//!   - `codec/v5.rs`, `codec/v311.rs`: each version's packets, both ways.
+//! - `core`: the broker as a state machine without I/O. Events go in
+//!   through `handle_*`, packets to send and retained changes to write come
+//!   out of `poll_*`, and time is passed in.
+//!   - `core/mod.rs`: the state, the inputs and outputs, the dispatch.
+//!   - `core/connect.rs`: CONNECT, authentication, CONNACK, sessions
+//!     created or resumed.
+//!   - `core/publish.rs`: inbound PUBLISH, the QoS flows, routing and
+//!     delivery.
+//!   - `core/subscribe.rs`: SUBSCRIBE and UNSUBSCRIBE.
+//!   - `core/retained.rs`: storing retained messages, and their delivery
+//!     to new subscriptions a step at a time.
+//!   - `core/disconnect.rs`: the end of a connection and of its session's
+//!     attachment.
+//!   - `core/timers.rs`: keep alive, wills, session expiry, retained sweep.
+//!   - `core/admin.rs`: retained messages for the management API.
 //! - `session`: one client's state: subscriptions, packet identifiers, the
 //!   in-flight window and the queue behind it.
 //! - `trie`: the subscription trie, shared subscriptions included.
-//! - `retained`: the retained message store with wildcard lookup, expiry,
-//!   resumable walks in topic order, and optional disk storage (`redb`).
-//! - `server`: the thin tokio shell: accept loop, one task per connection,
-//!   one router task that owns the core, group commit of retained writes,
-//!   the management API ([`BrokerAdmin`]), and graceful shutdown.
+//! - `retained`: the retained message store with wildcard lookup, expiry
+//!   and resumable walks in topic order; it records changes for the disk
+//!   but does no I/O.
+//!   - `retained/disk.rs`: the `redb` file, read at start and written by
+//!     the shell.
+//! - `server`: the thin tokio shell.
+//!   - `server/start.rs`: [`start`].
+//!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
+//!   - `server/accept.rs`: the accept loop.
+//!   - `server/router.rs`: the router task, which owns the core and the
+//!     retained store's file, and writes retained changes before the
+//!     acknowledgements that depend on them (group commit).
+//!   - `server/connection.rs`: one task per connection, reading and
+//!     writing.
+//! - `types`: small types the modules share.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
 //!   loopback over the management API, for `host-shim retained`.
 

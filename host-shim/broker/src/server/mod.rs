@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - `start`: [`start`] checks the configuration, binds, opens the retained
+//! - `start`: [`start()`] checks the configuration, binds, opens the retained
 //!   store and spawns the tasks.
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
