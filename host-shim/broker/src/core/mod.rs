@@ -30,6 +30,12 @@
 //!
 //! All 3.1.1 packets arrive converted to their 5.0 form; a connection's
 //! protocol version decides only what the rules say differs between the two.
+//! Topic names and filters are parsed once, where a packet enters the core
+//! (the Will Topic at CONNECT, a PUBLISH's topic once its alias is
+//! resolved, each SUBSCRIBE and UNSUBSCRIBE filter), into
+//! [`TopicName`] and
+//! [`TopicFilter`](mqtt_topic::TopicFilter), and travel in those types from
+//! then on.
 //!
 //! # Retained messages
 //!
@@ -38,8 +44,8 @@
 //!   [`Stats`]. Expiry is the PUBLISH's own interval, else
 //!   `retain.default_expiry`.
 //! - Disk: with `retain.storage = {"disk": ...}` the shell opens the file
-//!   and hands its messages to [`Broker::new`]; those that expired
-//!   while the broker was down are dropped. From then on every change
+//!   and hands its messages to [`Broker::new`]; those that expired while
+//!   the broker was down are dropped. From then on every change
 //!   (stored, replaced, deleted, expired, and the drops at load) is also a
 //!   pending write, the latest state of each changed topic, handed out by
 //!   [`Broker::poll_retained_writes`]. The shell handles a batch of inputs,
