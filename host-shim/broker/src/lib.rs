@@ -21,7 +21,7 @@
 //!
 //! Each module, and each file of a module directory, has one job.
 //!
-//! - [`config`]: configuration.
+//! - [`config`], the configuration:
 //!   - `config/mod.rs`: every key with its default, the profiles, JSON.
 //!   - `config/check.rs`: the value ranges checked at start.
 //!   - `config/password.rs`: the `password_file` format.
