@@ -34,14 +34,16 @@
 //!   disconnect everyone. Every
 //!   task holds a clone of a `done` sender it never uses; `shutdown` waits
 //!   until the last one is dropped, that is until every task has ended.
-//! - **Group commit.** The router handles a batch of events (up to
-//!   `EVENT_BATCH`), then asks the core to write that batch's retained
-//!   changes to disk in one transaction, and only then carries out the
-//!   batch's actions. So a PUBACK or PUBREC for a retained PUBLISH leaves
-//!   only once the message is durable, and one fsync serves many
-//!   publishers. When the write fails, the connections that sent a retained
-//!   QoS 1 or 2 PUBLISH in the batch are closed without their
-//!   acknowledgement: the clients resend, and the write is tried again.
+//! - **Group commit.** The core does no I/O: start-up opens the retained
+//!   store's file and hands its messages to the core, and the router owns
+//!   the file. The router handles a batch of events (up to `EVENT_BATCH`),
+//!   takes that batch's retained changes from the core, writes them to disk
+//!   in one transaction, and only then carries out the batch's actions.
+//!   So a PUBACK or PUBREC for a retained PUBLISH leaves only once the
+//!   message is durable, and one fsync serves many publishers. When the
+//!   write fails, the connections that sent a retained QoS 1 or 2 PUBLISH
+//!   in the batch are closed without their acknowledgement: the clients
+//!   resend, and the write is tried again.
 //! - **Management.** [`BrokerAdmin`] (from [`BrokerHandle::admin`]) sends
 //!   requests to the router on their own small channel, each with a oneshot
 //!   reply, so listing or deleting retained messages takes no lock on the
