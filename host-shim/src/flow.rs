@@ -25,15 +25,18 @@
 //!   the JSON line a received document prints as.
 //! - `expect`: checking what a step did against its `expect` block.
 //! - `check`: every problem of a flow file at once, each with its JSON
-//!   pointer, the embedded configurations checked by the connector.
+//!   pointer, the embedded configurations checked by the connector. A
+//!   problem is the connector's [`Problem`], listed with
+//!   [`Problem::line`].
 //! - `run`: the runner, on the WebAssembly host.
 
 mod check;
 mod expect;
 mod run;
 
-pub use check::{check, config_problems, ConfigKind, Problem};
-pub use run::{document_line, error_text, run, to_document, to_received, Outcome, RunOptions};
+pub use check::{check, config_problems, ConfigKind};
+pub use connector::validate::Problem;
+pub use run::{document_line, run, to_document, to_received, Outcome, RunOptions};
 
 use base64::Engine as _;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -394,7 +397,7 @@ pub fn parse(text: &str) -> Result<Flow, String> {
     let json: Json = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let problems = check(&json);
     if !problems.is_empty() {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let lines: Vec<String> = problems.iter().map(|p| p.line().to_string()).collect();
         return Err(lines.join("\n"));
     }
     serde_json::from_value(json).map_err(|e| format!("invalid flow: {e}"))

@@ -3,65 +3,19 @@
 //! each embedded configuration as the connector checks it.
 
 use super::{FlowDocument, Step};
+use connector::validate::{validate_value, Problem};
 use mqtt_broker::BrokerConfig;
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
-use std::fmt;
 
-/// One problem with a flow or a configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// JSON pointer to where the problem is; empty for the whole file.
-    pub pointer: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Problem {
-    fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    /// `POINTER: message`; `(root)` stands for the empty pointer.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() {
-            "(root)"
-        } else {
-            &self.pointer
-        };
-        write!(f, "{pointer}: {}", self.message)
-    }
-}
-
-/// The configuration kinds the connector checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigKind {
-    /// A connection configuration.
-    Connection,
-    /// A Send configuration.
-    Send,
-    /// A Listen configuration.
-    Listen,
-}
+/// The configuration kinds the connector checks: the connector's own
+/// [`Kind`](connector::validate::Kind).
+pub use connector::validate::Kind as ConfigKind;
 
 /// The connector's own check of a configuration, run natively: the same
 /// code the component runs, without instantiating it.
 pub fn config_problems(kind: ConfigKind, config: &Json) -> Vec<Problem> {
-    use connector::validate::{validate_value, Kind};
-    let kind = match kind {
-        ConfigKind::Connection => Kind::Connection,
-        ConfigKind::Send => Kind::Send,
-        ConfigKind::Listen => Kind::Listen,
-    };
     validate_value(kind, config)
-        .into_iter()
-        .map(|p| Problem::new(p.pointer, p.message))
-        .collect()
 }
 
 /// A URL that stands in for the built-in broker's while a flow's connection

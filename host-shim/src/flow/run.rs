@@ -5,7 +5,7 @@
 use super::check::{broker_config, merge_connection};
 use super::expect::{self, Sent};
 use super::{Flow, FlowDocument, ListenExpect, Received, SendStep, Step, DEFAULT_TIMEOUT};
-use crate::host::{Document, Error as WitError, Listener, Property, Runtime, Sender, Value};
+use crate::host::{Document, Listener, Property, Runtime, Sender, Value};
 use anyhow::Context as _;
 use mqtt_broker as broker;
 use serde_json::{Map, Value as Json};
@@ -289,7 +289,7 @@ impl Runner<'_> {
                     Ok(outcomes) => Sent::Batch(
                         outcomes
                             .into_iter()
-                            .map(|o| o.map_err(|e| error_text(&e)))
+                            .map(|o| o.map_err(|e| e.to_string()))
                             .collect(),
                     ),
                     Err(e) => Sent::Failed(e.to_string()),
@@ -407,18 +407,6 @@ async fn collect(
         }
     }
     Ok((received, None))
-}
-
-/// An error as a sentence: `document N: ` when it names one, and the
-/// broker's reason code with its name.
-pub fn error_text(e: &WitError) -> String {
-    connector::model::Error {
-        code: connector::model::ErrorCode::Internal,
-        message: e.message.clone(),
-        reason_code: e.reason_code,
-        document_index: e.document_index,
-    }
-    .to_string()
 }
 
 /// A flow document as the connector's `document`.

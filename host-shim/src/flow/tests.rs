@@ -7,7 +7,10 @@ use serde_json::json;
 const QUICKSTART: &str = include_str!("../../../examples/quickstart.flow.json");
 
 fn pointers(flow: Json) -> Vec<String> {
-    check(&flow).into_iter().map(|p| p.to_string()).collect()
+    check(&flow)
+        .into_iter()
+        .map(|p| p.line().to_string())
+        .collect()
 }
 
 fn send_step(config: Json) -> Json {

@@ -6,9 +6,15 @@
 //! - `bindings`: types and traits generated from `connector/wit`.
 //! - [`capability`]: the MQTT capability (`mqtt` and `logging` imports),
 //!   added to any wasmtime [`Linker`](wasmtime::component::Linker) with one
-//!   call.
+//!   call; it parses what the guest hands it into the connector's model
+//!   with the conversions the component uses too
+//!   ([`connector::wit_conversions!`]).
 //! - `runtime`: the component compiled once ([`Runtime`]), and the Send and
 //!   Listen operations, each in its own store under memory and time limits.
+//!
+//! Documents cross as the generated [`Document`]; errors and configuration
+//! problems come back as the connector's [`Error`] and [`Problem`], so they
+//! print the way the connector words them.
 //!
 //! # Example
 //!
@@ -41,7 +47,7 @@ mod runtime;
 pub use bindings::exports::mqtt_connector::connector::operations::{
     Metadata, OperationInfo, OperationKind,
 };
-pub use bindings::mqtt_connector::connector::types::{
-    Document, Error, ErrorCode, Problem, Property, Qos, Value,
-};
+pub use bindings::mqtt_connector::connector::types::{Document, Property, Qos, Value};
+pub use connector::model::{Error, ErrorCode};
+pub use connector::validate::Problem;
 pub use runtime::{Limits, Listener, OperationError, Runtime, Sender, EMBEDDED_COMPONENT};

@@ -1,9 +1,16 @@
 //! Loading the connector component and running its operations under limits.
+//!
+//! What the guest returns is converted once, here, to the connector's own
+//! types: its errors to [`connector::model::Error`] (whose `Display` names
+//! the document and the broker's reason code) and its configuration
+//! problems to [`connector::validate::Problem`].
 
 use super::bindings::exports::mqtt_connector::connector::operations::{Metadata, OperationKind};
-use super::bindings::mqtt_connector::connector::types::{Document, Error as WitError, Problem};
+use super::bindings::mqtt_connector::connector::types::Document;
 use super::bindings::{Connector, ConnectorPre};
 use super::capability::{self, MqttCtx, MqttCtxView, MqttView};
+use connector::model::Error;
+use connector::validate::Problem;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
@@ -40,22 +47,12 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
     /// The connector reported an error (bad configuration, broker refused).
-    #[error("{}", display_wit_error(.0))]
-    Connector(WitError),
+    #[error("{0}")]
+    Connector(Error),
     /// The guest trapped or went over a limit. The instance was discarded;
     /// the next call runs in a fresh one.
     #[error("the connector failed and was restarted: {0}")]
     Trap(String),
-}
-
-fn display_wit_error(e: &WitError) -> String {
-    let model = connector::model::Error {
-        code: connector::model::ErrorCode::Internal,
-        message: e.message.clone(),
-        reason_code: e.reason_code,
-        document_index: e.document_index,
-    };
-    model.to_string()
 }
 
 /// Store data of one connector instance.
@@ -215,11 +212,12 @@ impl Runtime {
     ) -> anyhow::Result<Vec<Problem>> {
         let (mut store, connector) = self.instantiate("validate").await?;
         begin_call(&mut store);
-        connector
+        let problems = connector
             .mqtt_connector_connector_operations()
             .call_validate(&mut store, kind, config)
             .await
-            .map_err(to_anyhow)
+            .map_err(to_anyhow)?;
+        Ok(problems.into_iter().map(Into::into).collect())
     }
 
     /// Opens a Send operation: connects and checks its configuration.
@@ -359,7 +357,9 @@ impl Operation {
                         .await
                 }
             };
-            let resource = opened.map_err(trap)?.map_err(OperationError::Connector)?;
+            let resource = opened
+                .map_err(trap)?
+                .map_err(|e| OperationError::Connector(e.into()))?;
             self.live = Some(Live {
                 store,
                 connector,
@@ -417,7 +417,7 @@ impl Sender {
     pub async fn send(
         &mut self,
         documents: &[Document],
-    ) -> Result<Vec<Result<(), WitError>>, OperationError> {
+    ) -> Result<Vec<Result<(), Error>>, OperationError> {
         let live = self.op.live().await?;
         begin_call(&mut live.store);
         let result = live
@@ -426,7 +426,11 @@ impl Sender {
             .sender()
             .call_send(&mut live.store, live.resource, documents)
             .await;
-        self.op.settle(result)
+        let outcomes = self.op.settle(result)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(Into::into))
+            .collect())
     }
 
     /// Disconnects.
@@ -460,7 +464,9 @@ impl Listener {
             .listener()
             .call_next(&mut live.store, live.resource, max, timeout_ms)
             .await;
-        self.op.settle(result)?.map_err(OperationError::Connector)
+        self.op
+            .settle(result)?
+            .map_err(|e| OperationError::Connector(e.into()))
     }
 
     /// Acknowledges documents the pipeline has taken.
@@ -477,7 +483,9 @@ impl Listener {
             .listener()
             .call_commit(&mut live.store, live.resource, ids)
             .await;
-        self.op.settle(result)?.map_err(OperationError::Connector)
+        self.op
+            .settle(result)?
+            .map_err(|e| OperationError::Connector(e.into()))
     }
 
     /// Whether the operation has finished (a retained snapshot went quiet).
