@@ -16,7 +16,8 @@
 //! model types ([`connector::model`]), broker URL parser
 //! ([`connector::url`]), configuration problems ([`connector::validate`]),
 //! the conversions to and from the WIT types ([`connector::wit`]), and the
-//! protocol version [`mqtt_topic::MqttVersion`].
+//! protocol version [`mqtt_topic::MqttVersion`]. Each library function
+//! fails with its own error type; `anyhow` is the command line's alone.
 #![warn(missing_docs)]
 
 pub mod flow;

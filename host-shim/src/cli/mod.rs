@@ -86,7 +86,7 @@ const PROTOCOL_KEY: &str = "mqtt_version";
 /// The connector: the component built into the shim, or one from a file.
 pub fn runtime(component: Option<&Path>) -> anyhow::Result<Runtime> {
     match component {
-        Some(path) => Runtime::from_file(path, Limits::default()),
+        Some(path) => Ok(Runtime::from_file(path, Limits::default())?),
         None => Runtime::embedded(Limits::default()).context("cannot load the built-in connector"),
     }
 }

@@ -18,6 +18,17 @@ pub fn config_problems(kind: ConfigKind, config: &Json) -> Vec<Problem> {
     validate_value(kind, config)
 }
 
+/// Why a flow's `broker` settings are not the built-in broker's.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerSettingsError {
+    /// `broker` is not an object.
+    #[error("must be an object of broker settings")]
+    NotObject,
+    /// The settings do not read as the broker's configuration.
+    #[error("{0}")]
+    Invalid(serde_json::Error),
+}
+
 /// A URL that stands in for the built-in broker's while a flow's connection
 /// is checked before the broker runs.
 pub(crate) const PLACEHOLDER_URL: &str = "mqtt://127.0.0.1:1883";
@@ -42,8 +53,8 @@ pub fn check(flow: &Json) -> Vec<Problem> {
         }
     }
     if let Some(broker) = root.get("broker") {
-        if let Err(message) = broker_config(broker) {
-            problems.push(Problem::new("/broker", message));
+        if let Err(e) = broker_config(broker) {
+            problems.push(Problem::new("/broker", e.to_string()));
         }
     }
     let connection = match root.get("connection") {
@@ -83,12 +94,12 @@ pub fn check(flow: &Json) -> Vec<Problem> {
 
 /// The built-in broker's configuration: the flow's keys (a `profile`
 /// first, the others over it), on a free port unless they name one.
-pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, String> {
+pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, BrokerSettingsError> {
     let Json::Object(keys) = broker else {
-        return Err("must be an object of broker settings".to_owned());
+        return Err(BrokerSettingsError::NotObject);
     };
     let mut config: BrokerConfig =
-        serde_json::from_value(broker.clone()).map_err(|e| e.to_string())?;
+        serde_json::from_value(broker.clone()).map_err(BrokerSettingsError::Invalid)?;
     if !keys.contains_key("port") {
         config.port = 0;
     }
@@ -264,19 +275,18 @@ pub(crate) fn merge_connection(
 }
 
 fn check_document(problems: &mut Vec<Problem>, at: &str, document: &FlowDocument) {
-    if let Err(message) = document.payload_bytes() {
-        let key = if document.payload.is_some() && document.payload_base64.is_some() {
-            ""
-        } else {
-            "/payload_base64"
+    if let Err(e) = document.payload_bytes() {
+        let key = match e {
+            super::PayloadError::Both => "",
+            super::PayloadError::Base64(_) => "/payload_base64",
         };
-        problems.push(Problem::new(format!("{at}{key}"), message));
+        problems.push(Problem::new(format!("{at}{key}"), e.to_string()));
     }
     for (name, value) in &document.properties {
-        if let Err(message) = super::run::property_value(value) {
+        if let Err(e) = super::run::property_value(value) {
             problems.push(Problem::new(
                 format!("{at}/properties/{}", escape(name)),
-                message,
+                e.to_string(),
             ));
         }
     }

@@ -33,7 +33,7 @@
 //!     properties: vec![],
 //! };
 //! for outcome in sender.send(&[document]).await? {
-//!     outcome.map_err(|e| anyhow::anyhow!(e.message))?;
+//!     outcome?;
 //! }
 //! sender.close().await;
 //! # Ok(())
@@ -50,4 +50,6 @@ pub use bindings::exports::mqtt_connector::connector::operations::{
 pub use bindings::mqtt_connector::connector::types::{Document, Property, Qos, Value};
 pub use connector::model::{Error, ErrorCode};
 pub use connector::validate::Problem;
-pub use runtime::{Limits, Listener, OperationError, Runtime, Sender, EMBEDDED_COMPONENT};
+pub use runtime::{
+    Limits, Listener, OperationError, Runtime, RuntimeError, Sender, EMBEDDED_COMPONENT,
+};
