@@ -37,10 +37,14 @@ pub fn secs_u16(duration: Duration) -> u16 {
 /// bindings, with the modules generated for the WIT interfaces `types` and
 /// `mqtt` in scope under those names:
 ///
-/// ```ignore
+/// ```text
 /// use bindings::mqtt_connector::connector::{mqtt, types};
 /// connector::wit_conversions!(types = types, mqtt = mqtt);
 /// ```
+///
+/// (`host-shim/src/host/capability.rs` and `connector/src/component.rs` do
+/// exactly this; their tests and the end-to-end suite exercise the
+/// result.)
 ///
 /// It implements, in both directions unless noted:
 ///
