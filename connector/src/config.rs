@@ -7,10 +7,12 @@
 //! user: it becomes the field's description, and it states the default.
 //!
 //! Deserialize through [`crate::validate::parse_connection`] and friends:
-//! they report every problem at once before deserializing. The conversion
-//! helpers here ([`ConnectionConfig::connect_options`],
-//! [`ListenConfig::subscriptions`]) assume a validated configuration but
-//! never panic on an unvalidated one.
+//! they report every problem at once before deserializing. Topics are
+//! parsed as they are read: a validated configuration carries
+//! [`TopicName`]s and [`TopicFilter`]s, and the protocol version is
+//! [`MqttVersion`]. The conversion helpers here
+//! ([`ConnectionConfig::connect_options`], [`ListenConfig::subscriptions`])
+//! assume a validated configuration but never panic on an unvalidated one.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -21,13 +23,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use crate::schema::{connection_schema, listen_schema, send_schema};
 
 use crate::model::{
-    Capabilities, ConnectOptions, MessageProperties, Protocol, QoS, Subscription, TlsOptions, Will,
+    parse_topic_filter, Capabilities, ConnectOptions, Error, MessageProperties, MqttVersion, QoS,
+    Subscription, TlsOptions, TopicFilter, TopicName, Will,
 };
-
-/// Default port of `mqtt://` URLs.
-pub const DEFAULT_PORT: u16 = 1883;
-/// Default port of `mqtts://` URLs.
-pub const DEFAULT_TLS_PORT: u16 = 8883;
+use crate::url::BrokerUrl;
 
 // ---------------------------------------------------------------------------
 // QoS and Retain Handling as JSON numbers
@@ -127,28 +126,6 @@ impl JsonSchema for RetainHandling {
 
 // ---------------------------------------------------------------------------
 // Connection
-
-/// MQTT protocol version, as written in a configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
-pub enum MqttVersion {
-    /// MQTT 3.1.1.
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5.0.
-    #[default]
-    #[serde(rename = "5")]
-    V5,
-}
-
-impl MqttVersion {
-    /// The protocol of the model.
-    pub fn protocol(self) -> Protocol {
-        match self {
-            MqttVersion::V311 => Protocol::V311,
-            MqttVersion::V5 => Protocol::V5,
-        }
-    }
-}
 
 /// How to connect to an MQTT broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -285,7 +262,7 @@ impl Default for ReconnectConfig {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct WillConfig {
     /// Topic the will is published to. No wildcards.
-    pub topic: String,
+    pub topic: TopicName,
     /// Payload as text (UTF-8). Use `payload_base64` for binary payloads.
     /// Default: empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,120 +312,6 @@ fn default_receive_maximum() -> u16 {
     100
 }
 
-/// A broker address split into its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Whether the scheme is `mqtts`.
-    pub tls: bool,
-    /// Host name or IP address, without brackets.
-    pub host: String,
-    /// Port, the scheme's default when the URL has none.
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`; the error says
-    /// what is wrong, lowercase, without a final period.
-    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
-        const EXAMPLE: &str = "for example mqtt://localhost:1883 or mqtts://broker.example.com";
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!(
-                "a broker URL starts with mqtt:// or mqtts://, {EXAMPLE}"
-            ));
-        };
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" => false,
-            "mqtts" => true,
-            _ => {
-                return Err(format!(
-                    "unsupported scheme \"{scheme}\": use mqtt:// (plain) or mqtts:// (TLS)"
-                ))
-            }
-        };
-        // A single trailing slash is harmless; anything after it is not.
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('@') {
-            return Err("put credentials in username and password, not in the URL".to_owned());
-        }
-        if rest.contains(['/', '?', '#']) {
-            return Err(format!(
-                "a broker URL has only a host and a port, no path, query or fragment, {EXAMPLE}"
-            ));
-        }
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let Some((host, after)) = bracketed.split_once(']') else {
-                return Err("an IPv6 address must end with ']'".to_owned());
-            };
-            let port = match after {
-                "" => None,
-                _ => match after.strip_prefix(':') {
-                    Some(port) => Some(port),
-                    None => return Err("only ':port' may follow an IPv6 address".to_owned()),
-                },
-            };
-            if host.is_empty()
-                || !host
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-            {
-                return Err(format!("\"{host}\" is not an IPv6 address"));
-            }
-            (host, port)
-        } else {
-            match rest.split_once(':') {
-                Some((_, after)) if after.contains(':') => {
-                    return Err(
-                        "an IPv6 address must be written in brackets, as in mqtt://[::1]:1883"
-                            .to_owned(),
-                    )
-                }
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("the URL has no host, {EXAMPLE}"));
-        }
-        if let Some(c) = host
-            .chars()
-            .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')))
-        {
-            return Err(format!(
-                "the host \"{host}\" contains {c:?}, which is not allowed in a host name"
-            ));
-        }
-        let port = match port {
-            None if tls => DEFAULT_TLS_PORT,
-            None => DEFAULT_PORT,
-            Some(text) => match text.parse::<u16>() {
-                Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => port,
-                _ => {
-                    return Err(format!(
-                        "the port must be a number from 1 to 65535, got \"{text}\""
-                    ))
-                }
-            },
-        };
-        Ok(BrokerUrl {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl std::fmt::Display for BrokerUrl {
-    /// The normalized form: scheme, host, and always the port.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
-
 impl ConnectionConfig {
     /// A configuration with `url` and every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
@@ -469,11 +332,6 @@ impl ConnectionConfig {
             receive_maximum: default_receive_maximum(),
             retain_supported: None,
         }
-    }
-
-    /// The protocol version to use.
-    pub fn protocol(&self) -> Protocol {
-        self.mqtt_version.protocol()
     }
 
     /// The options the host's MQTT client connects with.
@@ -500,7 +358,7 @@ impl ConnectionConfig {
         };
         ConnectOptions {
             url,
-            protocol: self.protocol(),
+            protocol: self.mqtt_version,
             client_id: self.client_id.clone().unwrap_or_default(),
             username: self.username.clone(),
             password: self.password.clone(),
@@ -648,7 +506,7 @@ pub struct SendConfig {
     /// Topic to publish to, for example `sensors/kitchen/temperature`. No
     /// wildcards (`+`, `#`). A document's `mqtt.topic` property overrides it
     /// when `overrides.topic` is true.
-    pub topic: String,
+    pub topic: TopicName,
     /// QoS: 0 at most once, 1 at least once, 2 exactly once. Default 1. A
     /// document's `mqtt.qos` property overrides it when `overrides.qos` is
     /// true.
@@ -704,7 +562,7 @@ pub struct SendProperties {
     /// Topic the receiver should reply to (request / response). No
     /// wildcards. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_topic: Option<String>,
+    pub response_topic: Option<TopicName>,
     /// Correlation data, as text, that the receiver echoes in its reply.
     /// Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -722,7 +580,7 @@ impl SendProperties {
             payload_format: self.payload_format.map(PayloadFormat::indicator),
             message_expiry: self.message_expiry_secs,
             content_type: self.content_type.clone(),
-            response_topic: self.response_topic.clone(),
+            response_topic: self.response_topic.as_ref().map(ToString::to_string),
             correlation_data: self
                 .correlation_data
                 .as_ref()
@@ -782,9 +640,9 @@ impl Default for Overrides {
 impl SendConfig {
     /// A configuration publishing to `topic` with every other field at its
     /// default.
-    pub fn new(topic: impl Into<String>) -> Self {
+    pub fn new(topic: TopicName) -> Self {
         SendConfig {
-            topic: topic.into(),
+            topic,
             qos: default_send_qos(),
             retained: false,
             action: SendAction::default(),
@@ -848,7 +706,7 @@ pub struct ListenConfig {
 pub struct SubscriptionConfig {
     /// Topic filter: `+` matches one level, `#` (last) matches every level
     /// below, for example `sensors/+/temperature` or `sensors/#`.
-    pub filter: String,
+    pub filter: TopicFilter,
     /// Highest QoS to receive at: 0, 1 or 2. Default 1.
     #[serde(default = "default_send_qos")]
     pub qos: QoS,
@@ -877,9 +735,9 @@ fn default_max_batch() -> u32 {
 
 impl SubscriptionConfig {
     /// A subscription to `filter` with every other field at its default.
-    pub fn new(filter: impl Into<String>) -> Self {
+    pub fn new(filter: TopicFilter) -> Self {
         SubscriptionConfig {
-            filter: filter.into(),
+            filter,
             qos: default_send_qos(),
             no_local: false,
             retain_as_published: false,
@@ -891,11 +749,7 @@ impl SubscriptionConfig {
 impl ListenConfig {
     /// A configuration subscribing to `filters` with every other field at
     /// its default.
-    pub fn new<I, S>(filters: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    pub fn new(filters: impl IntoIterator<Item = TopicFilter>) -> Self {
         ListenConfig {
             subscriptions: filters.into_iter().map(SubscriptionConfig::new).collect(),
             shared_group: None,
@@ -912,16 +766,22 @@ impl ListenConfig {
     ///   sends no retained messages; on 3.1.1 the Listen state filters them
     ///   out instead ([`crate::listen::ListenState`]).
     /// - On 3.1.1 the 5.0-only options are left at their neutral values.
-    pub fn subscriptions(&self, protocol: Protocol) -> Vec<Subscription> {
+    ///
+    /// # Errors
+    ///
+    /// `invalid-config` when a shared filter made with `shared_group` is not
+    /// a valid filter, which validation rules out (a group with U+0000, or
+    /// a filter too long with the prefix).
+    pub fn subscriptions(&self, protocol: MqttVersion) -> Result<Vec<Subscription>, Error> {
         self.subscriptions
             .iter()
             .map(|s| {
                 let filter = match &self.shared_group {
-                    Some(group) => format!("$share/{group}/{}", s.filter),
+                    Some(group) => parse_topic_filter(&format!("$share/{group}/{}", s.filter))?,
                     None => s.filter.clone(),
                 };
-                match protocol {
-                    Protocol::V5 => Subscription {
+                Ok(match protocol {
+                    MqttVersion::V5 => Subscription {
                         filter,
                         qos: s.qos,
                         no_local: s.no_local,
@@ -932,14 +792,14 @@ impl ListenConfig {
                             s.retain_handling.value()
                         },
                     },
-                    Protocol::V311 => Subscription {
+                    MqttVersion::V311 => Subscription {
                         filter,
                         qos: s.qos,
                         no_local: false,
                         retain_as_published: false,
                         retain_handling: 0,
                     },
-                }
+                })
             })
             .collect()
     }
@@ -953,50 +813,6 @@ impl ListenConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_with_default_ports() {
-        let u = BrokerUrl::parse("mqtt://localhost").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "localhost", 1883));
-        assert_eq!(u.to_string(), "mqtt://localhost:1883");
-        let u = BrokerUrl::parse("mqtts://broker.example.com/").unwrap();
-        assert_eq!(u.to_string(), "mqtts://broker.example.com:8883");
-        let u = BrokerUrl::parse("MQTT://[::1]:1884").unwrap();
-        assert_eq!(u.to_string(), "mqtt://[::1]:1884");
-        assert_eq!(BrokerUrl::parse("mqtt://10.0.0.1:1").unwrap().port, 1);
-    }
-
-    #[test]
-    fn bad_urls_say_why() {
-        let err = |u: &str| BrokerUrl::parse(u).unwrap_err();
-        assert!(err("localhost:1883").starts_with("a broker URL starts with mqtt://"));
-        assert_eq!(
-            err("ws://h"),
-            "unsupported scheme \"ws\": use mqtt:// (plain) or mqtts:// (TLS)"
-        );
-        assert!(err("tcp://h").starts_with("unsupported scheme"));
-        assert_eq!(
-            err("mqtt://h:0"),
-            "the port must be a number from 1 to 65535, got \"0\""
-        );
-        assert_eq!(
-            err("mqtt://h:70000"),
-            "the port must be a number from 1 to 65535, got \"70000\""
-        );
-        assert_eq!(
-            err("mqtt://h:+1"),
-            "the port must be a number from 1 to 65535, got \"+1\""
-        );
-        assert!(err("mqtt://").starts_with("the URL has no host"));
-        assert!(err("mqtt://:1883").starts_with("the URL has no host"));
-        assert!(err("mqtt://h/x").starts_with("a broker URL has only a host and a port"));
-        assert!(err("mqtt://u:p@h").starts_with("put credentials"));
-        assert!(err("mqtt://::1").starts_with("an IPv6 address must be written in brackets"));
-        assert_eq!(
-            err("mqtt://a b"),
-            "the host \"a b\" contains ' ', which is not allowed in a host name"
-        );
-    }
 
     #[test]
     fn base64_decodes_with_and_without_padding() {
@@ -1016,7 +832,7 @@ mod tests {
     fn connect_options_apply_defaults() {
         let o = ConnectionConfig::new("mqtts://h").connect_options();
         assert_eq!(o.url, "mqtts://h:8883");
-        assert_eq!(o.protocol, Protocol::V5);
+        assert_eq!(o.protocol, MqttVersion::V5);
         assert_eq!(o.client_id, "");
         assert_eq!(o.keep_alive, Duration::from_secs(60));
         assert!(o.clean_start);
@@ -1035,7 +851,7 @@ mod tests {
     #[test]
     fn will_payload_from_text_or_base64() {
         let mut will = WillConfig {
-            topic: "t".into(),
+            topic: "t".parse().unwrap(),
             payload: None,
             payload_base64: Some("AP8=".into()),
             qos: QoS::ExactlyOnce,
@@ -1055,7 +871,7 @@ mod tests {
 
     #[test]
     fn retain_supported_false_clears_retain_available() {
-        let caps = Capabilities::defaults(Protocol::V311);
+        let caps = Capabilities::defaults(MqttVersion::V311);
         let mut config = ConnectionConfig::new("mqtt://h");
         assert!(config.effective_capabilities(caps.clone()).retain_available);
         config.retain_supported = Some(false);
@@ -1064,18 +880,30 @@ mod tests {
 
     #[test]
     fn subscriptions_apply_share_and_skip() {
-        let mut config = ListenConfig::new(["a/#"]);
+        let mut config = ListenConfig::new(["a/#".parse().unwrap()]);
         config.shared_group = Some("g".into());
         config.retained = RetainedPolicy::Skip;
         config.subscriptions[0].no_local = true;
-        let v5 = config.subscriptions(Protocol::V5);
+        let v5 = config.subscriptions(MqttVersion::V5).unwrap();
         assert_eq!(v5[0].filter, "$share/g/a/#");
         assert_eq!(v5[0].retain_handling, 2);
         assert_eq!(v5[0].qos, QoS::AtLeastOnce);
         assert!(v5[0].no_local);
-        let v3 = config.subscriptions(Protocol::V311);
+        let v3 = config.subscriptions(MqttVersion::V311).unwrap();
         assert_eq!(v3[0].filter, "$share/g/a/#");
         assert_eq!(v3[0].retain_handling, 0);
         assert!(!v3[0].no_local);
+    }
+
+    #[test]
+    fn a_shared_filter_that_is_not_valid_fails() {
+        let mut config = ListenConfig::new(["a/#".parse().unwrap()]);
+        config.shared_group = Some("g\0".into());
+        let e = config.subscriptions(MqttVersion::V5).unwrap_err();
+        assert_eq!(e.code, crate::model::ErrorCode::InvalidConfig);
+        assert!(
+            e.message.starts_with("invalid topic filter '$share/g"),
+            "{e}"
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::config::{ListenConfig, RetainedPolicy};
 use crate::document::Document;
-use crate::model::{Incoming, Protocol};
+use crate::model::{Incoming, MqttVersion};
 
 /// What one received batch gives.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -42,7 +42,7 @@ pub struct Received {
 #[derive(Debug, Clone)]
 pub struct ListenState {
     policy: RetainedPolicy,
-    protocol: Protocol,
+    protocol: MqttVersion,
     quiet: Duration,
     max_batch: usize,
     /// When the last retained message came (the start before any).
@@ -55,7 +55,7 @@ pub struct ListenState {
 impl ListenState {
     /// The state of a Listen operation with `config`, on a broker speaking
     /// `protocol`, opened at time zero.
-    pub fn new(config: &ListenConfig, protocol: Protocol) -> Self {
+    pub fn new(config: &ListenConfig, protocol: MqttVersion) -> Self {
         ListenState {
             policy: config.retained,
             protocol,
@@ -70,7 +70,7 @@ impl ListenState {
     }
 
     /// The protocol the state was made for.
-    pub fn protocol(&self) -> Protocol {
+    pub fn protocol(&self) -> MqttVersion {
         self.protocol
     }
 
@@ -180,8 +180,8 @@ mod tests {
         }
     }
 
-    fn state(policy: RetainedPolicy, protocol: Protocol) -> ListenState {
-        let mut config = ListenConfig::new(["t/#"]);
+    fn state(policy: RetainedPolicy, protocol: MqttVersion) -> ListenState {
+        let mut config = ListenConfig::new(["t/#".parse().unwrap()]);
         config.retained = policy;
         ListenState::new(&config, protocol)
     }
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn deliver_hands_out_everything() {
-        let mut s = state(RetainedPolicy::Deliver, Protocol::V5);
+        let mut s = state(RetainedPolicy::Deliver, MqttVersion::V5);
         let r = s.accept(vec![msg(1, true), msg(2, false)], 10, MS);
         assert_eq!(ids(&r.documents), [1, 2]);
         assert!(r.ack_now.is_empty());
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn skip_drops_and_acks_retained_on_both_protocols() {
-        for protocol in [Protocol::V311, Protocol::V5] {
+        for protocol in [MqttVersion::V311, MqttVersion::V5] {
             let mut s = state(RetainedPolicy::Skip, protocol);
             let r = s.accept(vec![msg(1, true), msg(2, false), msg(3, true)], 10, MS);
             assert_eq!(ids(&r.documents), [2]);
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn only_takes_retained_and_finishes_when_quiet() {
-        let mut s = state(RetainedPolicy::Only, Protocol::V5);
+        let mut s = state(RetainedPolicy::Only, MqttVersion::V5);
         assert_eq!(
             s.receive_timeout(Duration::from_secs(5), Duration::ZERO),
             1000 * MS
@@ -247,14 +247,14 @@ mod tests {
 
     #[test]
     fn only_finishes_after_quiet_without_any_message() {
-        let mut s = state(RetainedPolicy::Only, Protocol::V311);
+        let mut s = state(RetainedPolicy::Only, MqttVersion::V311);
         assert!(!s.done(999 * MS));
         assert!(s.done(1000 * MS));
     }
 
     #[test]
     fn only_is_not_done_while_documents_are_pending() {
-        let mut s = state(RetainedPolicy::Only, Protocol::V5);
+        let mut s = state(RetainedPolicy::Only, MqttVersion::V5);
         let r = s.accept(vec![msg(1, true), msg(2, true)], 1, 10 * MS);
         assert_eq!(ids(&r.documents), [1]);
         assert!(!s.done(Duration::from_secs(60)));
@@ -265,9 +265,9 @@ mod tests {
 
     #[test]
     fn batches_respect_max_and_max_batch() {
-        let mut config = ListenConfig::new(["t/#"]);
+        let mut config = ListenConfig::new(["t/#".parse().unwrap()]);
         config.max_batch = 2;
-        let mut s = ListenState::new(&config, Protocol::V5);
+        let mut s = ListenState::new(&config, MqttVersion::V5);
         assert_eq!(s.receive_limit(10), 2);
         assert_eq!(s.receive_limit(1), 1);
         let r = s.accept((1..=5).map(|i| msg(i, false)).collect(), 10, MS);
@@ -287,6 +287,6 @@ mod tests {
         let r = s.accept(Vec::new(), 10, MS);
         assert_eq!(ids(&r.documents), [6]);
         assert_eq!(s.pending(), 0);
-        assert_eq!(s.protocol(), Protocol::V5);
+        assert_eq!(s.protocol(), MqttVersion::V5);
     }
 }

@@ -1,11 +1,22 @@
 //! The MQTT message model shared by the connector and the host.
 //!
 //! These types mirror the `mqtt` interface of the WIT world. The connector's
-//! logic and the host's MQTT capability both work with them natively, so
-//! each side converts to and from the generated WIT types in one place.
+//! logic and the host's MQTT capability both work with them natively; both
+//! sides convert to and from their generated WIT types with the one
+//! definition in [`crate::wit`].
+//!
+//! What the connector sends carries parsed topics: an [`Outgoing`] message's
+//! topic and a [`Will`]'s are [`TopicName`]s, a [`Subscription`]'s filter a
+//! [`TopicFilter`]. Strings become those types once, where they enter
+//! (configurations, documents, the WIT boundary: [`parse_topic_name`] and
+//! friends), and are not checked again after. What a broker delivers
+//! ([`Incoming`], [`Granted`]) keeps plain strings: it is reported, not
+//! sent on.
 
 use std::fmt;
 use std::time::Duration;
+
+pub use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
 
 /// Quality of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -38,16 +49,6 @@ impl QoS {
             QoS::ExactlyOnce => 2,
         }
     }
-}
-
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Protocol {
-    /// MQTT 3.1.1.
-    V311,
-    /// MQTT 5.0.
-    #[default]
-    V5,
 }
 
 /// MQTT 5.0 message properties. Ignored on 3.1.1.
@@ -84,7 +85,7 @@ pub struct TlsOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will {
     /// Topic of the will message.
-    pub topic: String,
+    pub topic: TopicName,
     /// Payload.
     pub payload: Vec<u8>,
     /// QoS.
@@ -103,7 +104,7 @@ pub struct ConnectOptions {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
     /// Protocol version.
-    pub protocol: Protocol,
+    pub protocol: MqttVersion,
     /// Client identifier; empty lets a 5.0 broker assign one.
     pub client_id: String,
     /// Username.
@@ -136,7 +137,7 @@ pub struct ConnectOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// The protocol in use.
-    pub protocol: Protocol,
+    pub protocol: MqttVersion,
     /// Whether the broker resumed an earlier session.
     pub session_present: bool,
     /// Retain Available; true on 3.1.1, where a broker cannot say.
@@ -161,7 +162,7 @@ impl Capabilities {
     /// What a broker supports when it says nothing: everything, as MQTT 5.0
     /// defines for absent CONNACK properties, and as a 3.1.1 broker is
     /// assumed to.
-    pub fn defaults(protocol: Protocol) -> Self {
+    pub fn defaults(protocol: MqttVersion) -> Self {
         Capabilities {
             protocol,
             session_present: false,
@@ -181,7 +182,7 @@ impl Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// Topic name.
-    pub topic: String,
+    pub topic: TopicName,
     /// Payload.
     pub payload: Vec<u8>,
     /// QoS.
@@ -196,7 +197,7 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// Topic filter, possibly `$share/{group}/{filter}`.
-    pub filter: String,
+    pub filter: TopicFilter,
     /// Maximum QoS asked for.
     pub qos: QoS,
     /// 5.0 No Local.
@@ -205,6 +206,73 @@ pub struct Subscription {
     pub retain_as_published: bool,
     /// 5.0 Retain Handling: 0, 1 or 2.
     pub retain_handling: u8,
+}
+
+impl Outgoing {
+    /// The size of this message's PUBLISH packet on `protocol`, as a broker
+    /// counts it against its Maximum Packet Size (see
+    /// [`publish_packet_size`]).
+    pub fn packet_size(&self, protocol: MqttVersion) -> u64 {
+        publish_packet_size(
+            protocol,
+            self.topic.as_str(),
+            self.qos,
+            &self.properties,
+            self.payload.len(),
+        )
+    }
+}
+
+/// The size in bytes of a PUBLISH packet on the wire: fixed header,
+/// topic, packet identifier (QoS 1 and 2), the MQTT 5.0 properties, and a
+/// payload of `payload_len` bytes.
+///
+/// A broker disconnects a client whose packet exceeds its Maximum Packet
+/// Size, which would fail every message in flight, so both the connector
+/// (per document) and the host (per message) compare with it first.
+pub fn publish_packet_size(
+    protocol: MqttVersion,
+    topic: &str,
+    qos: QoS,
+    properties: &MessageProperties,
+    payload_len: usize,
+) -> u64 {
+    // An MQTT string or binary field: a 2-byte length, then the bytes.
+    let field = |len: usize| 2 + len as u64;
+    let mut variable = field(topic.len());
+    if qos != QoS::AtMostOnce {
+        variable += 2; // packet identifier
+    }
+    if protocol == MqttVersion::V5 {
+        let p = properties;
+        let mut props = 0u64;
+        props += p.payload_format.map_or(0, |_| 2);
+        props += p.message_expiry.map_or(0, |_| 5);
+        props += p.content_type.as_ref().map_or(0, |t| 1 + field(t.len()));
+        props += p.response_topic.as_ref().map_or(0, |t| 1 + field(t.len()));
+        props += p
+            .correlation_data
+            .as_ref()
+            .map_or(0, |d| 1 + field(d.len()));
+        props += p
+            .user_properties
+            .iter()
+            .map(|(n, v)| 1 + field(n.len()) + field(v.len()))
+            .sum::<u64>();
+        variable += varint_len(props) + props;
+    }
+    let remaining = variable + payload_len as u64;
+    1 + varint_len(remaining) + remaining
+}
+
+/// Bytes of a Variable Byte Integer encoding `n`.
+fn varint_len(n: u64) -> u64 {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
 }
 
 /// The broker's answer for one subscription.
@@ -314,6 +382,39 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Parses the topic name of a message to publish that arrived as a string;
+/// fails with `invalid-document`, so that only that message fails.
+pub fn parse_topic_name(topic: &str) -> Result<TopicName, Error> {
+    topic.parse().map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidDocument,
+            format!("invalid topic name '{topic}': {e}"),
+        )
+    })
+}
+
+/// Parses a will topic that arrived as a string; fails with
+/// `invalid-config`.
+pub fn parse_will_topic(topic: &str) -> Result<TopicName, Error> {
+    topic.parse().map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidConfig,
+            format!("invalid will topic '{topic}': {e}"),
+        )
+    })
+}
+
+/// Parses a topic filter that arrived as a string (or was composed, as a
+/// shared subscription); fails with `invalid-config`.
+pub fn parse_topic_filter(filter: &str) -> Result<TopicFilter, Error> {
+    filter.parse().map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidConfig,
+            format!("invalid topic filter '{filter}': {e}"),
+        )
+    })
+}
+
 /// The name the MQTT 5.0 specification gives a reason code (section 2.4).
 pub fn reason_code_name(code: u8) -> &'static str {
     match code {
@@ -374,6 +475,53 @@ mod tests {
             assert_eq!(QoS::from_level(level).map(QoS::level), Some(level));
         }
         assert_eq!(QoS::from_level(3), None);
+    }
+
+    #[test]
+    fn boundary_parsers_name_what_was_wrong() {
+        assert_eq!(parse_topic_name("a/b").unwrap(), "a/b");
+        let e = parse_topic_name("a/+").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidDocument);
+        assert_eq!(
+            e.message,
+            "invalid topic name 'a/+': topic names cannot contain wildcards: '+' found in level 2 of \"a/+\""
+        );
+        let e = parse_will_topic("").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert!(e.message.starts_with("invalid will topic '': "), "{e}");
+        assert_eq!(parse_topic_filter("$share/g/a/#").unwrap(), "$share/g/a/#");
+        let e = parse_topic_filter("a/#/b").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert!(
+            e.message.starts_with("invalid topic filter 'a/#/b': "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn packet_size_counts_v5_properties() {
+        let props = MessageProperties {
+            payload_format: Some(1),
+            message_expiry: Some(1),
+            content_type: Some("ab".into()),
+            response_topic: None,
+            correlation_data: Some(vec![1]),
+            user_properties: vec![("k".into(), "v".into())],
+        };
+        // Topic 3 + properties (2 + 5 + 5 + 4 + 7 = 23, + 1 for their
+        // length) = 27 remaining, + 2 fixed header.
+        assert_eq!(
+            publish_packet_size(MqttVersion::V5, "a", QoS::AtMostOnce, &props, 0),
+            29
+        );
+        assert_eq!(
+            publish_packet_size(MqttVersion::V311, "a", QoS::AtMostOnce, &props, 0),
+            5
+        );
+        assert_eq!(
+            publish_packet_size(MqttVersion::V311, "a", QoS::AtMostOnce, &props, 200),
+            206
+        );
     }
 
     #[test]

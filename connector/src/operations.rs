@@ -7,6 +7,7 @@ use crate::document::Document;
 use crate::listen::ListenState;
 use crate::model::{
     Capabilities, ConnectOptions, Error, ErrorCode, Granted, Incoming, Outgoing, Subscription,
+    TopicFilter,
 };
 use crate::validate::Kind;
 use std::cell::RefCell;
@@ -34,7 +35,7 @@ pub trait Client {
     /// Subscribes.
     fn subscribe(&self, subscriptions: Vec<Subscription>) -> Result<Vec<Granted>, Error>;
     /// Unsubscribes.
-    fn unsubscribe(&self, filters: Vec<String>) -> Result<(), Error>;
+    fn unsubscribe(&self, filters: Vec<TopicFilter>) -> Result<(), Error>;
     /// Waits up to `timeout_ms` for at most `max` messages.
     fn receive(&self, max: u32, timeout_ms: u32) -> Result<Vec<Incoming>, Error>;
     /// Acknowledges deliveries.
@@ -177,7 +178,7 @@ impl<H: Host> ListenOperation<H> {
             .map_err(|p| crate::validate::config_error(Kind::Listen, &p))?;
         let (client, _connection) = connect(&host, connection)?;
         let caps = client.capabilities();
-        let subscriptions = config.subscriptions(caps.protocol);
+        let subscriptions = config.subscriptions(caps.protocol)?;
         let granted = client.subscribe(subscriptions)?;
         for g in &granted {
             if g.qos.is_none() {

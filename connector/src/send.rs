@@ -17,7 +17,10 @@
 
 use crate::config::{RetainUnsupported, SendAction, SendConfig};
 use crate::document::{names, Document, Value};
-use crate::model::{Capabilities, Error, ErrorCode, MessageProperties, Outgoing, Protocol, QoS};
+use crate::model::{
+    publish_packet_size, Capabilities, Error, ErrorCode, MessageProperties, MqttVersion, Outgoing,
+    QoS, TopicName,
+};
 use mqtt_topic as topic;
 
 /// Longest MQTT string or binary field, in bytes (16-bit length prefix).
@@ -129,7 +132,7 @@ pub fn merge(plan: SendPlan, outcomes: Vec<Result<(), Error>>) -> Vec<Result<(),
 
 /// What one valid document becomes (its payload is attached by the caller).
 struct Resolved {
-    topic: String,
+    topic: TopicName,
     qos: QoS,
     retain: bool,
     clear: bool,
@@ -186,22 +189,26 @@ fn resolve(
     let o = &config.overrides;
     let clear = config.action == SendAction::Clear;
 
-    let mut topic = config.topic.clone();
-    let mut topic_source = "topic".to_owned();
-    match allowed(doc, names::TOPIC, o.topic) {
-        Some(Value::Text(t)) => {
-            topic.clone_from(t);
-            topic_source = format!("property \"{}\"", names::TOPIC);
+    // The configuration's topic was parsed with the configuration; a
+    // document's is parsed here, once.
+    let topic = match allowed(doc, names::TOPIC, o.topic) {
+        Some(Value::Text(t)) => match t.parse::<TopicName>() {
+            Ok(topic) => Some(topic),
+            Err(e) => {
+                problems.invalid(format!("property \"{}\": {e}", names::TOPIC));
+                None
+            }
+        },
+        Some(other) => {
+            problems.wrong_type(names::TOPIC, "text", other);
+            None
         }
-        Some(other) => problems.wrong_type(names::TOPIC, "text", other),
-        None => {}
-    }
-    match topic::validate_name(&topic) {
-        Err(e) => problems.invalid(format!("{topic_source}: {e}")),
-        Ok(()) if topic::is_system_topic(&topic) => warnings.push(format!(
+        None => Some(config.topic.clone()),
+    };
+    if let Some(topic) = topic.as_ref().filter(|t| t.is_system()) {
+        warnings.push(format!(
             "document {index}: the topic \"{topic}\" starts with '$', which brokers reserve for their own topics; most brokers ignore or refuse such messages"
-        )),
-        Ok(()) => {}
+        ));
     }
 
     let mut qos = config.qos;
@@ -240,7 +247,7 @@ fn resolve(
     read_properties(doc, o.properties, &mut properties, &mut problems);
 
     let payload: &[u8] = if clear { &[] } else { &doc.payload };
-    if caps.protocol == Protocol::V5 && properties.payload_format == Some(1) {
+    if caps.protocol == MqttVersion::V5 && properties.payload_format == Some(1) {
         if let Err(e) = std::str::from_utf8(payload) {
             problems.invalid(format!(
                 "the payload format is UTF-8 text, but the payload is not valid UTF-8 (invalid byte at {})",
@@ -265,8 +272,14 @@ fn resolve(
         }
     }
 
-    if let Some(max) = caps.maximum_packet_size {
-        let size = publish_size(caps.protocol, &topic, qos, &properties, payload.len());
+    if let (Some(max), Some(topic)) = (caps.maximum_packet_size, &topic) {
+        let size = publish_packet_size(
+            caps.protocol,
+            topic.as_str(),
+            qos,
+            &properties,
+            payload.len(),
+        );
         if size > u64::from(max) {
             problems.invalid(format!(
                 "the message is {size} bytes, more than the broker's maximum packet size of {max} bytes"
@@ -274,9 +287,11 @@ fn resolve(
         }
     }
 
-    match problems.into_error() {
-        Some(e) => Err(e),
-        None => Ok(Resolved {
+    match (problems.into_error(), topic) {
+        (Some(e), _) => Err(e),
+        // A topic that did not parse left a problem, so this is not reached.
+        (None, None) => Err(Error::new(ErrorCode::Internal, "the document has no topic")),
+        (None, Some(topic)) => Ok(Resolved {
             topic,
             qos,
             retain,
@@ -380,60 +395,17 @@ fn read_properties(
     }
 }
 
-/// Bytes of a Variable Byte Integer encoding `n`.
-fn varint_len(n: u64) -> u64 {
-    match n {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
-/// The size of the PUBLISH packet on the wire, to compare with the broker's
-/// Maximum Packet Size: a broker disconnects a client that exceeds it, which
-/// would fail the whole batch, so an oversized document fails alone here.
-fn publish_size(
-    protocol: Protocol,
-    topic: &str,
-    qos: QoS,
-    properties: &MessageProperties,
-    payload: usize,
-) -> u64 {
-    let field = |len: usize| 2 + len as u64;
-    let mut variable = field(topic.len());
-    if qos != QoS::AtMostOnce {
-        variable += 2; // packet identifier
-    }
-    if protocol == Protocol::V5 {
-        let p = properties;
-        let mut props = 0u64;
-        props += p.payload_format.map_or(0, |_| 2);
-        props += p.message_expiry.map_or(0, |_| 5);
-        props += p.content_type.as_ref().map_or(0, |t| 1 + field(t.len()));
-        props += p.response_topic.as_ref().map_or(0, |t| 1 + field(t.len()));
-        props += p
-            .correlation_data
-            .as_ref()
-            .map_or(0, |d| 1 + field(d.len()));
-        props += p
-            .user_properties
-            .iter()
-            .map(|(n, v)| 1 + field(n.len()) + field(v.len()))
-            .sum::<u64>();
-        variable += varint_len(props) + props;
-    }
-    let remaining = variable + payload as u64;
-    1 + varint_len(remaining) + remaining
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{PayloadFormat, UserProperty};
 
+    fn send_config(topic: &str) -> SendConfig {
+        SendConfig::new(topic.parse().unwrap())
+    }
+
     fn caps() -> Capabilities {
-        Capabilities::defaults(Protocol::V5)
+        Capabilities::defaults(MqttVersion::V5)
     }
 
     fn error(plan: &SendPlan, index: usize) -> &Error {
@@ -442,7 +414,7 @@ mod tests {
 
     #[test]
     fn config_values_apply_without_overrides() {
-        let mut config = SendConfig::new("a/b");
+        let mut config = send_config("a/b");
         config.qos = QoS::ExactlyOnce;
         config.retained = true;
         config.properties.content_type = Some("text/plain".into());
@@ -468,7 +440,7 @@ mod tests {
 
     #[test]
     fn document_properties_override() {
-        let mut config = SendConfig::new("a/b");
+        let mut config = send_config("a/b");
         config.properties.user_properties = vec![UserProperty {
             name: "from".into(),
             value: "config".into(),
@@ -513,7 +485,7 @@ mod tests {
 
     #[test]
     fn bad_documents_fail_alone_with_their_index() {
-        let config = SendConfig::new("a/b");
+        let config = send_config("a/b");
         let docs = [
             Document::new("ok"),
             Document::new("x").with(names::QOS, Value::Text("1".into())),
@@ -552,7 +524,7 @@ mod tests {
 
     #[test]
     fn disallowed_overrides_are_ignored_and_the_config_wins() {
-        let mut config = SendConfig::new("a/b");
+        let mut config = send_config("a/b");
         config.overrides.topic = false;
         config.overrides.properties = false;
         let docs = [
@@ -572,7 +544,7 @@ mod tests {
         let doc = Document::new("x")
             .with(names::TOPIC, Value::Text("".into()))
             .with(names::QOS, Value::Integer(2));
-        let plan = plan(&SendConfig::new("a"), &caps, &[doc]);
+        let plan = plan(&send_config("a"), &caps, &[doc]);
         let e = error(&plan, 0);
         assert_eq!(e.code, ErrorCode::InvalidDocument);
         assert_eq!(
@@ -585,7 +557,7 @@ mod tests {
     fn qos_above_broker_maximum_fails() {
         let mut caps = caps();
         caps.maximum_qos = QoS::AtMostOnce;
-        let plan = plan(&SendConfig::new("a"), &caps, &[Document::new("x")]);
+        let plan = plan(&send_config("a"), &caps, &[Document::new("x")]);
         let e = error(&plan, 0);
         assert_eq!(e.code, ErrorCode::Unsupported);
         assert_eq!(e.message, "QoS 1 is above the broker's maximum QoS 0");
@@ -596,7 +568,7 @@ mod tests {
     fn retain_without_broker_support_fails_by_default() {
         let mut caps = caps();
         caps.retain_available = false;
-        let mut config = SendConfig::new("a");
+        let mut config = send_config("a");
         config.retained = true;
         let docs = [
             Document::new("x"),
@@ -622,7 +594,7 @@ mod tests {
     fn retain_without_broker_support_is_stripped_with_a_warning() {
         let mut caps = caps();
         caps.retain_available = false;
-        let mut config = SendConfig::new("a");
+        let mut config = send_config("a");
         config.retained = true;
         config.retain_unsupported = RetainUnsupported::Strip;
         let plan = plan(&config, &caps, &[Document::new("x")]);
@@ -637,7 +609,7 @@ mod tests {
 
     #[test]
     fn clear_publishes_an_empty_retained_payload() {
-        let mut config = SendConfig::new("a");
+        let mut config = send_config("a");
         config.action = SendAction::Clear;
         let docs = [
             Document::new("ignored"),
@@ -661,7 +633,7 @@ mod tests {
 
     #[test]
     fn dollar_topics_warn_but_send() {
-        let plan = plan(&SendConfig::new("$SYS/x"), &caps(), &[Document::new("x")]);
+        let plan = plan(&send_config("$SYS/x"), &caps(), &[Document::new("x")]);
         assert_eq!(plan.results, vec![None]);
         assert_eq!(
             plan.warnings,
@@ -676,7 +648,7 @@ mod tests {
         // empty properties + 10 payload) = 18 bytes.
         caps.maximum_packet_size = Some(18);
         let docs = [Document::new(vec![0; 10]), Document::new(vec![0; 11])];
-        let plan = plan(&SendConfig::new("a"), &caps, &docs);
+        let plan = plan(&send_config("a"), &caps, &docs);
         assert_eq!(plan.results[0], None);
         assert_eq!(
             error(&plan, 1).message,
@@ -685,34 +657,8 @@ mod tests {
     }
 
     #[test]
-    fn packet_size_counts_v5_properties() {
-        let props = MessageProperties {
-            payload_format: Some(1),
-            message_expiry: Some(1),
-            content_type: Some("ab".into()),
-            response_topic: None,
-            correlation_data: Some(vec![1]),
-            user_properties: vec![("k".into(), "v".into())],
-        };
-        // Topic 3 + properties (2 + 5 + 5 + 4 + 7 = 23, + 1 for their
-        // length) = 27 remaining, + 2 fixed header.
-        assert_eq!(
-            publish_size(Protocol::V5, "a", QoS::AtMostOnce, &props, 0),
-            29
-        );
-        assert_eq!(
-            publish_size(Protocol::V311, "a", QoS::AtMostOnce, &props, 0),
-            5
-        );
-        assert_eq!(
-            publish_size(Protocol::V311, "a", QoS::AtMostOnce, &props, 200),
-            206
-        );
-    }
-
-    #[test]
     fn merge_restores_document_order_and_indexes() {
-        let config = SendConfig::new("a");
+        let config = send_config("a");
         let docs = [
             Document::new("0"),
             Document::new("1").with(names::QOS, Value::Integer(9)),
@@ -734,7 +680,7 @@ mod tests {
 
     #[test]
     fn merge_reports_missing_outcomes_as_internal() {
-        let plan = plan(&SendConfig::new("a"), &caps(), &[Document::new("0")]);
+        let plan = plan(&send_config("a"), &caps(), &[Document::new("0")]);
         let results = merge(plan, Vec::new());
         let e = results[0].as_ref().unwrap_err();
         assert_eq!(e.code, ErrorCode::Internal);
@@ -743,12 +689,12 @@ mod tests {
 
     #[test]
     fn payload_format_from_config_is_checked_on_v5_only() {
-        let mut config = SendConfig::new("a");
+        let mut config = send_config("a");
         config.properties.payload_format = Some(PayloadFormat::Utf8);
         let docs = [Document::new(vec![0xc3])];
         assert!(plan(&config, &caps(), &docs).results[0].is_some());
         let mut v311 = caps();
-        v311.protocol = Protocol::V311;
+        v311.protocol = MqttVersion::V311;
         assert_eq!(plan(&config, &v311, &docs).results[0], None);
     }
 }

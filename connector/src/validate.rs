@@ -20,7 +20,13 @@
 //!    when the structure has others.
 //!
 //! [`parse_connection`], [`parse_send`] and [`parse_listen`] validate and
-//! then deserialize.
+//! then deserialize, into configurations whose topics are already parsed
+//! ([`TopicName`](crate::model::TopicName),
+//! [`TopicFilter`](crate::model::TopicFilter)).
+//!
+//! [`Problem`] is the one problem type of the workspace: the component
+//! returns it through the WIT `problem` record, and the host lists flow
+//! files' problems with it.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -29,9 +35,10 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::config::{decode_base64, BrokerUrl, ConnectionConfig, ListenConfig, SendConfig};
-use crate::model::{Error, ErrorCode};
+use crate::config::{decode_base64, ConnectionConfig, ListenConfig, SendConfig};
+use crate::model::{Error, ErrorCode, MqttVersion};
 use crate::schema;
+use crate::url::BrokerUrl;
 use mqtt_topic as topic;
 
 /// Which configuration a JSON text is.
@@ -69,6 +76,10 @@ impl Kind {
 }
 
 /// One problem with a configuration; mirrors the WIT `problem`.
+///
+/// Its [`Display`](fmt::Display) fits in a sentence (`POINTER: message`,
+/// the bare message for the whole document); [`Problem::line`] is the form
+/// for listings, one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     /// JSON pointer to where the problem is, `""` for the whole document.
@@ -94,6 +105,30 @@ impl fmt::Display for Problem {
         } else {
             write!(f, "{}: {}", self.pointer, self.message)
         }
+    }
+}
+
+impl Problem {
+    /// The problem as a line of a listing: `POINTER: message`, with
+    /// `(root)` standing for the whole document so every line starts with
+    /// where.
+    pub fn line(&self) -> ProblemLine<'_> {
+        ProblemLine(self)
+    }
+}
+
+/// A [`Problem`] displayed as a line of a listing (see [`Problem::line`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemLine<'a>(&'a Problem);
+
+impl fmt::Display for ProblemLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pointer = if self.0.pointer.is_empty() {
+            "(root)"
+        } else {
+            &self.0.pointer
+        };
+        write!(f, "{pointer}: {}", self.0.message)
     }
 }
 
@@ -610,8 +645,8 @@ fn check_topic_name(name: &str, pointer: &str, out: &mut Vec<Problem>) {
 
 fn check_connection(c: &Map<String, Value>, out: &mut Vec<Problem>) {
     let url = text(c, "url").map(BrokerUrl::parse);
-    if let Some(Err(message)) = &url {
-        out.push(Problem::new("/url", message.clone()));
+    if let Some(Err(e)) = &url {
+        out.push(Problem::new("/url", e.to_string()));
     }
     if let Some(tls) = c.get("tls").and_then(Value::as_object) {
         if let Some(Ok(url)) = &url {
@@ -635,7 +670,7 @@ fn check_connection(c: &Map<String, Value>, out: &mut Vec<Problem>) {
             _ => {}
         }
     }
-    let v311 = text(c, "mqtt_version") == Some("3.1.1");
+    let v311 = text(c, "mqtt_version") == Some(MqttVersion::V311.as_str());
     let no_client_id = text(c, "client_id").is_none_or(str::is_empty);
     if v311 && no_client_id && flag(c, "clean_start") == Some(false) {
         out.push(Problem::new(
@@ -696,10 +731,10 @@ fn check_listen(l: &Map<String, Value>, out: &mut Vec<Problem>) {
                 "/shared_group",
                 "the share name must be at least one character long",
             ));
-        } else if let Some(c) = group.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+        } else if let Some(c) = group.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
             out.push(Problem::new(
                 "/shared_group",
-                format!("the share name cannot contain '{c}'"),
+                format!("the share name cannot contain '{}'", c.escape_debug()),
             ));
         }
     }
@@ -777,6 +812,16 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("retain", "retained"), 2);
         assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn problems_display_in_a_sentence_or_as_a_line() {
+        let root = Problem::new("", "invalid JSON");
+        let field = Problem::new("/topic", "must not be empty");
+        assert_eq!(root.to_string(), "invalid JSON");
+        assert_eq!(root.line().to_string(), "(root): invalid JSON");
+        assert_eq!(field.to_string(), "/topic: must not be empty");
+        assert_eq!(field.line().to_string(), "/topic: must not be empty");
     }
 
     #[test]

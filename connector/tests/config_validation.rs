@@ -2,8 +2,8 @@
 //! validation problem with its exact pointer and message; then property
 //! tests that validation never panics.
 
-use connector::config::{MqttVersion, RetainHandling, RetainedPolicy, SendAction};
-use connector::model::{Protocol, QoS};
+use connector::config::{RetainHandling, RetainedPolicy, SendAction};
+use connector::model::{MqttVersion, QoS};
 use connector::validate::{
     config_error, parse_connection, parse_listen, parse_send, validate, validate_value, Kind,
     Problem,
@@ -64,7 +64,10 @@ fn send_defaults() {
     assert_eq!(s.action, SendAction::Publish);
     assert!(s.overrides.topic && s.overrides.qos && s.overrides.retained && s.overrides.properties);
     assert_eq!(s.properties, Default::default());
-    assert_eq!(s, connector::config::SendConfig::new("a/b"));
+    assert_eq!(
+        s,
+        connector::config::SendConfig::new("a/b".parse().unwrap())
+    );
 }
 
 #[test]
@@ -77,7 +80,10 @@ fn listen_defaults() {
     assert_eq!(s.qos, QoS::AtLeastOnce);
     assert!(!s.no_local && !s.retain_as_published);
     assert_eq!(s.retain_handling, RetainHandling::OnSubscribe);
-    assert_eq!(l, connector::config::ListenConfig::new(["a/#"]));
+    assert_eq!(
+        l,
+        connector::config::ListenConfig::new(["a/#".parse().unwrap()])
+    );
 }
 
 #[test]
@@ -103,7 +109,7 @@ fn full_connection_example_is_valid() {
     let c = parse_connection(json).unwrap();
     let o = c.connect_options();
     assert_eq!(o.url, "mqtts://broker.example.com:8884");
-    assert_eq!(o.protocol, Protocol::V311);
+    assert_eq!(o.protocol, MqttVersion::V311);
     assert_eq!(o.client_id, "plant-7");
     let will = o.will.unwrap();
     assert_eq!(will.payload, b"offline");
@@ -132,14 +138,14 @@ fn full_send_and_listen_examples_are_valid() {
         "retained": "skip", "quiet_ms": 500, "max_batch": 10
     }"#;
     let l = parse_listen(listen).unwrap();
-    let subs = l.subscriptions(Protocol::V5);
+    let subs = l.subscriptions(MqttVersion::V5).unwrap();
     assert_eq!(subs.len(), 2);
     assert!(subs.iter().all(|s| s.retain_handling == 2));
     let shared =
         parse_listen(r#"{"subscriptions": [{"filter": "jobs/#"}], "shared_group": "workers"}"#)
             .unwrap();
     assert_eq!(
-        shared.subscriptions(Protocol::V5)[0].filter,
+        shared.subscriptions(MqttVersion::V5).unwrap()[0].filter,
         "$share/workers/jobs/#"
     );
 }
@@ -556,6 +562,44 @@ fn broker_urls() {
 }
 
 #[test]
+fn tcp_and_ssl_urls_are_mqtt_and_mqtts() {
+    let c = parse_connection(r#"{"url": "tcp://h"}"#).unwrap();
+    assert_eq!(c.connect_options().url, "mqtt://h:1883");
+    let c = parse_connection(r#"{"url": "ssl://h", "tls": {"ca_file": "ca.pem"}}"#).unwrap();
+    let o = c.connect_options();
+    assert_eq!(o.url, "mqtts://h:8883");
+    assert_eq!(o.tls.unwrap().ca_file.as_deref(), Some("ca.pem"));
+}
+
+#[test]
+fn share_names_cannot_hold_the_null_character() {
+    assert_eq!(
+        one(
+            Kind::Listen,
+            r#"{"subscriptions": [{"filter": "a"}], "shared_group": "g\u0000"}"#
+        ),
+        p("/shared_group", "the share name cannot contain '\\0'")
+    );
+}
+
+#[test]
+fn validated_configurations_carry_parsed_topics() {
+    let s = parse_send(r#"{"topic": "a/b", "properties": {"response_topic": "r"}}"#).unwrap();
+    assert_eq!(s.topic.as_str(), "a/b");
+    assert_eq!(s.properties.response_topic.unwrap().as_str(), "r");
+    let l = parse_listen(r#"{"subscriptions": [{"filter": "$share/g/a/+"}]}"#).unwrap();
+    assert_eq!(l.subscriptions[0].filter.shared().unwrap().group, "g");
+    let c = parse_connection(r#"{"url": "mqtt://h", "will": {"topic": "w"}}"#).unwrap();
+    assert!(!c.will.unwrap().topic.is_system());
+    // Deserializing without validation still refuses a bad topic, with the
+    // topic rule's message.
+    let e = serde_json::from_str::<connector::config::SendConfig>(r#"{"topic": "a/+"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("topic names cannot contain wildcards"), "{e}");
+}
+
+#[test]
 fn tls_needs_mqtts_and_both_halves_of_a_client_certificate() {
     assert_eq!(
         one(Kind::Connection, r#"{"url": "mqtt://h", "tls": {}}"#),
@@ -803,7 +847,7 @@ proptest! {
                 match kind {
                     Kind::Connection => { parse_connection(&text).unwrap().connect_options(); }
                     Kind::Send => { parse_send(&text).unwrap(); }
-                    Kind::Listen => { parse_listen(&text).unwrap().subscriptions(Protocol::V311); }
+                    Kind::Listen => { parse_listen(&text).unwrap().subscriptions(MqttVersion::V311).unwrap(); }
                 }
             }
         }

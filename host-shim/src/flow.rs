@@ -25,15 +25,26 @@
 //!   the JSON line a received document prints as.
 //! - `expect`: checking what a step did against its `expect` block.
 //! - `check`: every problem of a flow file at once, each with its JSON
-//!   pointer, the embedded configurations checked by the connector.
+//!   pointer, the embedded configurations checked by the connector. A
+//!   problem is the connector's [`Problem`], listed with
+//!   [`Problem::line`].
 //! - `run`: the runner, on the WebAssembly host.
+//!
+//! Each fallible function has its own error type ([`ParseError`],
+//! [`PayloadError`], [`ValueError`], [`DocumentError`],
+//! [`BrokerSettingsError`], [`RunError`] and [`StepError`]); the messages
+//! are the ones the command line prints.
 
 mod check;
 mod expect;
 mod run;
 
-pub use check::{check, config_problems, ConfigKind, Problem};
-pub use run::{document_line, error_text, run, to_document, to_received, Outcome, RunOptions};
+pub use check::{check, config_problems, BrokerSettingsError, ConfigKind};
+pub use connector::validate::Problem;
+pub use run::{
+    document_line, run, to_document, to_received, DocumentError, Outcome, RunError, RunOptions,
+    StepError, ValueError,
+};
 
 use base64::Engine as _;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -169,16 +180,27 @@ impl FlowDocument {
     /// # Errors
     ///
     /// When both payload forms are given, or the base64 is invalid.
-    pub fn payload_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn payload_bytes(&self) -> Result<Vec<u8>, PayloadError> {
         match (&self.payload, &self.payload_base64) {
-            (Some(_), Some(_)) => Err("give `payload` or `payload_base64`, not both".to_owned()),
+            (Some(_), Some(_)) => Err(PayloadError::Both),
             (Some(text), None) => Ok(text.as_bytes().to_vec()),
             (None, Some(b64)) => {
-                connector::config::decode_base64(b64).map_err(|e| format!("invalid base64: {e}"))
+                connector::config::decode_base64(b64).map_err(PayloadError::Base64)
             }
             (None, None) => Ok(Vec::new()),
         }
     }
+}
+
+/// Why a flow document's payload cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// `payload` and `payload_base64` are both given.
+    #[error("give `payload` or `payload_base64`, not both")]
+    Both,
+    /// `payload_base64` is not base64; says where.
+    #[error("invalid base64: {0}")]
+    Base64(String),
 }
 
 /// What a `send` step must do.
@@ -384,20 +406,39 @@ pub fn schema() -> Json {
     schema.to_value()
 }
 
+/// Why a flow file's text is not a flow.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The text is not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(serde_json::Error),
+    /// Every problem [`check`] found.
+    #[error("{}", problem_lines(.0))]
+    Problems(Vec<Problem>),
+    /// Checked, yet not read as a flow.
+    #[error("invalid flow: {0}")]
+    Flow(serde_json::Error),
+}
+
+/// Problems one per line, as `POINTER: message`.
+fn problem_lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| p.line().to_string()).collect();
+    lines.join("\n")
+}
+
 /// Parses a flow file's text.
 ///
 /// # Errors
 ///
 /// The JSON syntax error, or every problem [`check`] finds, one per line as
 /// `POINTER: message`.
-pub fn parse(text: &str) -> Result<Flow, String> {
-    let json: Json = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+pub fn parse(text: &str) -> Result<Flow, ParseError> {
+    let json: Json = serde_json::from_str(text).map_err(ParseError::Json)?;
     let problems = check(&json);
     if !problems.is_empty() {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(lines.join("\n"));
+        return Err(ParseError::Problems(problems));
     }
-    serde_json::from_value(json).map_err(|e| format!("invalid flow: {e}"))
+    serde_json::from_value(json).map_err(ParseError::Flow)
 }
 
 fn broker_schema(generator: &mut SchemaGenerator) -> Schema {

@@ -11,6 +11,13 @@
 //!   capability, and its operations under sandbox limits.
 //! - [`flow`]: flow files for `host-shim run`: the model and its JSON
 //!   Schema, every problem with its JSON pointer, and the runner.
+//!
+//! The shim shares the connector's facts rather than restating them: its
+//! model types ([`connector::model`]), broker URL parser
+//! ([`connector::url`]), configuration problems ([`connector::validate`]),
+//! the conversions to and from the WIT types ([`connector::wit`]), and the
+//! protocol version [`mqtt_topic::MqttVersion`]. Each library function
+//! fails with its own error type; `anyhow` is the command line's alone.
 #![warn(missing_docs)]
 
 pub mod flow;

@@ -594,7 +594,7 @@ impl Bench {
 
     async fn host_send(&self, qos: u8) -> anyhow::Result<Sample> {
         let o = &self.options;
-        let topic = unique("bench/send/host");
+        let topic: model::TopicName = unique("bench/send/host").parse()?;
         let client = self.host_client(&unique("bench-send-h"), o.window).await?;
         let level = model::QoS::from_level(qos).ok_or_else(|| anyhow!("bad QoS {qos}"))?;
         let started = Instant::now();
@@ -637,7 +637,7 @@ impl Bench {
         let level = model::QoS::from_level(qos).ok_or_else(|| anyhow!("bad QoS {qos}"))?;
         let granted = client
             .subscribe(vec![model::Subscription {
-                filter: topic.clone(),
+                filter: topic.parse()?,
                 qos: level,
                 no_local: false,
                 retain_as_published: false,

@@ -45,6 +45,11 @@ const QUOTE_LIMIT: usize = 60;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+// The schema speaks to whoever writes a configuration, not to programmers.
+#[cfg_attr(
+    feature = "schemars",
+    schemars(description = "MQTT protocol version, as written in a configuration.")
+)]
 pub enum MqttVersion {
     /// MQTT 3.1.1.
     #[cfg_attr(feature = "serde", serde(rename = "3.1.1"))]
@@ -641,6 +646,80 @@ macro_rules! validated_string {
                 &self.0
             }
         }
+
+        impl PartialEq<str> for $type {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $type {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $type {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<$type> for str {
+            fn eq(&self, other: &$type) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$type> for &str {
+            fn eq(&self, other: &$type) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$type> for String {
+            fn eq(&self, other: &$type) -> bool {
+                *self == other.0
+            }
+        }
+
+        /// A JSON string, validated when read: an invalid one fails with
+        /// the [`TopicError`] message.
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                $type::try_from(text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// The schema of a plain string, so a configuration's schema is the
+        /// same whether a field holds a `String` or this type.
+        #[cfg(feature = "schemars")]
+        impl schemars::JsonSchema for $type {
+            fn inline_schema() -> bool {
+                <String as schemars::JsonSchema>::inline_schema()
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                <String as schemars::JsonSchema>::schema_name()
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                <String as schemars::JsonSchema>::schema_id()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                <String as schemars::JsonSchema>::json_schema(generator)
+            }
+        }
     };
 }
 
@@ -811,6 +890,22 @@ mod tests {
             }
             assert_eq!(e.statement_ids(), from_statements.as_slice(), "{e:?}");
         }
+    }
+
+    #[test]
+    fn newtypes_compare_with_strings() {
+        let name: TopicName = "a/b".parse().unwrap();
+        assert_eq!(name, "a/b");
+        assert!(name == *"a/b");
+        assert_ne!(name, "a/c");
+        assert_eq!(name, String::from("a/b"));
+        assert_eq!("a/b", name);
+        assert_eq!(String::from("a/b"), name);
+        assert!(*"a/b" == name);
+        let filter: TopicFilter = "a/+".parse().unwrap();
+        assert_eq!(filter, "a/+");
+        assert!(filter == *"a/+");
+        assert_eq!(String::from("a/+"), filter);
     }
 
     #[test]

@@ -15,9 +15,11 @@ pub mod send;
 pub mod validate;
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+use clap::Args;
 use host_shim::flow::{config_problems, ConfigKind};
 use host_shim::host::{Limits, Runtime};
+use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
@@ -32,22 +34,22 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "FILE")]
     pub connection: Option<PathBuf>,
     /// MQTT protocol version to speak [default: 5]
-    #[arg(long, value_name = "VERSION")]
+    #[arg(long, value_name = "VERSION", value_parser = mqtt_version_parser())]
     pub mqtt_version: Option<MqttVersion>,
     /// Connector component (.wasm) to run instead of the built-in one
     #[arg(long, value_name = "FILE")]
     pub component: Option<PathBuf>,
 }
 
-/// An MQTT protocol version, as the flags spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MqttVersion {
-    /// MQTT 3.1.1
-    #[value(name = "3.1.1", alias = "311")]
-    V311,
-    /// MQTT 5.0
-    #[value(name = "5", alias = "5.0")]
-    V5,
+/// `--mqtt-version`: the names configurations use (`3.1.1`, `5`), listed in
+/// the help, and the aliases `311` and `5.0`, read by
+/// [`MqttVersion`]'s own parser.
+fn mqtt_version_parser() -> impl clap::builder::TypedValueParser<Value = MqttVersion> {
+    PossibleValuesParser::new([
+        PossibleValue::new(MqttVersion::V311.as_str()).alias("311"),
+        PossibleValue::new(MqttVersion::V5.as_str()).alias("5.0"),
+    ])
+    .try_map(|name| name.parse::<MqttVersion>())
 }
 
 impl ConnectionArgs {
@@ -65,11 +67,7 @@ impl ConnectionArgs {
             anyhow::bail!("no broker to connect to: give --url URL or --connection FILE");
         }
         if let Some(version) = self.mqtt_version {
-            let value = match version {
-                MqttVersion::V311 => "3.1.1",
-                MqttVersion::V5 => "5",
-            };
-            config.insert(PROTOCOL_KEY.to_owned(), Json::from(value));
+            config.insert(PROTOCOL_KEY.to_owned(), Json::from(version.as_str()));
         }
         let config = Json::Object(config);
         ensure_valid(ConfigKind::Connection, "connection", &config)?;
@@ -88,7 +86,7 @@ const PROTOCOL_KEY: &str = "mqtt_version";
 /// The connector: the component built into the shim, or one from a file.
 pub fn runtime(component: Option<&Path>) -> anyhow::Result<Runtime> {
     match component {
-        Some(path) => Runtime::from_file(path, Limits::default()),
+        Some(path) => Ok(Runtime::from_file(path, Limits::default())?),
         None => Runtime::embedded(Limits::default()).context("cannot load the built-in connector"),
     }
 }
@@ -100,7 +98,10 @@ pub fn ensure_valid(kind: ConfigKind, what: &str, config: &Json) -> anyhow::Resu
     if problems.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = problems.iter().map(|p| format!("\n  {p}")).collect();
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("\n  {}", p.line()))
+        .collect();
     anyhow::bail!("invalid {what} configuration:{}", lines.concat())
 }
 

@@ -36,8 +36,8 @@ pub struct RunArgs {
 /// Runs `host-shim run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = read_text(&args.flow)?;
-    let flow = flow::parse(&text).map_err(|problems| {
-        let problems = problems.replace('\n', "\n  ");
+    let flow = flow::parse(&text).map_err(|e| {
+        let problems = e.to_string().replace('\n', "\n  ");
         anyhow::anyhow!("invalid flow {}:\n  {problems}", args.flow.display())
     })?;
     let options = RunOptions {

@@ -139,9 +139,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                         failed += 1;
                         // The connector counts within the batch; the user
                         // counts within the whole input.
-                        let mut e = e.clone();
-                        e.document_index = Some(u32::try_from(first + i).unwrap_or(u32::MAX));
-                        writeln!(stdout, "{}", host_shim::flow::error_text(&e))
+                        writeln!(stdout, "{}", e.clone().for_document(first + i))
                     }
                 };
                 if let Err(e) = written {

@@ -33,12 +33,7 @@ pub struct ValidateArgs {
 pub fn problems(kind: Kind, text: &str) -> Vec<Problem> {
     let json = match serde_json::from_str(text) {
         Ok(json) => json,
-        Err(e) => {
-            return vec![Problem {
-                pointer: String::new(),
-                message: format!("invalid JSON: {e}"),
-            }]
-        }
+        Err(e) => return vec![Problem::new("", format!("invalid JSON: {e}"))],
     };
     match kind {
         Kind::Connection => config_problems(ConfigKind::Connection, &json),
@@ -49,10 +44,7 @@ pub fn problems(kind: Kind, text: &str) -> Vec<Problem> {
         // problem at most, with its line and column.
         Kind::Broker => match BrokerConfig::from_json(text) {
             Ok(_) => Vec::new(),
-            Err(error) => vec![Problem {
-                pointer: String::new(),
-                message: error.to_string(),
-            }],
+            Err(error) => vec![Problem::new("", error.to_string())],
         },
     }
 }
@@ -63,7 +55,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let problems = problems(args.kind, &text);
     let mut stdout = std::io::stdout().lock();
     for problem in &problems {
-        writeln!(stdout, "{problem}")?;
+        writeln!(stdout, "{}", problem.line())?;
     }
     stdout.flush()?;
     Ok(if problems.is_empty() {

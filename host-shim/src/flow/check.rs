@@ -3,65 +3,30 @@
 //! each embedded configuration as the connector checks it.
 
 use super::{FlowDocument, Step};
+use connector::validate::{validate_value, Problem};
 use mqtt_broker::BrokerConfig;
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
-use std::fmt;
 
-/// One problem with a flow or a configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// JSON pointer to where the problem is; empty for the whole file.
-    pub pointer: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Problem {
-    fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    /// `POINTER: message`; `(root)` stands for the empty pointer.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() {
-            "(root)"
-        } else {
-            &self.pointer
-        };
-        write!(f, "{pointer}: {}", self.message)
-    }
-}
-
-/// The configuration kinds the connector checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigKind {
-    /// A connection configuration.
-    Connection,
-    /// A Send configuration.
-    Send,
-    /// A Listen configuration.
-    Listen,
-}
+/// The configuration kinds the connector checks: the connector's own
+/// [`Kind`](connector::validate::Kind).
+pub use connector::validate::Kind as ConfigKind;
 
 /// The connector's own check of a configuration, run natively: the same
 /// code the component runs, without instantiating it.
 pub fn config_problems(kind: ConfigKind, config: &Json) -> Vec<Problem> {
-    use connector::validate::{validate_value, Kind};
-    let kind = match kind {
-        ConfigKind::Connection => Kind::Connection,
-        ConfigKind::Send => Kind::Send,
-        ConfigKind::Listen => Kind::Listen,
-    };
     validate_value(kind, config)
-        .into_iter()
-        .map(|p| Problem::new(p.pointer, p.message))
-        .collect()
+}
+
+/// Why a flow's `broker` settings are not the built-in broker's.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerSettingsError {
+    /// `broker` is not an object.
+    #[error("must be an object of broker settings")]
+    NotObject,
+    /// The settings do not read as the broker's configuration.
+    #[error("{0}")]
+    Invalid(serde_json::Error),
 }
 
 /// A URL that stands in for the built-in broker's while a flow's connection
@@ -88,8 +53,8 @@ pub fn check(flow: &Json) -> Vec<Problem> {
         }
     }
     if let Some(broker) = root.get("broker") {
-        if let Err(message) = broker_config(broker) {
-            problems.push(Problem::new("/broker", message));
+        if let Err(e) = broker_config(broker) {
+            problems.push(Problem::new("/broker", e.to_string()));
         }
     }
     let connection = match root.get("connection") {
@@ -129,12 +94,12 @@ pub fn check(flow: &Json) -> Vec<Problem> {
 
 /// The built-in broker's configuration: the flow's keys (a `profile`
 /// first, the others over it), on a free port unless they name one.
-pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, String> {
+pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, BrokerSettingsError> {
     let Json::Object(keys) = broker else {
-        return Err("must be an object of broker settings".to_owned());
+        return Err(BrokerSettingsError::NotObject);
     };
     let mut config: BrokerConfig =
-        serde_json::from_value(broker.clone()).map_err(|e| e.to_string())?;
+        serde_json::from_value(broker.clone()).map_err(BrokerSettingsError::Invalid)?;
     if !keys.contains_key("port") {
         config.port = 0;
     }
@@ -310,19 +275,18 @@ pub(crate) fn merge_connection(
 }
 
 fn check_document(problems: &mut Vec<Problem>, at: &str, document: &FlowDocument) {
-    if let Err(message) = document.payload_bytes() {
-        let key = if document.payload.is_some() && document.payload_base64.is_some() {
-            ""
-        } else {
-            "/payload_base64"
+    if let Err(e) = document.payload_bytes() {
+        let key = match e {
+            super::PayloadError::Both => "",
+            super::PayloadError::Base64(_) => "/payload_base64",
         };
-        problems.push(Problem::new(format!("{at}{key}"), message));
+        problems.push(Problem::new(format!("{at}{key}"), e.to_string()));
     }
     for (name, value) in &document.properties {
-        if let Err(message) = super::run::property_value(value) {
+        if let Err(e) = super::run::property_value(value) {
             problems.push(Problem::new(
                 format!("{at}/properties/{}", escape(name)),
-                message,
+                e.to_string(),
             ));
         }
     }

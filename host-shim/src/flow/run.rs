@@ -2,16 +2,107 @@
 //! each step through the connector component, prints what happened and
 //! checks the step's expectations.
 
-use super::check::{broker_config, merge_connection};
+use super::check::{broker_config, merge_connection, BrokerSettingsError};
 use super::expect::{self, Sent};
-use super::{Flow, FlowDocument, ListenExpect, Received, SendStep, Step, DEFAULT_TIMEOUT};
-use crate::host::{Document, Error as WitError, Listener, Property, Runtime, Sender, Value};
-use anyhow::Context as _;
+use super::{
+    Flow, FlowDocument, ListenExpect, PayloadError, Received, SendStep, Step, DEFAULT_TIMEOUT,
+};
+use crate::host::{Document, Listener, Property, Runtime, Sender, Value};
 use mqtt_broker as broker;
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
+
+/// Why a flow could not run to its end (a step that does not meet its
+/// expectations is an [`Outcome`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The flow's `broker` settings are not the built-in broker's.
+    #[error("invalid broker settings: {0}")]
+    BrokerSettings(BrokerSettingsError),
+    /// The built-in broker did not start.
+    #[error("cannot start the built-in broker")]
+    BrokerStart(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Neither the flow nor the options name a broker.
+    #[error("the flow's connection has no `url`")]
+    NoUrl,
+    /// A step failed in a way its expectations do not allow for.
+    #[error("step {index} ({kind})")]
+    Step {
+        /// The step's index.
+        index: usize,
+        /// The step's key: `send`, `listen`, ...
+        kind: &'static str,
+        /// What went wrong.
+        #[source]
+        source: StepError,
+    },
+    /// The output could not be written.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+}
+
+/// Why one step failed outside its expectations.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// `receive` names no open listener.
+    #[error("no listener `{0}` is open")]
+    NoListener(String),
+    /// `close` or `drop` names nothing open.
+    #[error("no sender or listener `{0}` is open")]
+    NotOpen(String),
+    /// A document to send is not usable.
+    #[error("document {index}: {error}")]
+    Document {
+        /// The document's index in the step.
+        index: usize,
+        /// What is wrong with it.
+        error: DocumentError,
+    },
+    /// A sender step without a configuration or an open sender.
+    #[error("missing `config`")]
+    MissingConfig,
+    /// The output could not be written.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+}
+
+/// Why a flow document is not a connector `document`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// The payload cannot be read.
+    #[error("{0}")]
+    Payload(PayloadError),
+    /// A property's value cannot be read.
+    #[error("property {name}: {error}")]
+    Property {
+        /// The property's name.
+        name: String,
+        /// What is wrong with its value.
+        error: ValueError,
+    },
+}
+
+/// Why a JSON value is not a property value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A number with a fraction or out of range.
+    #[error("{0} is not a whole number")]
+    NotWholeNumber(String),
+    /// `{"base64": ...}` with an invalid base64 text; says where.
+    #[error("invalid base64: {0}")]
+    Base64(String),
+    /// An object other than `{"base64": "..."}`.
+    #[error("an object value must be {{\"base64\": \"...\"}}")]
+    Object,
+    /// A list that is not of `[name, value]` pairs.
+    #[error("pairs are written [[\"name\", \"value\"], ...]")]
+    Pairs,
+    /// `null` outside an expectation.
+    #[error("null is only for expectations (a property that must be absent)")]
+    Null,
+}
 
 /// How a flow runs.
 #[derive(Clone)]
@@ -52,7 +143,7 @@ pub async fn run(
     flow: &Flow,
     options: &RunOptions,
     out: &mut dyn Write,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, RunError> {
     let builtin = options.url.is_none()
         && (flow.broker.is_some()
             || !flow
@@ -61,11 +152,10 @@ pub async fn run(
                 .is_some_and(|c| c.contains_key("url")));
     let (broker, url) = if builtin {
         let settings = Json::Object(flow.broker.clone().unwrap_or_default());
-        let config = broker_config(&settings)
-            .map_err(|e| anyhow::anyhow!("invalid broker settings: {e}"))?;
+        let config = broker_config(&settings).map_err(RunError::BrokerSettings)?;
         let handle = broker::start(config)
             .await
-            .context("cannot start the built-in broker")?;
+            .map_err(|e| RunError::BrokerStart(Box::new(e)))?;
         let url = handle.url();
         writeln!(out, "built-in broker on {url}")?;
         (Some(handle), url)
@@ -74,7 +164,7 @@ pub async fn run(
             let connection = flow.connection.as_ref()?;
             connection.get("url")?.as_str().map(str::to_owned)
         });
-        let url = url.context("the flow's connection has no `url`")?;
+        let url = url.ok_or(RunError::NoUrl)?;
         if flow.broker.is_some() {
             tracing::warn!("the flow's broker settings do not apply to {url}");
         }
@@ -103,8 +193,12 @@ pub async fn run(
                 outcome.failed = Some((i, diffs));
                 break;
             }
-            Err(e) => {
-                result = Err(e.context(format!("step {i} ({})", step.kind())));
+            Err(source) => {
+                result = Err(RunError::Step {
+                    index: i,
+                    kind: step.kind(),
+                    source,
+                });
                 break;
             }
         }
@@ -138,7 +232,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     /// Runs one step: the differences from its expectations, none when met.
-    async fn step(&mut self, i: usize, step: &Step) -> anyhow::Result<Vec<String>> {
+    async fn step(&mut self, i: usize, step: &Step) -> Result<Vec<String>, StepError> {
         if let Some(description) = step.description() {
             writeln!(self.out, "# {description}")?;
         }
@@ -189,7 +283,7 @@ impl Runner<'_> {
                 let listener = self
                     .listeners
                     .get_mut(&receive.name)
-                    .with_context(|| format!("no listener `{}` is open", receive.name))?;
+                    .ok_or_else(|| StepError::NoListener(receive.name.clone()))?;
                 let timeout = receive
                     .timeout_ms
                     .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
@@ -235,7 +329,7 @@ impl Runner<'_> {
                 } else if let Some(listener) = self.listeners.remove(name) {
                     listener.close().await;
                 } else {
-                    anyhow::bail!("no sender or listener `{name}` is open");
+                    return Err(StepError::NotOpen(name.clone()));
                 }
                 writeln!(self.out, "step {i} close {name}: closed")?;
                 Ok(Vec::new())
@@ -245,7 +339,9 @@ impl Runner<'_> {
                 // no DISCONNECT, so the broker sees a lost connection.
                 let dropped = self.senders.remove(name).map(drop).is_some()
                     || self.listeners.remove(name).map(drop).is_some();
-                anyhow::ensure!(dropped, "no sender or listener `{name}` is open");
+                if !dropped {
+                    return Err(StepError::NotOpen(name.clone()));
+                }
                 writeln!(self.out, "step {i} drop {name}: connection dropped")?;
                 Ok(Vec::new())
             }
@@ -257,13 +353,13 @@ impl Runner<'_> {
         }
     }
 
-    async fn send(&mut self, i: usize, step: &SendStep) -> anyhow::Result<Vec<String>> {
+    async fn send(&mut self, i: usize, step: &SendStep) -> Result<Vec<String>, StepError> {
         let documents = step
             .documents
             .iter()
             .enumerate()
-            .map(|(j, d)| to_document(d).map_err(|e| anyhow::anyhow!("document {j}: {e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|(index, d)| to_document(d).map_err(|error| StepError::Document { index, error }))
+            .collect::<Result<Vec<_>, _>>()?;
         let label = match &step.name {
             Some(name) => format!("send {name}"),
             None => "send".to_owned(),
@@ -276,7 +372,7 @@ impl Runner<'_> {
         let opened = match existing {
             Some(sender) => Ok(sender),
             None => {
-                let config = step.config.as_ref().context("missing `config`")?;
+                let config = step.config.as_ref().ok_or(StepError::MissingConfig)?;
                 let connection = self.connection_json(step.connection.as_ref());
                 self.runtime
                     .open_sender(&connection, &config.to_string())
@@ -289,7 +385,7 @@ impl Runner<'_> {
                     Ok(outcomes) => Sent::Batch(
                         outcomes
                             .into_iter()
-                            .map(|o| o.map_err(|e| error_text(&e)))
+                            .map(|o| o.map_err(|e| e.to_string()))
                             .collect(),
                     ),
                     Err(e) => Sent::Failed(e.to_string()),
@@ -335,7 +431,7 @@ impl Runner<'_> {
         received: &[Received],
         error: Option<&str>,
         expect: Option<&ListenExpect>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>, StepError> {
         let n = received.len();
         let noun = if n == 1 { "document" } else { "documents" };
         match error {
@@ -374,7 +470,7 @@ async fn collect(
     count: Option<usize>,
     timeout: Duration,
     out: &mut dyn Write,
-) -> anyhow::Result<(Vec<Received>, Option<String>)> {
+) -> io::Result<(Vec<Received>, Option<String>)> {
     let deadline = Instant::now() + timeout;
     let mut received = Vec::new();
     loop {
@@ -409,25 +505,13 @@ async fn collect(
     Ok((received, None))
 }
 
-/// An error as a sentence: `document N: ` when it names one, and the
-/// broker's reason code with its name.
-pub fn error_text(e: &WitError) -> String {
-    connector::model::Error {
-        code: connector::model::ErrorCode::Internal,
-        message: e.message.clone(),
-        reason_code: e.reason_code,
-        document_index: e.document_index,
-    }
-    .to_string()
-}
-
 /// A flow document as the connector's `document`.
 ///
 /// # Errors
 ///
-/// A sentence saying which payload or property is invalid.
-pub fn to_document(document: &FlowDocument) -> Result<Document, String> {
-    let payload = document.payload_bytes()?;
+/// Which payload or property is invalid, and why.
+pub fn to_document(document: &FlowDocument) -> Result<Document, DocumentError> {
+    let payload = document.payload_bytes().map_err(DocumentError::Payload)?;
     let properties = document
         .properties
         .iter()
@@ -437,7 +521,10 @@ pub fn to_document(document: &FlowDocument) -> Result<Document, String> {
                     name: name.clone(),
                     value,
                 })
-                .map_err(|e| format!("property {name}: {e}"))
+                .map_err(|error| DocumentError::Property {
+                    name: name.clone(),
+                    error,
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok(Document {
@@ -449,19 +536,19 @@ pub fn to_document(document: &FlowDocument) -> Result<Document, String> {
 
 /// A JSON property value as a connector `value`: text, a whole number, a
 /// flag, `{"base64": "..."}` for bytes, `[["name", "value"], ...]` for pairs.
-pub(crate) fn property_value(json: &Json) -> Result<Value, String> {
+pub(crate) fn property_value(json: &Json) -> Result<Value, ValueError> {
     match json {
         Json::String(text) => Ok(Value::Text(text.clone())),
         Json::Bool(flag) => Ok(Value::Boolean(*flag)),
         Json::Number(n) => n
             .as_i64()
             .map(Value::Integer)
-            .ok_or_else(|| format!("{n} is not a whole number")),
+            .ok_or_else(|| ValueError::NotWholeNumber(n.to_string())),
         Json::Object(object) => match object.get("base64").and_then(Json::as_str) {
             Some(b64) if object.len() == 1 => connector::config::decode_base64(b64)
                 .map(Value::Binary)
-                .map_err(|e| format!("invalid base64: {e}")),
-            _ => Err("an object value must be {\"base64\": \"...\"}".to_owned()),
+                .map_err(ValueError::Base64),
+            _ => Err(ValueError::Object),
         },
         Json::Array(items) => items
             .iter()
@@ -469,13 +556,11 @@ pub(crate) fn property_value(json: &Json) -> Result<Value, String> {
                 Some([Json::String(name), Json::String(value)]) => {
                     Ok((name.clone(), value.clone()))
                 }
-                _ => Err("pairs are written [[\"name\", \"value\"], ...]".to_owned()),
+                _ => Err(ValueError::Pairs),
             })
             .collect::<Result<_, _>>()
             .map(Value::Pairs),
-        Json::Null => {
-            Err("null is only for expectations (a property that must be absent)".to_owned())
-        }
+        Json::Null => Err(ValueError::Null),
     }
 }
 

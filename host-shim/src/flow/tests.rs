@@ -7,7 +7,10 @@ use serde_json::json;
 const QUICKSTART: &str = include_str!("../../../examples/quickstart.flow.json");
 
 fn pointers(flow: Json) -> Vec<String> {
-    check(&flow).into_iter().map(|p| p.to_string()).collect()
+    check(&flow)
+        .into_iter()
+        .map(|p| p.line().to_string())
+        .collect()
 }
 
 fn send_step(config: Json) -> Json {
@@ -175,7 +178,9 @@ fn broker_settings_go_over_a_loopback_test_broker() {
     let tagoio = check::broker_config(&json!({ "profile": "tagoio", "port": 1999 })).unwrap();
     assert!(!tagoio.retain.enabled);
     assert_eq!(tagoio.port, 1999);
-    let err = check::broker_config(&json!({ "retian": {} })).unwrap_err();
+    let err = check::broker_config(&json!({ "retian": {} }))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("retian"), "{err}");
     let problems = pointers(json!({ "broker": { "port": "x" }, "steps": [] }));
     assert!(problems[0].starts_with("/broker: "), "{problems:?}");
@@ -406,4 +411,44 @@ fn the_schema_embeds_the_connector_configs() {
         serde_json::to_string_pretty(&schema).ok(),
         serde_json::to_string_pretty(&super::schema()).ok()
     );
+}
+
+#[test]
+fn errors_say_what_and_where() {
+    assert!(parse("{")
+        .unwrap_err()
+        .to_string()
+        .starts_with("invalid JSON: "));
+    assert_eq!(
+        parse("{}").unwrap_err().to_string(),
+        "(root): missing `steps`, the list of steps to run"
+    );
+    let document = FlowDocument {
+        payload: Some("x".into()),
+        payload_base64: Some("eA==".into()),
+        ..FlowDocument::default()
+    };
+    assert_eq!(
+        to_document(&document).unwrap_err().to_string(),
+        "give `payload` or `payload_base64`, not both"
+    );
+    let document = FlowDocument {
+        properties: json!({ "x": { "a": 1 } }).as_object().cloned().unwrap(),
+        ..FlowDocument::default()
+    };
+    let error = StepError::Document {
+        index: 2,
+        error: to_document(&document).unwrap_err(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "document 2: property x: an object value must be {\"base64\": \"...\"}"
+    );
+    let error = RunError::Step {
+        index: 3,
+        kind: "close",
+        source: StepError::NotOpen("a".into()),
+    };
+    let chain = format!("{:#}", anyhow::Error::from(error));
+    assert_eq!(chain, "step 3 (close): no sender or listener `a` is open");
 }

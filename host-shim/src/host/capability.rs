@@ -6,6 +6,12 @@
 //! data, implements [`MqttView`] to lend both, and calls [`add_to_linker`].
 //! Each guest `client` is a [`MqttClient`] in the table; dropping the guest's
 //! handle drops the client and ends its connection.
+//!
+//! This is where a guest's strings become typed: the WIT records convert
+//! to the connector's model with the conversions the component uses too
+//! ([`connector::wit_conversions!`]), parsing each topic and filter once.
+//! A message whose topic does not parse fails alone; a subscription or a
+//! will topic that does not fails the call, as an `invalid-config` error.
 
 use super::bindings::mqtt_connector::connector::{logging, mqtt, types};
 use crate::mqtt::MqttClient;
@@ -13,6 +19,8 @@ use connector::model;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+connector::wit_conversions!(types = types, mqtt = mqtt);
 
 /// Decides whether a guest may connect to a broker URL.
 pub type BrokerPolicy = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -137,16 +145,21 @@ impl mqtt::HostClient for MqttCtxView<'_> {
             .as_ref()
             .is_some_and(|allow| allow(&options.url));
         if !allowed {
-            return Ok(Err(to_wit_error(model::Error::new(
+            return Ok(Err(model::Error::new(
                 model::ErrorCode::NotAuthorized,
                 format!("the host does not allow connecting to {}", options.url),
-            ))));
+            )
+            .into()));
         }
-        let result = MqttClient::connect(from_wit_options(options)).await;
+        let options = match model::ConnectOptions::try_from(options) {
+            Ok(options) => options,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let result = MqttClient::connect(options).await;
         self.count_host_time(started);
         match result {
             Ok(client) => Ok(Ok(self.table.push(client)?)),
-            Err(e) => Ok(Err(to_wit_error(e))),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
@@ -154,8 +167,7 @@ impl mqtt::HostClient for MqttCtxView<'_> {
         &mut self,
         handle: Resource<MqttClient>,
     ) -> wasmtime::Result<mqtt::Capabilities> {
-        let caps = self.table.get(&handle)?.capabilities();
-        Ok(to_wit_capabilities(caps))
+        Ok(self.table.get(&handle)?.capabilities().into())
     }
 
     async fn publish(
@@ -165,12 +177,12 @@ impl mqtt::HostClient for MqttCtxView<'_> {
     ) -> wasmtime::Result<Vec<Result<(), types::Error>>> {
         let started = Instant::now();
         let client = self.client(&handle)?;
-        let batch = batch.into_iter().map(from_wit_outgoing).collect();
-        let outcomes = client.publish(batch).await;
+        let batch = batch.into_iter().map(model::Outgoing::try_from).collect();
+        let outcomes = client.publish_each(batch).await;
         self.count_host_time(started);
         Ok(outcomes
             .into_iter()
-            .map(|r| r.map_err(to_wit_error))
+            .map(|r| r.map_err(Into::into))
             .collect())
     }
 
@@ -181,15 +193,18 @@ impl mqtt::HostClient for MqttCtxView<'_> {
     ) -> wasmtime::Result<Result<Vec<mqtt::Granted>, types::Error>> {
         let started = Instant::now();
         let client = self.client(&handle)?;
-        let subscriptions = subscriptions
+        let parsed: Result<Vec<_>, _> = subscriptions
             .into_iter()
-            .map(from_wit_subscription)
+            .map(model::Subscription::try_from)
             .collect();
-        let result = client.subscribe(subscriptions).await;
+        let result = match parsed {
+            Ok(subscriptions) => client.subscribe(subscriptions).await,
+            Err(e) => Err(e),
+        };
         self.count_host_time(started);
         Ok(result
-            .map(|granted| granted.into_iter().map(to_wit_granted).collect())
-            .map_err(to_wit_error))
+            .map(|granted| granted.into_iter().map(Into::into).collect())
+            .map_err(Into::into))
     }
 
     async fn unsubscribe(
@@ -199,9 +214,16 @@ impl mqtt::HostClient for MqttCtxView<'_> {
     ) -> wasmtime::Result<Result<(), types::Error>> {
         let started = Instant::now();
         let client = self.client(&handle)?;
-        let result = client.unsubscribe(filters).await;
+        let parsed: Result<Vec<_>, _> = filters
+            .iter()
+            .map(|f| model::parse_topic_filter(f))
+            .collect();
+        let result = match parsed {
+            Ok(filters) => client.unsubscribe(filters).await,
+            Err(e) => Err(e),
+        };
         self.count_host_time(started);
-        Ok(result.map_err(to_wit_error))
+        Ok(result.map_err(Into::into))
     }
 
     async fn receive(
@@ -217,8 +239,8 @@ impl mqtt::HostClient for MqttCtxView<'_> {
             .await;
         self.count_host_time(started);
         Ok(result
-            .map(|batch| batch.into_iter().map(to_wit_incoming).collect())
-            .map_err(to_wit_error))
+            .map(|batch| batch.into_iter().map(Into::into).collect())
+            .map_err(Into::into))
     }
 
     async fn ack(
@@ -230,7 +252,7 @@ impl mqtt::HostClient for MqttCtxView<'_> {
         let client = self.client(&handle)?;
         let result = client.ack(&ids).await;
         self.count_host_time(started);
-        Ok(result.map_err(to_wit_error))
+        Ok(result.map_err(Into::into))
     }
 
     async fn disconnect(&mut self, handle: Resource<MqttClient>) -> wasmtime::Result<()> {
@@ -269,158 +291,122 @@ impl logging::Host for MqttCtxView<'_> {
     }
 }
 
-// ----- conversions between the WIT types and the shared model -----
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
 
-fn from_wit_qos(qos: types::Qos) -> model::QoS {
-    match qos {
-        types::Qos::AtMostOnce => model::QoS::AtMostOnce,
-        types::Qos::AtLeastOnce => model::QoS::AtLeastOnce,
-        types::Qos::ExactlyOnce => model::QoS::ExactlyOnce,
+    fn wit_options() -> mqtt::ConnectOptions {
+        mqtt::ConnectOptions {
+            url: "mqtt://127.0.0.1:1883".into(),
+            protocol: mqtt::Protocol::V311,
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            keep_alive_secs: 30,
+            clean_start: true,
+            session_expiry_secs: 0,
+            connect_timeout_ms: 1500,
+            tls: None,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 1000,
+            will: Some(mqtt::Will {
+                topic: "status/c".into(),
+                payload: b"gone".to_vec(),
+                qos: types::Qos::AtLeastOnce,
+                retain: true,
+                delay_interval: Some(5),
+                properties: mqtt::MessageProperties {
+                    payload_format: None,
+                    message_expiry: None,
+                    content_type: Some("text/plain".into()),
+                    response_topic: None,
+                    correlation_data: None,
+                    user_properties: vec![("k".into(), "v".into())],
+                },
+            }),
+            inflight_window: 20,
+            receive_maximum: 100,
+        }
     }
-}
 
-fn to_wit_qos(qos: model::QoS) -> types::Qos {
-    match qos {
-        model::QoS::AtMostOnce => types::Qos::AtMostOnce,
-        model::QoS::AtLeastOnce => types::Qos::AtLeastOnce,
-        model::QoS::ExactlyOnce => types::Qos::ExactlyOnce,
+    #[test]
+    fn options_round_trip_through_the_model() {
+        let options = model::ConnectOptions::try_from(wit_options()).unwrap();
+        assert_eq!(options.protocol, model::MqttVersion::V311);
+        assert_eq!(options.keep_alive, Duration::from_secs(30));
+        assert_eq!(options.connect_timeout, Duration::from_millis(1500));
+        let will = options.will.as_ref().unwrap();
+        assert_eq!(will.topic, "status/c");
+        assert_eq!(will.qos, model::QoS::AtLeastOnce);
+        assert_eq!(mqtt::ConnectOptions::from(options), wit_options());
     }
-}
 
-fn from_wit_properties(p: mqtt::MessageProperties) -> model::MessageProperties {
-    model::MessageProperties {
-        payload_format: p.payload_format,
-        message_expiry: p.message_expiry,
-        content_type: p.content_type,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        user_properties: p.user_properties,
+    #[test]
+    fn topics_from_the_guest_are_parsed_once_with_the_host_s_messages() {
+        let mut options = wit_options();
+        if let Some(will) = options.will.as_mut() {
+            will.topic = "status/#".into();
+        }
+        let e = model::ConnectOptions::try_from(options).unwrap_err();
+        assert_eq!(e.code, model::ErrorCode::InvalidConfig);
+        assert!(
+            e.message.starts_with("invalid will topic 'status/#': "),
+            "{e}"
+        );
+
+        let outgoing = |topic: &str| mqtt::Outgoing {
+            topic: topic.into(),
+            payload: Vec::new(),
+            qos: types::Qos::AtMostOnce,
+            retain: false,
+            properties: model::MessageProperties::default().into(),
+        };
+        let message = model::Outgoing::try_from(outgoing("a/b")).unwrap();
+        assert_eq!(message.topic, "a/b");
+        let e = model::Outgoing::try_from(outgoing("a/+")).unwrap_err();
+        assert_eq!(e.code, model::ErrorCode::InvalidDocument);
+        assert!(e.message.starts_with("invalid topic name 'a/+': "), "{e}");
+
+        let subscription = mqtt::Subscription {
+            filter: "$share/g/a/#".into(),
+            qos: types::Qos::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            retain_handling: 1,
+        };
+        let parsed = model::Subscription::try_from(subscription.clone()).unwrap();
+        assert_eq!(parsed.filter.shared().unwrap().filter, "a/#");
+        assert_eq!(mqtt::Subscription::from(parsed), subscription);
+        let e = model::Subscription::try_from(mqtt::Subscription {
+            filter: "a/#/b".into(),
+            ..subscription
+        })
+        .unwrap_err();
+        assert_eq!(e.code, model::ErrorCode::InvalidConfig);
+        assert!(
+            e.message.starts_with("invalid topic filter 'a/#/b': "),
+            "{e}"
+        );
     }
-}
 
-fn to_wit_properties(p: model::MessageProperties) -> mqtt::MessageProperties {
-    mqtt::MessageProperties {
-        payload_format: p.payload_format,
-        message_expiry: p.message_expiry,
-        content_type: p.content_type,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        user_properties: p.user_properties,
-    }
-}
+    #[test]
+    fn errors_and_documents_convert_both_ways() {
+        let error = model::Error::new(model::ErrorCode::BrokerRejected, "refused")
+            .with_reason_code(0x87)
+            .for_document(2);
+        let wit = types::Error::from(error.clone());
+        assert_eq!(wit.code, types::ErrorCode::BrokerRejected);
+        assert_eq!(model::Error::from(wit), error);
 
-fn from_wit_options(o: mqtt::ConnectOptions) -> model::ConnectOptions {
-    model::ConnectOptions {
-        url: o.url,
-        protocol: match o.protocol {
-            mqtt::Protocol::V311 => model::Protocol::V311,
-            mqtt::Protocol::V5 => model::Protocol::V5,
-        },
-        client_id: o.client_id,
-        username: o.username,
-        password: o.password,
-        keep_alive: Duration::from_secs(u64::from(o.keep_alive_secs)),
-        clean_start: o.clean_start,
-        session_expiry: o.session_expiry_secs,
-        connect_timeout: Duration::from_millis(u64::from(o.connect_timeout_ms)),
-        tls: o.tls.map(|t| model::TlsOptions {
-            ca_file: t.ca_file,
-            client_cert_file: t.client_cert_file,
-            client_key_file: t.client_key_file,
-            alpn: t.alpn,
-        }),
-        reconnect_min: Duration::from_millis(u64::from(o.reconnect_min_ms)),
-        reconnect_max: Duration::from_millis(u64::from(o.reconnect_max_ms)),
-        will: o.will.map(|w| model::Will {
-            topic: w.topic,
-            payload: w.payload,
-            qos: from_wit_qos(w.qos),
-            retain: w.retain,
-            delay_interval: w.delay_interval,
-            properties: from_wit_properties(w.properties),
-        }),
-        inflight_window: o.inflight_window,
-        receive_maximum: o.receive_maximum,
-    }
-}
-
-fn to_wit_capabilities(c: model::Capabilities) -> mqtt::Capabilities {
-    mqtt::Capabilities {
-        protocol: match c.protocol {
-            model::Protocol::V311 => mqtt::Protocol::V311,
-            model::Protocol::V5 => mqtt::Protocol::V5,
-        },
-        session_present: c.session_present,
-        retain_available: c.retain_available,
-        maximum_qos: to_wit_qos(c.maximum_qos),
-        wildcard_subscription_available: c.wildcard_subscription_available,
-        shared_subscription_available: c.shared_subscription_available,
-        subscription_identifiers_available: c.subscription_identifiers_available,
-        maximum_packet_size: c.maximum_packet_size,
-        topic_alias_maximum: c.topic_alias_maximum,
-        receive_maximum: c.receive_maximum,
-    }
-}
-
-fn from_wit_outgoing(o: mqtt::Outgoing) -> model::Outgoing {
-    model::Outgoing {
-        topic: o.topic,
-        payload: o.payload,
-        qos: from_wit_qos(o.qos),
-        retain: o.retain,
-        properties: from_wit_properties(o.properties),
-    }
-}
-
-fn from_wit_subscription(s: mqtt::Subscription) -> model::Subscription {
-    model::Subscription {
-        filter: s.filter,
-        qos: from_wit_qos(s.qos),
-        no_local: s.no_local,
-        retain_as_published: s.retain_as_published,
-        retain_handling: s.retain_handling,
-    }
-}
-
-fn to_wit_granted(g: model::Granted) -> mqtt::Granted {
-    mqtt::Granted {
-        filter: g.filter,
-        qos: g.qos.map(to_wit_qos),
-        reason_code: g.reason_code,
-    }
-}
-
-fn to_wit_incoming(m: model::Incoming) -> mqtt::Incoming {
-    mqtt::Incoming {
-        id: m.id,
-        topic: m.topic,
-        payload: m.payload,
-        qos: to_wit_qos(m.qos),
-        retain: m.retain,
-        duplicate: m.duplicate,
-        properties: to_wit_properties(m.properties),
-        subscription_ids: m.subscription_ids,
-    }
-}
-
-/// The WIT form of a model error.
-pub(crate) fn to_wit_error(e: model::Error) -> types::Error {
-    use model::ErrorCode as M;
-    use types::ErrorCode as W;
-    types::Error {
-        code: match e.code {
-            M::InvalidConfig => W::InvalidConfig,
-            M::InvalidDocument => W::InvalidDocument,
-            M::ConnectionFailed => W::ConnectionFailed,
-            M::NotAuthorized => W::NotAuthorized,
-            M::Timeout => W::Timeout,
-            M::BrokerRejected => W::BrokerRejected,
-            M::Unsupported => W::Unsupported,
-            M::Closed => W::Closed,
-            M::Internal => W::Internal,
-        },
-        message: e.message,
-        reason_code: e.reason_code,
-        document_index: e.document_index,
+        let document = connector::document::Document::new("x")
+            .with("mqtt.qos", connector::document::Value::Integer(1))
+            .with(
+                "mqtt.user-properties",
+                connector::document::Value::Pairs(vec![("a".into(), "b".into())]),
+            );
+        let wit = types::Document::from(document.clone());
+        assert_eq!(wit.properties[0].value, types::Value::Integer(1));
+        assert_eq!(connector::document::Document::from(wit), document);
     }
 }

@@ -6,9 +6,15 @@
 //! - `bindings`: types and traits generated from `connector/wit`.
 //! - [`capability`]: the MQTT capability (`mqtt` and `logging` imports),
 //!   added to any wasmtime [`Linker`](wasmtime::component::Linker) with one
-//!   call.
+//!   call; it parses what the guest hands it into the connector's model
+//!   with the conversions the component uses too
+//!   ([`connector::wit_conversions!`]).
 //! - `runtime`: the component compiled once ([`Runtime`]), and the Send and
 //!   Listen operations, each in its own store under memory and time limits.
+//!
+//! Documents cross as the generated [`Document`]; errors and configuration
+//! problems come back as the connector's [`Error`] and [`Problem`], so they
+//! print the way the connector words them.
 //!
 //! # Example
 //!
@@ -27,7 +33,7 @@
 //!     properties: vec![],
 //! };
 //! for outcome in sender.send(&[document]).await? {
-//!     outcome.map_err(|e| anyhow::anyhow!(e.message))?;
+//!     outcome?;
 //! }
 //! sender.close().await;
 //! # Ok(())
@@ -41,7 +47,9 @@ mod runtime;
 pub use bindings::exports::mqtt_connector::connector::operations::{
     Metadata, OperationInfo, OperationKind,
 };
-pub use bindings::mqtt_connector::connector::types::{
-    Document, Error, ErrorCode, Problem, Property, Qos, Value,
+pub use bindings::mqtt_connector::connector::types::{Document, Property, Qos, Value};
+pub use connector::model::{Error, ErrorCode};
+pub use connector::validate::Problem;
+pub use runtime::{
+    Limits, Listener, OperationError, Runtime, RuntimeError, Sender, EMBEDDED_COMPONENT,
 };
-pub use runtime::{Limits, Listener, OperationError, Runtime, Sender, EMBEDDED_COMPONENT};

@@ -1,9 +1,17 @@
 //! Loading the connector component and running its operations under limits.
+//!
+//! What the guest returns is converted once, here, to the connector's own
+//! types: its errors to [`connector::model::Error`] (whose `Display` names
+//! the document and the broker's reason code) and its configuration
+//! problems to [`connector::validate::Problem`].
 
 use super::bindings::exports::mqtt_connector::connector::operations::{Metadata, OperationKind};
-use super::bindings::mqtt_connector::connector::types::{Document, Error as WitError, Problem};
+use super::bindings::mqtt_connector::connector::types::Document;
 use super::bindings::{Connector, ConnectorPre};
 use super::capability::{self, MqttCtx, MqttCtxView, MqttView};
+use connector::model::Error;
+use connector::validate::Problem;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
@@ -40,22 +48,39 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
     /// The connector reported an error (bad configuration, broker refused).
-    #[error("{}", display_wit_error(.0))]
-    Connector(WitError),
+    #[error("{0}")]
+    Connector(Error),
     /// The guest trapped or went over a limit. The instance was discarded;
     /// the next call runs in a fresh one.
     #[error("the connector failed and was restarted: {0}")]
     Trap(String),
 }
 
-fn display_wit_error(e: &WitError) -> String {
-    let model = connector::model::Error {
-        code: connector::model::ErrorCode::Internal,
-        message: e.message.clone(),
-        reason_code: e.reason_code,
-        document_index: e.document_index,
-    };
-    model.to_string()
+/// Why the connector component could not be loaded, or a call that is not
+/// an operation's ([`Runtime::describe`], [`Runtime::validate`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A component file could not be read or compiled.
+    #[error("cannot load component {}: {detail}", path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, with its causes.
+        detail: String,
+    },
+    /// The engine could not be made, or the component compiled, linked or
+    /// instantiated.
+    #[error(transparent)]
+    Wasmtime(Box<dyn std::error::Error + Send + Sync>),
+    /// The guest trapped.
+    #[error("{0}")]
+    Trap(String),
+}
+
+impl From<wasmtime::Error> for RuntimeError {
+    fn from(e: wasmtime::Error) -> Self {
+        RuntimeError::Wasmtime(e.into_boxed_dyn_error())
+    }
 }
 
 /// Store data of one connector instance.
@@ -102,7 +127,7 @@ impl Runtime {
     /// # Errors
     ///
     /// When the component cannot be compiled or linked.
-    pub fn embedded(limits: Limits) -> anyhow::Result<Self> {
+    pub fn embedded(limits: Limits) -> Result<Self, RuntimeError> {
         static COMPILED: OnceLock<(Engine, Component)> = OnceLock::new();
         let (engine, component) = match COMPILED.get() {
             Some(compiled) => compiled.clone(),
@@ -120,10 +145,12 @@ impl Runtime {
     /// # Errors
     ///
     /// When the file cannot be read, compiled or linked.
-    pub fn from_file(path: &std::path::Path, limits: Limits) -> anyhow::Result<Self> {
+    pub fn from_file(path: &Path, limits: Limits) -> Result<Self, RuntimeError> {
         let engine = new_engine()?;
-        let component = Component::from_file(&engine, path)
-            .map_err(|e| anyhow::anyhow!("cannot load component {}: {e:#}", path.display()))?;
+        let component = Component::from_file(&engine, path).map_err(|e| RuntimeError::Load {
+            path: path.to_owned(),
+            detail: format!("{e:#}"),
+        })?;
         Self::with_component(engine, component, limits)
     }
 
@@ -131,7 +158,7 @@ impl Runtime {
         engine: Engine,
         component: Component,
         limits: Limits,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RuntimeError> {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capability::add_to_linker(&mut linker)?;
@@ -148,7 +175,7 @@ impl Runtime {
         &self.limits
     }
 
-    async fn instantiate(&self, log_name: &str) -> anyhow::Result<(Store<HostState>, Connector)> {
+    async fn instantiate(&self, log_name: &str) -> wasmtime::Result<(Store<HostState>, Connector)> {
         let state = HostState {
             // WASI denies network, files and environment by default; the
             // guest reaches brokers only through the MQTT capability.
@@ -192,14 +219,14 @@ impl Runtime {
     /// # Errors
     ///
     /// When the guest traps.
-    pub async fn describe(&self) -> anyhow::Result<Metadata> {
+    pub async fn describe(&self) -> Result<Metadata, RuntimeError> {
         let (mut store, connector) = self.instantiate("describe").await?;
         begin_call(&mut store);
         connector
             .mqtt_connector_connector_operations()
             .call_describe(&mut store)
             .await
-            .map_err(to_anyhow)
+            .map_err(guest_trap)
     }
 
     /// Every problem of a configuration: `kind` none for a connection
@@ -212,14 +239,15 @@ impl Runtime {
         &self,
         kind: Option<OperationKind>,
         config: &str,
-    ) -> anyhow::Result<Vec<Problem>> {
+    ) -> Result<Vec<Problem>, RuntimeError> {
         let (mut store, connector) = self.instantiate("validate").await?;
         begin_call(&mut store);
-        connector
+        let problems = connector
             .mqtt_connector_connector_operations()
             .call_validate(&mut store, kind, config)
             .await
-            .map_err(to_anyhow)
+            .map_err(guest_trap)?;
+        Ok(problems.into_iter().map(Into::into).collect())
     }
 
     /// Opens a Send operation: connects and checks its configuration.
@@ -253,7 +281,7 @@ impl Runtime {
     }
 }
 
-fn new_engine() -> anyhow::Result<Engine> {
+fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     let engine = Engine::new(&config)?;
@@ -285,8 +313,9 @@ fn begin_call(store: &mut Store<HostState>) {
     store.set_epoch_deadline(1);
 }
 
-fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e:?}")
+/// A trap in a call without an operation to restart.
+fn guest_trap(e: wasmtime::Error) -> RuntimeError {
+    RuntimeError::Trap(format!("{e:?}"))
 }
 
 fn trap(e: wasmtime::Error) -> OperationError {
@@ -359,7 +388,9 @@ impl Operation {
                         .await
                 }
             };
-            let resource = opened.map_err(trap)?.map_err(OperationError::Connector)?;
+            let resource = opened
+                .map_err(trap)?
+                .map_err(|e| OperationError::Connector(e.into()))?;
             self.live = Some(Live {
                 store,
                 connector,
@@ -417,7 +448,7 @@ impl Sender {
     pub async fn send(
         &mut self,
         documents: &[Document],
-    ) -> Result<Vec<Result<(), WitError>>, OperationError> {
+    ) -> Result<Vec<Result<(), Error>>, OperationError> {
         let live = self.op.live().await?;
         begin_call(&mut live.store);
         let result = live
@@ -426,7 +457,11 @@ impl Sender {
             .sender()
             .call_send(&mut live.store, live.resource, documents)
             .await;
-        self.op.settle(result)
+        let outcomes = self.op.settle(result)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(Into::into))
+            .collect())
     }
 
     /// Disconnects.
@@ -460,7 +495,9 @@ impl Listener {
             .listener()
             .call_next(&mut live.store, live.resource, max, timeout_ms)
             .await;
-        self.op.settle(result)?.map_err(OperationError::Connector)
+        self.op
+            .settle(result)?
+            .map_err(|e| OperationError::Connector(e.into()))
     }
 
     /// Acknowledges documents the pipeline has taken.
@@ -477,7 +514,9 @@ impl Listener {
             .listener()
             .call_commit(&mut live.store, live.resource, ids)
             .await;
-        self.op.settle(result)?.map_err(OperationError::Connector)
+        self.op
+            .settle(result)?
+            .map_err(|e| OperationError::Connector(e.into()))
     }
 
     /// Whether the operation has finished (a retained snapshot went quiet).

@@ -4,17 +4,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connector::model::{
-    Capabilities, ConnectOptions, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol,
-    Subscription,
+    Capabilities, ConnectOptions, Error, ErrorCode, Granted, Incoming, MqttVersion, Outgoing,
+    Subscription, TopicFilter,
 };
-use mqtt_topic as topic;
+use connector::url::BrokerUrl;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::batch::Batch;
 use super::core::{closed, connection_lost, Core};
 use super::driver::{self, Settings, Shared};
-use super::endpoint;
 use super::link::Link;
 
 /// The shortest reconnect delay used, whatever the options say, so that a
@@ -54,12 +53,18 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidConfig, message)
 }
 
-/// Checks what rumqttc would reject (or panic on) and what MQTT forbids.
+/// Where to connect: the options' URL, parsed with the connector's parser.
+fn broker_url(url: &str) -> Result<BrokerUrl, Error> {
+    BrokerUrl::parse(url).map_err(|e| invalid(format!("invalid broker url '{url}': {e}")))
+}
+
+/// Checks what rumqttc would reject (or panic on) and what MQTT forbids
+/// (topics were parsed where they entered).
 fn check_options(options: &ConnectOptions) -> Result<(), Error> {
     if options.inflight_window == 0 {
         return Err(invalid("inflight_window must be at least 1"));
     }
-    if options.protocol == Protocol::V5 && options.receive_maximum == 0 {
+    if options.protocol == MqttVersion::V5 && options.receive_maximum == 0 {
         return Err(invalid("receive_maximum must be at least 1"));
     }
     if options.keep_alive > Duration::from_secs(u64::from(u16::MAX)) {
@@ -71,23 +76,17 @@ fn check_options(options: &ConnectOptions) -> Result<(), Error> {
     if options.password.is_some() && options.username.is_none() {
         return Err(invalid("a password needs a username"));
     }
-    if let Some(will) = &options.will {
-        topic::validate_name(&will.topic)
-            .map_err(|e| invalid(format!("invalid will topic '{}': {e}", will.topic)))?;
-    }
     Ok(())
 }
 
-fn check_subscription(sub: &Subscription, protocol: Protocol) -> Result<(), Error> {
-    topic::validate_filter(&sub.filter)
-        .map_err(|e| invalid(format!("invalid topic filter '{}': {e}", sub.filter)))?;
+fn check_subscription(sub: &Subscription, protocol: MqttVersion) -> Result<(), Error> {
     if sub.retain_handling > 2 {
         return Err(invalid(format!(
             "retain_handling of '{}' must be 0, 1 or 2",
             sub.filter
         )));
     }
-    if protocol == Protocol::V5 && sub.no_local && sub.filter.starts_with("$share/") {
+    if protocol == MqttVersion::V5 && sub.no_local && sub.filter.shared().is_some() {
         // MQTT-3.8.3-4
         return Err(invalid(format!(
             "no_local cannot be set on the shared subscription '{}'",
@@ -113,8 +112,8 @@ impl MqttClient {
     /// the first connection; after it, the client reconnects by itself.
     pub async fn connect(options: ConnectOptions) -> Result<MqttClient, Error> {
         check_options(&options)?;
-        let endpoint = endpoint::parse(&options.url)?;
-        let link = Link::new(&options, &endpoint)?;
+        let url = broker_url(&options.url)?;
+        let link = Link::new(&options, &url)?;
         let core = Core::new(link.sender(), options.protocol, options.inflight_window);
         let shared = Arc::new(Shared::new(core));
         let reconnect_min = options.reconnect_min.max(MIN_RECONNECT);
@@ -184,19 +183,32 @@ impl MqttClient {
     /// one outcome per message in order, each after its PUBACK (QoS 1),
     /// PUBCOMP (QoS 2) or write (QoS 0).
     ///
-    /// A message fails alone: `InvalidDocument` for a bad topic or one too
-    /// large for the broker, `Unsupported` for a QoS or retain flag the 5.0
+    /// A message fails alone: `InvalidDocument` for one too large for the
+    /// broker, `Unsupported` for a QoS or retain flag the 5.0
     /// broker does not offer, `BrokerRejected` with the reason code when the
     /// broker refuses it. A lost connection fails every message not yet
     /// acknowledged with `ConnectionFailed` (when the session resumes,
     /// rumqttc still resends those MQTT requires, so a retry may duplicate).
     pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<Result<(), Error>> {
+        self.publish_each(batch.into_iter().map(Ok).collect()).await
+    }
+
+    /// [`MqttClient::publish`] for a batch parsed message by message where
+    /// it entered (the WIT capability): a message that failed to parse keeps
+    /// its error at its place among the outcomes, the others are published.
+    pub async fn publish_each(
+        &self,
+        batch: Vec<Result<Outgoing, Error>>,
+    ) -> Vec<Result<(), Error>> {
         self.wait_connected().await;
         let (pending, entries) = Batch::new(batch.len());
         {
             let mut core = self.inner.shared.core();
             for (message, entry) in batch.into_iter().zip(entries) {
-                core.submit_publish(message, entry);
+                match message {
+                    Ok(message) => core.submit_publish(message, entry),
+                    Err(e) => entry.resolve(Err(e)),
+                }
             }
             core.pump();
         }
@@ -239,11 +251,7 @@ impl MqttClient {
 
     /// Unsubscribes from each filter (one UNSUBSCRIBE each) and waits for the
     /// broker's answers; the first failure is returned.
-    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<(), Error> {
-        for filter in &filters {
-            topic::validate_filter(filter)
-                .map_err(|e| invalid(format!("invalid topic filter '{filter}': {e}")))?;
-        }
+    pub async fn unsubscribe(&self, filters: Vec<TopicFilter>) -> Result<(), Error> {
         let mut pending = Vec::with_capacity(filters.len());
         {
             let mut core = self.inner.shared.core();
@@ -333,5 +341,25 @@ impl MqttClient {
                 task.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_parsed_by_the_connector_and_failures_are_config_errors() {
+        let url = broker_url("ssl://[::1]:8884").unwrap();
+        assert_eq!(
+            (url.tls, url.authority_host().as_ref(), url.port),
+            (true, "[::1]", 8884)
+        );
+        let e = broker_url("ws://h").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert_eq!(
+            e.message,
+            "invalid broker url 'ws://h': unsupported scheme \"ws\": use mqtt:// (plain) or mqtts:// (TLS)"
+        );
     }
 }

@@ -20,10 +20,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use connector::model::{
-    reason_code_name, Capabilities, Error, ErrorCode, Granted, Incoming, Outgoing, Protocol, QoS,
-    Subscription,
+    reason_code_name, Capabilities, Error, ErrorCode, Granted, Incoming, MqttVersion, Outgoing,
+    QoS, Subscription, TopicFilter,
 };
-use mqtt_topic as topic;
 use tokio::sync::oneshot;
 
 use super::batch::Entry;
@@ -49,7 +48,7 @@ pub(crate) enum Req {
     /// One SUBSCRIBE for all these filters.
     Subscribe(Vec<Subscription>),
     /// One UNSUBSCRIBE for one filter (rumqttc's client sends one per packet).
-    Unsubscribe(String),
+    Unsubscribe(TopicFilter),
     /// PUBACK (QoS 1) or PUBREC (QoS 2) for a delivery.
     Ack {
         /// The delivery's packet identifier on the current connection.
@@ -132,23 +131,6 @@ pub(crate) enum Phase {
     Closed,
 }
 
-/// The capabilities a broker is assumed to have until it says otherwise
-/// (and always on 3.1.1, where it cannot say).
-pub(crate) fn default_capabilities(protocol: Protocol) -> Capabilities {
-    Capabilities {
-        protocol,
-        session_present: false,
-        retain_available: true,
-        maximum_qos: QoS::ExactlyOnce,
-        wildcard_subscription_available: true,
-        shared_subscription_available: true,
-        subscription_identifiers_available: true,
-        maximum_packet_size: None,
-        topic_alias_maximum: 0,
-        receive_maximum: u16::MAX,
-    }
-}
-
 /// The error of an operation whose connection dropped before its ack.
 pub(crate) fn connection_lost() -> Error {
     Error::new(
@@ -191,7 +173,7 @@ enum Op {
         reply: Option<Reply<Vec<Granted>>>,
     },
     Unsubscribe {
-        filter: String,
+        filter: TopicFilter,
         reply: Reply<()>,
     },
 }
@@ -331,7 +313,7 @@ struct PendingAck {
 /// The client's state; see the module docs.
 pub(crate) struct Core<O> {
     outlet: O,
-    protocol: Protocol,
+    protocol: MqttVersion,
     phase: Phase,
     caps: Capabilities,
     /// The configured in-flight window; also rumqttc's upper limit.
@@ -368,13 +350,13 @@ pub(crate) struct Core<O> {
 
 impl<O: Outlet> Core<O> {
     /// A core for a client that is connecting.
-    pub(crate) fn new(outlet: O, protocol: Protocol, window: u16) -> Self {
+    pub(crate) fn new(outlet: O, protocol: MqttVersion, window: u16) -> Self {
         let window = window.max(1);
         Core {
             outlet,
             protocol,
             phase: Phase::Connecting,
-            caps: default_capabilities(protocol),
+            caps: Capabilities::defaults(protocol),
             window,
             pkid_space: window,
             last_pkid: 0,
@@ -426,15 +408,10 @@ impl<O: Outlet> Core<O> {
         }
     }
 
-    /// Checks a message against MQTT's rules and the broker's capabilities.
+    /// Checks a message against the broker's capabilities (its topic was
+    /// parsed where it entered).
     fn check_message(&self, message: &Outgoing) -> Result<(), Error> {
-        topic::validate_name(&message.topic).map_err(|e| {
-            Error::new(
-                ErrorCode::InvalidDocument,
-                format!("invalid topic name '{}': {e}", message.topic),
-            )
-        })?;
-        if self.protocol == Protocol::V5 {
+        if self.protocol == MqttVersion::V5 {
             if message.qos > self.caps.maximum_qos {
                 return Err(Error::new(
                     ErrorCode::Unsupported,
@@ -454,10 +431,10 @@ impl<O: Outlet> Core<O> {
                 .with_reason_code(0x9A));
             }
         }
-        let size = publish_packet_size(message, self.protocol);
+        let size = message.packet_size(self.protocol);
         let limit = match (self.protocol, self.caps.maximum_packet_size) {
-            (Protocol::V5, Some(max)) => (max as usize).min(MQTT_MAX_PACKET),
-            _ => MQTT_MAX_PACKET,
+            (MqttVersion::V5, Some(max)) => u64::from(max).min(MQTT_MAX_PACKET as u64),
+            _ => MQTT_MAX_PACKET as u64,
         };
         if size > limit {
             // Sending it would make rumqttc fail the whole connection.
@@ -498,7 +475,7 @@ impl<O: Outlet> Core<O> {
     }
 
     /// Queues an UNSUBSCRIBE for one filter and hands it over if possible.
-    pub(crate) fn submit_unsubscribe(&mut self, filter: String, reply: Reply<()>) {
+    pub(crate) fn submit_unsubscribe(&mut self, filter: TopicFilter, reply: Reply<()>) {
         if let Some(e) = self.refuse() {
             let _ = reply.send(Err(e));
             return;
@@ -791,7 +768,7 @@ impl<O: Outlet> Core<O> {
             Some(Slot::Publish { .. } | Slot::Orphan) => {
                 // A failure code ends a QoS 2 flow at PUBREC; rumqttc 0.25
                 // then keeps the slot counted as in flight.
-                if self.protocol == Protocol::V5 {
+                if self.protocol == MqttVersion::V5 {
                     self.leaked += 1;
                 }
                 if let Some(slot) = self.free(pkid) {
@@ -822,7 +799,7 @@ impl<O: Outlet> Core<O> {
             }
             None => return,
         }
-        if failed && self.protocol == Protocol::V5 {
+        if failed && self.protocol == MqttVersion::V5 {
             self.leaked += 1;
         }
         self.pump();
@@ -858,7 +835,7 @@ impl<O: Outlet> Core<O> {
                 self.subscriptions.retain(|s| s.filter != sub.filter);
             }
             granted.push(Granted {
-                filter: sub.filter,
+                filter: sub.filter.into_string(),
                 qos,
                 reason_code: code,
             });
@@ -1074,46 +1051,6 @@ enum Kind {
     Unsubscribe,
 }
 
-/// Bytes a Variable Byte Integer takes for `n`.
-fn varint_len(n: usize) -> usize {
-    match n {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
-/// The size of the PUBLISH packet for `message`, as the broker counts it
-/// against its Maximum Packet Size.
-pub(crate) fn publish_packet_size(message: &Outgoing, protocol: Protocol) -> usize {
-    let mut remaining = 2 + message.topic.len() + message.payload.len();
-    if message.qos != QoS::AtMostOnce {
-        remaining += 2;
-    }
-    if protocol == Protocol::V5 {
-        let p = &message.properties;
-        let mut props = 0;
-        if p.payload_format.is_some() {
-            props += 2;
-        }
-        if p.message_expiry.is_some() {
-            props += 5;
-        }
-        for s in [&p.content_type, &p.response_topic].into_iter().flatten() {
-            props += 3 + s.len();
-        }
-        if let Some(data) = &p.correlation_data {
-            props += 3 + data.len();
-        }
-        for (k, v) in &p.user_properties {
-            props += 5 + k.len() + v.len();
-        }
-        remaining += varint_len(props) + props;
-    }
-    1 + varint_len(remaining) + remaining
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1132,9 +1069,9 @@ mod tests {
     }
 
     fn up(window: u16) -> Core<Recorder> {
-        let mut core = Core::new(Recorder::default(), Protocol::V5, window);
+        let mut core = Core::new(Recorder::default(), MqttVersion::V5, window);
         core.on_event(Ev::ConnAck(ConnAckInfo {
-            caps: default_capabilities(Protocol::V5),
+            caps: Capabilities::defaults(MqttVersion::V5),
             receive_max: None,
         }));
         core
@@ -1142,7 +1079,7 @@ mod tests {
 
     fn message(qos: QoS) -> Outgoing {
         Outgoing {
-            topic: "t".into(),
+            topic: "t".parse().unwrap(),
             payload: b"x".to_vec(),
             qos,
             retain: false,
@@ -1370,7 +1307,7 @@ mod tests {
         core.ack(&[1]);
         // The same pkid on the new connection is another message.
         let mut info = ConnAckInfo {
-            caps: default_capabilities(Protocol::V5),
+            caps: Capabilities::defaults(MqttVersion::V5),
             receive_max: None,
         };
         info.caps.session_present = true;
@@ -1402,7 +1339,7 @@ mod tests {
         let mut core = up(10);
         let (tx, mut rx) = oneshot::channel();
         let sub = Subscription {
-            filter: "a/#".into(),
+            filter: "a/#".parse().unwrap(),
             qos: QoS::AtLeastOnce,
             no_local: false,
             retain_as_published: false,
@@ -1418,7 +1355,7 @@ mod tests {
         assert_eq!(granted[0].qos, Some(QoS::AtLeastOnce));
         core.on_connection_lost(&[]);
         core.on_event(Ev::ConnAck(ConnAckInfo {
-            caps: default_capabilities(Protocol::V5),
+            caps: Capabilities::defaults(MqttVersion::V5),
             receive_max: Some(5),
         }));
         assert_eq!(core.outlet.0.last(), Some(&Req::Subscribe(vec![sub])));
@@ -1441,9 +1378,9 @@ mod tests {
     fn packet_size_counts_header_and_properties() {
         let mut m = message(QoS::AtLeastOnce);
         // 1 + 1 + (2 + 1 + 2 + 1) on 3.1.1
-        assert_eq!(publish_packet_size(&m, Protocol::V311), 8);
+        assert_eq!(m.packet_size(MqttVersion::V311), 8);
         m.properties.content_type = Some("ab".into());
         // + property length (1) + 3 + 2
-        assert_eq!(publish_packet_size(&m, Protocol::V5), 8 + 1 + 5);
+        assert_eq!(m.packet_size(MqttVersion::V5), 8 + 1 + 5);
     }
 }

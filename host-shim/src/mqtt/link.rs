@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use connector::model::{reason_code_name, ConnectOptions, Error, ErrorCode, Protocol};
+use connector::model::{reason_code_name, ConnectOptions, Error, ErrorCode, MqttVersion};
+use connector::url::BrokerUrl;
 use rumqttc::{TlsConfiguration, Transport};
 
 use super::core::{Ev, Outlet, OutletClosed, Req, Resend};
-use super::endpoint::Endpoint;
 use super::{tls, v4, v5};
 
 /// Requests rumqttc's channel holds at most (it allocates as it fills).
@@ -90,7 +90,10 @@ pub(crate) fn refused_v311(code: u8) -> LinkError {
 }
 
 /// The transport for `endpoint`, with TLS configured from `options`.
-pub(crate) fn transport(options: &ConnectOptions, endpoint: &Endpoint) -> Result<Transport, Error> {
+pub(crate) fn transport(
+    options: &ConnectOptions,
+    endpoint: &BrokerUrl,
+) -> Result<Transport, Error> {
     if !endpoint.tls {
         if options.tls.is_some() {
             tracing::warn!(url = %options.url, "tls options ignored for a plain mqtt:// url");
@@ -135,11 +138,11 @@ impl Outlet for Sender {
 
 impl Link {
     /// A link for `options`, not yet connected.
-    pub(crate) fn new(options: &ConnectOptions, endpoint: &Endpoint) -> Result<Link, Error> {
+    pub(crate) fn new(options: &ConnectOptions, endpoint: &BrokerUrl) -> Result<Link, Error> {
         let transport = transport(options, endpoint)?;
         Ok(match options.protocol {
-            Protocol::V311 => Link::V4(Box::new(v4::Link::new(options, endpoint, transport)?)),
-            Protocol::V5 => Link::V5(Box::new(v5::Link::new(options, endpoint, transport)?)),
+            MqttVersion::V311 => Link::V4(Box::new(v4::Link::new(options, endpoint, transport)?)),
+            MqttVersion::V5 => Link::V5(Box::new(v5::Link::new(options, endpoint, transport)?)),
         })
     }
 

@@ -40,15 +40,31 @@
 //! rumqttc's channel together. This also gives each `Outgoing::Publish(pkid)`
 //! event an unambiguous batch entry.
 //!
-//! The protocol adapters (`v4`, `v5`) translate between rumqttc's types
-//! and the core's protocol-neutral requests and events; `endpoint` parses
-//! the broker URL and `tls` builds the rustls configuration.
+//! # Types at the boundary
+//!
+//! Every type here is the connector's model ([`connector::model`]): topics
+//! arrive parsed ([`TopicName`](connector::model::TopicName),
+//! [`TopicFilter`](connector::model::TopicFilter)) and are not checked
+//! again; the broker URL is parsed with the connector's
+//! [`BrokerUrl`](connector::url::BrokerUrl), and a message's size with
+//! [`Outgoing::packet_size`](connector::model::Outgoing::packet_size), so
+//! the host and the connector agree on both.
+//!
+//! # Layout
+//!
+//! - `client`: [`MqttClient`], the handle.
+//! - `core`: the sans-I/O state machine; `batch`: a publish batch's
+//!   outcomes.
+//! - `driver`: the task that polls the event loop and reconnects.
+//! - `link`: the rumqttc client of either version; the protocol adapters
+//!   `v4` and `v5` translate between rumqttc's types and the core's
+//!   protocol-neutral requests and events; `tls` builds the rustls
+//!   configuration.
 
 mod batch;
 mod client;
 pub(crate) mod core;
 mod driver;
-pub(crate) mod endpoint;
 mod link;
 pub(crate) mod tls;
 pub(crate) mod v4;

@@ -2,15 +2,17 @@
 
 use std::time::Duration;
 
-use connector::model::{ConnectOptions, Error, ErrorCode, Incoming, MessageProperties, Protocol};
+use connector::model::{
+    Capabilities, ConnectOptions, Error, ErrorCode, Incoming, MessageProperties, MqttVersion,
+};
+use connector::url::BrokerUrl;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, MqttState,
     NetworkOptions, Outgoing, Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode,
     Transport,
 };
 
-use super::core::{default_capabilities, ConnAckInfo, Ev, OutletClosed, Req, Resend};
-use super::endpoint::Endpoint;
+use super::core::{ConnAckInfo, Ev, OutletClosed, Req, Resend};
 use super::link::{backstop_secs, refused_v311, LinkError, REQUEST_CAPACITY};
 
 fn qos(q: connector::model::QoS) -> QoS {
@@ -42,7 +44,7 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(
         options: &ConnectOptions,
-        endpoint: &Endpoint,
+        endpoint: &BrokerUrl,
         transport: Transport,
     ) -> Result<Link, Error> {
         if options.client_id.is_empty() && !options.clean_start {
@@ -55,7 +57,7 @@ impl Link {
         let window = options.inflight_window.max(1);
         let mut mqtt = MqttOptions::new(
             options.client_id.clone(),
-            endpoint.host.clone(),
+            endpoint.authority_host().into_owned(),
             endpoint.port,
         );
         // rumqttc refuses keep alives below one second other than zero.
@@ -75,7 +77,7 @@ impl Link {
         }
         if let Some(will) = &options.will {
             mqtt.set_last_will(LastWill::new(
-                will.topic.clone(),
+                will.topic.as_str(),
                 will.payload.clone(),
                 qos(will.qos),
                 will.retain,
@@ -184,12 +186,14 @@ impl Link {
 /// Hands `req` to the event loop.
 pub(crate) fn send(client: &AsyncClient, req: Req) -> Result<(), OutletClosed> {
     let result = match req {
-        Req::Publish(m) => client.try_publish(m.topic, qos(m.qos), m.retain, m.payload),
+        Req::Publish(m) => {
+            client.try_publish(m.topic.into_string(), qos(m.qos), m.retain, m.payload)
+        }
         Req::Subscribe(subs) => client.try_subscribe_many(
             subs.into_iter()
-                .map(|s| SubscribeFilter::new(s.filter, qos(s.qos))),
+                .map(|s| SubscribeFilter::new(s.filter.into_string(), qos(s.qos))),
         ),
-        Req::Unsubscribe(filter) => client.try_unsubscribe(filter),
+        Req::Unsubscribe(filter) => client.try_unsubscribe(filter.into_string()),
         Req::Ack { pkid, qos: q } => {
             let mut publish = Publish::new("", qos(q), Vec::new());
             publish.pkid = pkid;
@@ -207,7 +211,7 @@ fn convert(event: Event) -> Ev {
     match event {
         Event::Incoming(packet) => match packet {
             Packet::ConnAck(ack) => {
-                let mut caps = default_capabilities(Protocol::V311);
+                let mut caps = Capabilities::defaults(MqttVersion::V311);
                 caps.session_present = ack.session_present;
                 Ev::ConnAck(ConnAckInfo {
                     caps,

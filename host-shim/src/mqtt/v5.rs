@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use connector::model::{
-    ConnectOptions, Error, Incoming, MessageProperties, Protocol, Subscription,
+    Capabilities, ConnectOptions, Error, Incoming, MessageProperties, MqttVersion, Subscription,
 };
+use connector::url::BrokerUrl;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnectReturnCode, Filter, LastWill, LastWillProperties, Packet, PubAckReason,
     PubCompReason, PubRecReason, Publish, PublishProperties, RetainForwardRule,
@@ -20,8 +21,7 @@ use rumqttc::v5::{
 };
 use rumqttc::{Outgoing, Transport};
 
-use super::core::{default_capabilities, ConnAckInfo, Ev, OutletClosed, Req, Resend};
-use super::endpoint::Endpoint;
+use super::core::{ConnAckInfo, Ev, OutletClosed, Req, Resend};
 use super::link::{backstop_secs, refused_v5, LinkError, REQUEST_CAPACITY};
 
 /// rumqttc's v5 options refuse keep alives under five seconds.
@@ -76,13 +76,13 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(
         options: &ConnectOptions,
-        endpoint: &Endpoint,
+        endpoint: &BrokerUrl,
         transport: Transport,
     ) -> Result<Link, Error> {
         let window = options.inflight_window.max(1);
         let mut mqtt = MqttOptions::new(
             options.client_id.clone(),
-            endpoint.host.clone(),
+            endpoint.authority_host().into_owned(),
             endpoint.port,
         );
         if options.keep_alive < MIN_KEEP_ALIVE {
@@ -124,7 +124,7 @@ impl Link {
                     user_properties: p.user_properties.clone(),
                 });
             mqtt.set_last_will(LastWill::new(
-                will.topic.clone(),
+                will.topic.as_str(),
                 will.payload.clone(),
                 qos(will.qos),
                 will.retain,
@@ -253,11 +253,11 @@ pub(crate) fn send(client: &AsyncClient, req: Req) -> Result<(), OutletClosed> {
     let result = match req {
         Req::Publish(m) => {
             if is_empty(&m.properties) {
-                client.try_publish(m.topic, qos(m.qos), m.retain, m.payload)
+                client.try_publish(m.topic.into_string(), qos(m.qos), m.retain, m.payload)
             } else {
                 let properties = publish_properties(&m.properties);
                 client.try_publish_with_properties(
-                    m.topic,
+                    m.topic.into_string(),
                     qos(m.qos),
                     m.retain,
                     m.payload,
@@ -266,7 +266,7 @@ pub(crate) fn send(client: &AsyncClient, req: Req) -> Result<(), OutletClosed> {
             }
         }
         Req::Subscribe(subs) => client.try_subscribe_many(subs.iter().map(filter)),
-        Req::Unsubscribe(filter) => client.try_unsubscribe(filter),
+        Req::Unsubscribe(filter) => client.try_unsubscribe(filter.into_string()),
         Req::Ack { pkid, qos: q } => {
             let mut publish = Publish::new("", qos(q), Bytes::new(), None);
             publish.pkid = pkid;
@@ -281,7 +281,7 @@ pub(crate) fn send(client: &AsyncClient, req: Req) -> Result<(), OutletClosed> {
 }
 
 fn filter(s: &Subscription) -> Filter {
-    let mut f = Filter::new(s.filter.clone(), qos(s.qos));
+    let mut f = Filter::new(s.filter.as_str(), qos(s.qos));
     f.nolocal = s.no_local;
     f.preserve_retain = s.retain_as_published;
     f.retain_forward_rule = match s.retain_handling {
@@ -293,7 +293,7 @@ fn filter(s: &Subscription) -> Filter {
 }
 
 fn connack_info(ack: &ConnAck) -> ConnAckInfo {
-    let mut caps = default_capabilities(Protocol::V5);
+    let mut caps = Capabilities::defaults(MqttVersion::V5);
     caps.session_present = ack.session_present;
     let mut receive_max = None;
     if let Some(p) = &ack.properties {
