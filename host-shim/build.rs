@@ -14,7 +14,8 @@ fn main() {
         .parent()
         .expect("host-shim sits in the workspace");
     let connector = workspace.join("connector");
-    for path in ["src", "wit", "Cargo.toml"] {
+    // The component is the connector crate plus the topic rules it embeds.
+    for path in ["src", "wit", "Cargo.toml", "topic/src", "topic/Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", connector.join(path).display());
     }
     println!(
