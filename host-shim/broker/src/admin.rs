@@ -3,8 +3,9 @@
 //! delete | count` talk to it; so can `curl`.
 //!
 //! It is off unless started ([`serve`], or `host-shim broker --admin-port
-//! PORT`), and it has no authentication, which is why it refuses to listen
-//! anywhere but on a loopback address.
+//! PORT`). It speaks plain HTTP, which is why it refuses to listen anywhere
+//! but on a loopback address; see [Security](#security) for what keeps the
+//! rest of the machine out.
 //!
 //! # Protocol
 //!
@@ -19,7 +20,8 @@
 //! | `GET /retained-count` | 200 `{"count": N}` |
 //!
 //! INFO is `{"topic", "qos", "payload_bytes", "last_modified" (Unix
-//! seconds), "expires_in" (seconds, or null for never)}`.
+//! seconds), "expires_in" (seconds, or null for never)}`. Every request
+//! carries `Authorization: Bearer TOKEN` when the endpoint has a token.
 //!
 //! - `filter` defaults to `#`; `page_size` to 100, at most
 //!   [`MAX_PAGE_SIZE`] (larger asks get that many); `cursor` is the previous
@@ -28,28 +30,50 @@
 //!   is or be `%2F`. Query values are percent-decoded too, and `+` stays a
 //!   `+` (the MQTT wildcard), so a space must be `%20`.
 //! - Errors are `{"error": "sentence"}` with 400 (a malformed request, an
-//!   unknown parameter, an invalid filter), 404, 405 (with `Allow`), 408
-//!   (the request took over 10 s), 413 (a body over 64 KiB), 431 (a head
-//!   over 8 KiB), 500 (a delete not written to disk) or 503 (the broker is
-//!   shutting down).
+//!   unknown parameter, an invalid filter), 401 (no token or a wrong one,
+//!   with `WWW-Authenticate: Bearer`), 403 (a `Host` that is not a loopback
+//!   name), 404, 405 (with `Allow`), 408 (the request took over 10 s), 413
+//!   (a body over 64 KiB), 431 (a head over 8 KiB), 500 (a delete not
+//!   written to disk) or 503 (the broker is shutting down).
 //! - A request HTTP cannot parse at all (a malformed request line or
 //!   header, a head over 8 KiB) is answered by the HTTP layer itself: 400
 //!   or 431 with an empty body. A head not complete within 10 s ends the
 //!   connection without an answer; a body that has not come 10 s after
 //!   its head gets 408.
 //!
+//! # Security
+//!
+//! Loopback keeps other machines out. Two checks, in this order and before
+//! anything else, keep out what else on this machine could reach it:
+//!
+//! - `Host` must be `localhost`, `127.0.0.1`, `[::1]` or the address the
+//!   endpoint listens on, with any port (a tunnel may forward another) or
+//!   none; anything else gets 403. A web page that has made its own name
+//!   resolve to 127.0.0.1 (DNS rebinding) is sent with its own name in
+//!   `Host`, so a browser cannot be used to read or delete retained
+//!   messages. A request without `Host` passes: browsers always send one.
+//! - With a token ([`serve`]'s `token`: `host-shim broker --admin-token
+//!   TOKEN`, or the environment variable `HOST_SHIM_ADMIN_TOKEN`, which
+//!   `ps` does not show), a request without `Authorization: Bearer TOKEN`
+//!   gets 401. The token is compared in constant time. Without a token,
+//!   any local user or process can read and delete retained messages.
+//!
 //! # Layout
 //!
 //! HTTP/1.1 itself is `hyper`'s (parsing, framing, the head size limit and
 //! timeout), routing `axum`'s. Here: the accept loop, the route table, the
-//! checks every request passes (`screen`) and the handlers; in `query`,
-//! the parameters and topic of a request; in `wire`, the JSON bodies.
+//! checks every request passes (`screen`) and the handlers; in `guard`,
+//! the `Host` and token checks; in `query`, the parameters and topic of a
+//! request; in `wire`, the JSON bodies.
 
+mod guard;
 mod query;
 mod wire;
 
+pub use self::guard::{check_token, InvalidToken};
 pub use self::wire::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, AdminPage};
 
+use self::guard::Token;
 use self::query::ListQuery;
 use super::server::{AdminError, BrokerAdmin, StartError};
 #[cfg(doc)]
@@ -66,7 +90,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -127,42 +151,49 @@ impl AdminServer {
 
 /// Starts the admin endpoint for `admin` on `addr`, which must be a
 /// loopback address (`127.0.0.0/8` or `::1`); port 0 picks a free port.
+/// With a `token`, every request must carry `Authorization: Bearer TOKEN`.
 ///
 /// # Errors
 ///
-/// [`StartError::Config`] for an address that is not loopback,
-/// [`StartError::Bind`] when it cannot be bound.
-pub async fn serve(admin: BrokerAdmin, addr: SocketAddr) -> Result<AdminServer, StartError> {
-    serve_with(admin, addr, Policy::default()).await
+/// [`StartError::Config`] for an address that is not loopback or a token
+/// that is not 1 to 1024 visible ASCII characters, [`StartError::Bind`]
+/// when the address cannot be bound.
+pub async fn serve(
+    admin: BrokerAdmin,
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> Result<AdminServer, StartError> {
+    serve_with(admin, addr, token, REQUEST_TIMEOUT).await
 }
 
 /// What every request is held to.
 #[derive(Debug, Clone)]
 struct Policy {
+    /// The address listened on, a loopback name in `Host`.
+    listening: IpAddr,
+    /// The token requests must carry, if any.
+    token: Option<Token>,
     /// How long the head may take, and then the body.
     request_timeout: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            request_timeout: REQUEST_TIMEOUT,
-        }
-    }
 }
 
 async fn serve_with(
     admin: BrokerAdmin,
     addr: SocketAddr,
-    policy: Policy,
+    token: Option<&str>,
+    request_timeout: Duration,
 ) -> Result<AdminServer, StartError> {
     if !addr.ip().is_loopback() {
         return Err(StartError::Config(format!(
             "the admin endpoint listens on loopback only (127.0.0.1 or ::1), \
-             not {}: it has no authentication",
+             not {}: it speaks plain HTTP",
             addr.ip()
         )));
     }
+    let token = token
+        .map(Token::new)
+        .transpose()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let bind_error = |source| StartError::Bind {
         addr: addr.to_string(),
         source,
@@ -170,7 +201,12 @@ async fn serve_with(
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
     let (stop, stopped) = watch::channel(());
-    let http = http_settings(policy.request_timeout);
+    let policy = Policy {
+        listening: local_addr.ip(),
+        token,
+        request_timeout,
+    };
+    let http = http_settings(request_timeout);
     let app = router(admin.clone(), policy);
     let task = tokio::spawn(accept_loop(listener, app, http, admin, stopped));
     Ok(AdminServer {
@@ -263,9 +299,9 @@ fn only(allow: &'static str, methods: MethodRouter<BrokerAdmin>) -> MethodRouter
     methods.head(refuse).fallback(refuse)
 }
 
-/// What every request passes before it is routed: what hyper lets through
-/// but the endpoint does not take, the body limits, and `Connection:
-/// close` on every answer.
+/// What every request passes before it is routed: the `Host` and token
+/// checks, what hyper lets through but the endpoint does not take, the
+/// body limits, and `Connection: close` on every answer.
 async fn screen(State(policy): State<Arc<Policy>>, request: Request, next: Next) -> Response {
     let mut response = match admit(&policy, request).await {
         Ok(request) => next.run(request).await,
@@ -279,6 +315,10 @@ async fn screen(State(policy): State<Arc<Policy>>, request: Request, next: Next)
 
 /// The request, its body read and dropped, or why it is refused.
 async fn admit(policy: &Policy, request: Request) -> Result<Request, Refusal> {
+    guard::check_host(request.headers(), policy.listening)?;
+    if let Some(token) = &policy.token {
+        guard::check_authorization(request.headers(), token)?;
+    }
     // hyper takes any token as a method; the endpoint's are upper case.
     if !request
         .method()
@@ -411,7 +451,7 @@ fn json_response(status: StatusCode, mut text: String) -> Response {
 }
 
 /// An error answer: a status, `{"error": "sentence"}`, and a header when
-/// the status needs one (`Allow` for 405).
+/// the status needs one (`Allow` for 405, `WWW-Authenticate` for 401).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Refusal {
     status: StatusCode,
@@ -501,16 +541,14 @@ mod tests {
     #[tokio::test]
     async fn a_slow_request_is_cut_off() {
         let broker = start(BrokerConfig::ephemeral()).await.unwrap();
-        let policy = Policy {
-            request_timeout: Duration::from_millis(200),
-        };
-        let server = serve_with(broker.admin(), loopback(), policy)
+        let limit = Duration::from_millis(200);
+        let server = serve_with(broker.admin(), loopback(), None, limit)
             .await
             .unwrap();
         let addr = server.local_addr();
 
         // A head that never ends: closed without an answer.
-        let response = exchange(addr, b"GET /retained HTTP/1.1\r\nHost: x\r\n").await;
+        let response = exchange(addr, b"GET /retained HTTP/1.1\r\nHost: localhost\r\n").await;
         assert_eq!(response, "");
         // A body that never comes: 408.
         let response = exchange(
@@ -534,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn stops_with_the_broker() {
         let broker = start(BrokerConfig::ephemeral()).await.unwrap();
-        let server = serve(broker.admin(), loopback()).await.unwrap();
+        let server = serve(broker.admin(), loopback(), None).await.unwrap();
         broker.shutdown().await;
         timeout(WAIT, server.task)
             .await

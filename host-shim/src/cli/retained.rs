@@ -40,7 +40,9 @@ const POLL: Duration = Duration::from_millis(250);
 list, get, delete and count talk to a built-in broker started with an
 admin endpoint:
   host-shim broker --admin-port 18830
-snapshot works with any broker, through the connector.
+When the broker has an admin token, give the same one here, best in
+HOST_SHIM_ADMIN_TOKEN (`ps` shows flags). snapshot works with any broker,
+through the connector.
 
 Each message prints as one line of JSON:
   {\"topic\":\"a/b\",\"qos\":1,\"payload_bytes\":5,\"last_modified\":1767225600,
@@ -74,12 +76,33 @@ pub enum RetainedCommand {
     Snapshot(SnapshotArgs),
 }
 
-/// Where the admin endpoint is.
+/// Where the admin endpoint is, and its token.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// Admin endpoint of the broker [default: http://127.0.0.1:18830]
     #[arg(long, value_name = "URL")]
     pub admin: Option<String>,
+    /// Token of the admin endpoint, if the broker has one
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HOST_SHIM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The endpoint these flags name.
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let mut endpoint = Endpoint::parse(self.admin.as_deref())?;
+        if let Some(token) = &self.admin_token {
+            mqtt_broker::admin::check_token(token)
+                .context("invalid --admin-token (or HOST_SHIM_ADMIN_TOKEN)")?;
+            endpoint.token = Some(token.clone());
+        }
+        Ok(endpoint)
+    }
 }
 
 /// `host-shim retained list`.
@@ -159,7 +182,7 @@ fn escape(text: &str) -> String {
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let filter = args.filter.as_deref().unwrap_or("#");
     let page_size = args.page_size.unwrap_or(100);
     let mut stdout = std::io::stdout().lock();
@@ -184,7 +207,7 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("GET", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {
         return not_found(&answer);
@@ -194,7 +217,7 @@ fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("DELETE", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {
         return not_found(&answer);
@@ -204,7 +227,7 @@ fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn count(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.as_deref())?;
+    let endpoint = args.endpoint()?;
     let count: AdminCount = endpoint.call("GET", "/retained-count")?.ok()?;
     print_line(&count.count.to_string())
 }
@@ -224,12 +247,24 @@ fn print_line(line: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// The admin endpoint to talk to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Endpoint {
     /// As given, for messages.
     url: String,
     /// `host:port`, for the request URLs.
     authority: String,
+    /// Sent as `Authorization: Bearer TOKEN` when set.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("token", &token)
+            .finish()
+    }
 }
 
 /// One answer of the admin endpoint.
@@ -257,6 +292,7 @@ impl Endpoint {
         Ok(Endpoint {
             url: url.to_owned(),
             authority: authority.to_owned(),
+            token: None,
         })
     }
 
@@ -274,9 +310,13 @@ impl Endpoint {
             .accept("application/json")
             .build()
             .into();
-        let request = ureq::http::Request::builder()
+        let mut request = ureq::http::Request::builder()
             .method(method)
-            .uri(format!("http://{}{target}", self.authority))
+            .uri(format!("http://{}{target}", self.authority));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(ureq::SendBody::none())
             .with_context(|| format!("cannot make a request to {}", self.url))?;
         let mut response = agent.run(request).map_err(|e| self.explain(e))?;
@@ -478,6 +518,12 @@ mod tests {
     /// An endpoint on a loopback port that answers one request with
     /// `response`, as it is, and closes.
     fn canned(response: &'static [u8]) -> Endpoint {
+        serve_once(move |_| response.to_vec())
+    }
+
+    /// An endpoint on a loopback port that answers one request with what
+    /// `answer` makes of its head, and closes.
+    fn serve_once(answer: impl FnOnce(&[u8]) -> Vec<u8> + Send + 'static) -> Endpoint {
         use std::io::Read as _;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -502,7 +548,7 @@ mod tests {
             while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
-            let _ = stream.write_all(response);
+            let _ = stream.write_all(&answer(&head));
         });
         Endpoint::parse(Some(&url)).unwrap()
     }
@@ -540,6 +586,49 @@ mod tests {
         let short = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
         let err = format!("{:#}", call(short).unwrap_err());
         assert!(err.contains("cannot read the answer"), "{err}");
+    }
+
+    #[test]
+    fn sends_the_token() {
+        let echo = |head: &[u8]| {
+            let body = serde_json::json!({ "error": String::from_utf8_lossy(head) }).to_string();
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            answer.extend_from_slice(body.as_bytes());
+            answer
+        };
+        let mut endpoint = serve_once(echo);
+        endpoint.token = Some("t0k=".to_owned());
+        let head = endpoint
+            .call("GET", "/retained-count")
+            .unwrap()
+            .error_message();
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\nauthorization: bearer t0k=\r\n"),
+            "{head}"
+        );
+        let head = serve_once(echo).call("GET", "/x").unwrap().error_message();
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+
+        let args = AdminArgs {
+            admin: None,
+            admin_token: Some("two words".to_owned()),
+        };
+        let err = format!("{:#}", args.endpoint().unwrap_err());
+        assert!(
+            err.contains("--admin-token") && err.contains("visible ASCII"),
+            "{err}"
+        );
+        let args = AdminArgs {
+            admin: None,
+            admin_token: Some("s3cret".to_owned()),
+        };
+        let endpoint = args.endpoint().unwrap();
+        assert!(!format!("{endpoint:?}").contains("s3cret"));
     }
 
     #[test]

@@ -17,11 +17,16 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The longest request head the endpoint takes.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// A broker and its admin endpoint on loopback.
+/// A broker and its admin endpoint on loopback, without a token.
 async fn start() -> (BrokerHandle, AdminServer) {
+    start_with(None).await
+}
+
+/// A broker and its admin endpoint on loopback.
+async fn start_with(token: Option<&str>) -> (BrokerHandle, AdminServer) {
     let broker = broker::start(BrokerConfig::ephemeral()).await.unwrap();
     let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server = admin::serve(broker.admin(), loopback).await.unwrap();
+    let server = admin::serve(broker.admin(), loopback, token).await.unwrap();
     (broker, server)
 }
 
@@ -298,7 +303,7 @@ async fn heads() {
 
     let answer = exchange(
         addr,
-        b"GET /retained HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /retained HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
     )
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -333,7 +338,7 @@ async fn heads() {
     assert_eq!(status(b"GET /\xff HTTP/1.1\r\n\r\n").await, 400);
 
     // A connection closed before a whole head gets no answer.
-    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: localhost\r\n"] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(partial).await.unwrap();
         stream.shutdown().await.unwrap();
@@ -370,11 +375,146 @@ async fn refuses_addresses_other_than_loopback() {
     let broker = broker::start(BrokerConfig::ephemeral()).await.unwrap();
     for ip in ["0.0.0.0", "::", "192.0.2.1"] {
         let addr = SocketAddr::new(ip.parse().unwrap(), 0);
-        match admin::serve(broker.admin(), addr).await {
+        match admin::serve(broker.admin(), addr, None).await {
             Err(StartError::Config(msg)) => {
                 assert!(msg.contains("loopback") && msg.contains(ip), "{msg}")
             }
             other => panic!("{ip}: expected a refusal, got {other:?}"),
+        }
+    }
+    broker.shutdown().await;
+}
+
+/// `METHOD TARGET HTTP/1.1` with `headers` (each `Name: value`).
+async fn request_with(addr: SocketAddr, method: &str, target: &str, headers: &[&str]) -> Answer {
+    let mut text = format!("{method} {target} HTTP/1.1\r\n");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    exchange(addr, text.as_bytes()).await
+}
+
+#[tokio::test]
+async fn refuses_hosts_that_are_not_loopback_names() {
+    let (broker, server) = start().await;
+    let addr = server.local_addr();
+    let port = addr.port();
+    publish_retained(&broker, &[("keep", b"1")]).await;
+
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        "localhost.evil.example".to_owned(),
+        format!("127.0.0.1.evil.example:{port}"),
+        "192.0.2.1".to_owned(),
+        format!("[::2]:{port}"),
+        "localhost:http".to_owned(),
+    ] {
+        let header = format!("Host: {host}");
+        let answer = request_with(addr, "GET", "/retained-count", &[&header]).await;
+        assert_eq!(answer.status, 403, "{host}: {answer:?}");
+        let message = answer.body["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{host:?}")) && message.contains("loopback"),
+            "{message}"
+        );
+    }
+    // Nothing is done for such a request, however it is asked.
+    let answer = request_with(addr, "DELETE", "/retained/keep", &["Host: evil.example"]).await;
+    assert_eq!(answer.status, 403);
+    let answer = request(addr, "GET", "/retained/keep").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    for host in [
+        "localhost".to_owned(),
+        "LocalHost".to_owned(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("[::1]:{port}"),
+        // Through a tunnel, the port may be another.
+        "localhost:9999".to_owned(),
+    ] {
+        let header = format!("Host: {host}");
+        let answer = request_with(addr, "GET", "/retained-count", &[&header]).await;
+        assert_eq!(
+            (answer.status, answer.body),
+            (200, json!({ "count": 1 })),
+            "{host}"
+        );
+    }
+    let answer = request_with(
+        addr,
+        "GET",
+        "/retained-count",
+        &["Host: localhost", "Host: evil.example"],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+
+    server.shutdown().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_token_only_requests_that_carry_it_are_served() {
+    let (broker, server) = start_with(Some("s3cret-T0ken")).await;
+    let addr = server.local_addr();
+    publish_retained(&broker, &[("keep", b"1")]).await;
+    let count = |headers: &'static [&'static str]| async move {
+        request_with(addr, "GET", "/retained-count", headers).await
+    };
+
+    let answer = count(&["Host: localhost"]).await;
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(answer.header("WWW-Authenticate"), Some("Bearer"));
+    let message = answer.body["error"].as_str().unwrap();
+    assert!(message.contains("Authorization: Bearer"), "{message}");
+    for wrong in [
+        "Authorization: Bearer s3cret-T0ke",
+        "Authorization: Bearer s3cret-T0ken0",
+        "Authorization: Bearer S3CRET-T0KEN",
+        "Authorization: Bearer ",
+        "Authorization: Basic czNjcmV0LVQwa2Vu",
+        "Authorization: s3cret-T0ken",
+    ] {
+        let answer = request_with(addr, "GET", "/retained-count", &[wrong]).await;
+        assert_eq!(answer.status, 401, "{wrong}: {answer:?}");
+        let challenge = answer.header("WWW-Authenticate").unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+        assert!(answer.body["error"].is_string());
+    }
+    // Unknown endpoints and methods say nothing before the token is right.
+    let answer = request(addr, "GET", "/nowhere").await;
+    assert_eq!(answer.status, 401);
+    let answer = request(addr, "DELETE", "/retained/keep").await;
+    assert_eq!(answer.status, 401);
+
+    let answer = count(&["Host: localhost", "Authorization: Bearer s3cret-T0ken"]).await;
+    assert_eq!((answer.status, answer.body), (200, json!({ "count": 1 })));
+    let answer = count(&["authorization: bearer s3cret-T0ken"]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The Host check still applies.
+    let answer = count(&["Host: evil.example", "Authorization: Bearer s3cret-T0ken"]).await;
+    assert_eq!(answer.status, 403);
+
+    server.shutdown().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_tokens_that_cannot_travel_in_a_header() {
+    let broker = broker::start(BrokerConfig::ephemeral()).await.unwrap();
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let long = "x".repeat(1025);
+    for bad in ["", "two words", "tab\t", "caf\u{e9}", &long] {
+        match admin::serve(broker.admin(), loopback, Some(bad)).await {
+            Err(StartError::Config(msg)) => {
+                assert!(msg.contains("visible ASCII"), "{msg}")
+            }
+            other => panic!("{bad:?}: expected a refusal, got {other:?}"),
         }
     }
     broker.shutdown().await;
