@@ -51,11 +51,18 @@ enum Command {
 /// `host-shim broker`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-The admin endpoint (HTTP, loopback only, no authentication) serves
+The admin endpoint (HTTP, loopback only) serves
 `host-shim retained list | get | delete | count`, which look for it on
 port 18830; --admin-port 0 picks a free port. Both addresses print at start:
   listening on mqtt://127.0.0.1:1883
   admin on http://127.0.0.1:18830
+It answers requests for localhost, 127.0.0.1 and [::1] only. Without a
+token, any local user can read and delete retained messages through it;
+with one, every request must carry it, and `host-shim retained` sends it
+from the same flag or variable. Prefer the variable: `ps` shows flags.
+  export HOST_SHIM_ADMIN_TOKEN=$(openssl rand -hex 16)
+  host-shim broker --admin-port 18830 &
+  host-shim retained count
 
 Examples:
   host-shim broker
@@ -76,6 +83,14 @@ struct BrokerArgs {
     /// Loopback address of the admin endpoint [default: 127.0.0.1]
     #[arg(long, value_name = "ADDR", requires = "admin_port")]
     admin_host: Option<IpAddr>,
+    /// Token the admin endpoint requires, as `Authorization: Bearer TOKEN`
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HOST_SHIM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -145,7 +160,8 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             Some(port) => {
                 let host = args.admin_host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
                 let addr = SocketAddr::new(host, port);
-                Some(broker::admin::serve(broker.admin(), addr).await?)
+                let token = args.admin_token.as_deref();
+                Some(broker::admin::serve(broker.admin(), addr, token).await?)
             }
             None => None,
         };
@@ -218,6 +234,8 @@ mod tests {
         // An address without a port would start nothing: refused.
         let parsed = Cli::try_parse_from(["host-shim", "broker", "--admin-host", "::1"]);
         assert!(parsed.is_err());
+        let args = broker_args(&["broker", "--admin-port", "0", "--admin-token", "t0k"]);
+        assert_eq!(args.admin_token.as_deref(), Some("t0k"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `host-shim retained` end to end: `list`, `get`, `delete` and `count`
-//! against `host-shim broker --admin-port 0`, and `snapshot` against the
-//! built-in broker and Mosquitto (when `/usr/sbin/mosquitto` is installed),
-//! on both MQTT versions.
+//! against `host-shim broker --admin-port 0`, with and without an admin
+//! token, and `snapshot` against the built-in broker and Mosquitto (when
+//! `/usr/sbin/mosquitto` is installed), on both MQTT versions.
 //!
 //! Everything runs on 127.0.0.1 with ports the OS picks, and every wait is
 //! bounded so a hung command fails its test instead of the run.
@@ -21,6 +21,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
+/// Where the broker and `host-shim retained` take the admin token from.
+const TOKEN_VAR: &str = "HOST_SHIM_ADMIN_TOKEN";
+
 struct Output {
     code: Option<i32>,
     stdout: String,
@@ -29,8 +32,16 @@ struct Output {
 
 /// Runs the binary with `args`, killing it after the timeout.
 fn host_shim(args: &[&str]) -> Output {
+    host_shim_with(args, &[])
+}
+
+/// Runs the binary with `args` and the environment variables `env`, and
+/// no admin token but theirs.
+fn host_shim_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .env_remove(TOKEN_VAR)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -94,8 +105,17 @@ impl Drop for Process {
 
 /// `host-shim broker --port 0 --admin-port 0`, its MQTT port and admin URL.
 fn start_broker() -> (Process, u16, String) {
+    start_broker_with(&[], &[])
+}
+
+/// `host-shim broker --port 0 --admin-port 0` with more `args` and the
+/// environment variables `env`: its MQTT port and admin URL.
+fn start_broker_with(args: &[&str], env: &[(&str, &str)]) -> (Process, u16, String) {
     let mut child = Command::new(BIN)
         .args(["broker", "--port", "0", "--admin-port", "0"])
+        .args(args)
+        .env_remove(TOKEN_VAR)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -299,6 +319,109 @@ fn the_admin_endpoint_refuses_other_than_loopback() {
     ]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("loopback"), "{}", out.stderr);
+}
+
+#[test]
+fn with_a_token_in_the_environment_only_commands_that_give_it_are_served() {
+    let (_broker, port, admin) = start_broker_with(&[], &[(TOKEN_VAR, "s3cret-T0ken")]);
+    publish_retained(port, &MESSAGES);
+
+    let out = host_shim(&["retained", "count", "--admin", &admin]);
+    assert_eq!((out.code, out.stdout.as_str()), (Some(2), ""));
+    assert!(
+        out.stderr.contains("needs a token") && out.stderr.contains(TOKEN_VAR),
+        "{}",
+        out.stderr
+    );
+    let wrong = [
+        "retained",
+        "count",
+        "--admin",
+        &admin,
+        "--admin-token",
+        "wrong",
+    ];
+    let out = host_shim(&wrong);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("token is wrong"), "{}", out.stderr);
+    // The flag wins over the variable.
+    let out = host_shim_with(&wrong, &[(TOKEN_VAR, "s3cret-T0ken")]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+
+    let out = host_shim(&[
+        "retained",
+        "count",
+        "--admin",
+        &admin,
+        "--admin-token",
+        "s3cret-T0ken",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (Some(0), "4"),
+        "{}",
+        out.stderr
+    );
+    let env = [(TOKEN_VAR, "s3cret-T0ken")];
+    let out = host_shim_with(&["retained", "list", "--admin", &admin], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(topics(&json_lines(&out.stdout)), ["a/1", "a/2", "a/3", "b"]);
+    let out = host_shim_with(&["retained", "get", "a/1", "--admin", &admin], &env);
+    assert_eq!(
+        json_lines(&out.stdout)[0]["payload"],
+        "one",
+        "{}",
+        out.stderr
+    );
+    let out = host_shim_with(&["retained", "delete", "a/1", "--admin", &admin], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = host_shim_with(&["retained", "count", "--admin", &admin], &env);
+    assert_eq!(out.stdout.trim(), "3", "{}", out.stderr);
+}
+
+#[test]
+fn the_broker_takes_its_token_from_the_flag_and_checks_it() {
+    let (_broker, _, admin) = start_broker_with(&["--admin-token", "fl4g"], &[]);
+    let out = host_shim(&["retained", "count", "--admin", &admin]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("needs a token"), "{}", out.stderr);
+    let out = host_shim(&[
+        "retained",
+        "count",
+        "--admin",
+        &admin,
+        "--admin-token",
+        "fl4g",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (Some(0), "0"),
+        "{}",
+        out.stderr
+    );
+
+    // A token that cannot travel in a header is refused on both sides.
+    let out = host_shim(&[
+        "broker",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--admin-token",
+        "two words",
+    ]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("visible ASCII"), "{}", out.stderr);
+    let out = host_shim_with(
+        &["retained", "count", "--admin", &admin],
+        &[(TOKEN_VAR, "two words")],
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("--admin-token") && out.stderr.contains("visible ASCII"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Runs `retained snapshot` against the broker on `port` and checks it

@@ -3,8 +3,8 @@
 //! retained snapshot of any broker through the connector (`snapshot`).
 //!
 //! The admin endpoint speaks a small HTTP/1.1 JSON API (see
-//! `mqtt_broker::admin`); the client here is a few lines over a
-//! blocking socket, one request per connection, every wait bounded.
+//! `mqtt_broker::admin`); `ureq` is the client, one blocking request at a
+//! time, every wait bounded.
 
 use super::{ensure_valid, show_progress, ConnectionArgs};
 use anyhow::Context as _;
@@ -14,8 +14,7 @@ use mqtt_broker::admin::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, A
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,9 @@ const POLL: Duration = Duration::from_millis(250);
 list, get, delete and count talk to a built-in broker started with an
 admin endpoint:
   host-shim broker --admin-port 18830
-snapshot works with any broker, through the connector.
+When the broker has an admin token, give the same one here, best in
+HOST_SHIM_ADMIN_TOKEN (`ps` shows flags). snapshot works with any broker,
+through the connector.
 
 Each message prints as one line of JSON:
   {\"topic\":\"a/b\",\"qos\":1,\"payload_bytes\":5,\"last_modified\":1767225600,
@@ -75,12 +76,33 @@ pub enum RetainedCommand {
     Snapshot(SnapshotArgs),
 }
 
-/// Where the admin endpoint is.
+/// Where the admin endpoint is, and its token.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// Admin endpoint of the broker [default: http://127.0.0.1:18830]
     #[arg(long, value_name = "URL")]
     pub admin: Option<String>,
+    /// Token of the admin endpoint, if the broker has one
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HOST_SHIM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The endpoint these flags name.
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let mut endpoint = Endpoint::parse(self.admin.as_deref())?;
+        if let Some(token) = &self.admin_token {
+            mqtt_broker::admin::check_token(token)
+                .context("invalid --admin-token (or HOST_SHIM_ADMIN_TOKEN)")?;
+            endpoint.token = Some(token.clone());
+        }
+        Ok(endpoint)
+    }
 }
 
 /// `host-shim retained list`.
@@ -160,7 +182,7 @@ fn escape(text: &str) -> String {
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let filter = args.filter.as_deref().unwrap_or("#");
     let page_size = args.page_size.unwrap_or(100);
     let mut stdout = std::io::stdout().lock();
@@ -185,7 +207,7 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("GET", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {
         return not_found(&answer);
@@ -195,7 +217,7 @@ fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.admin.as_deref())?;
+    let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("DELETE", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {
         return not_found(&answer);
@@ -205,7 +227,7 @@ fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn count(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = Endpoint::parse(args.admin.as_deref())?;
+    let endpoint = args.endpoint()?;
     let count: AdminCount = endpoint.call("GET", "/retained-count")?.ok()?;
     print_line(&count.count.to_string())
 }
@@ -225,12 +247,24 @@ fn print_line(line: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// The admin endpoint to talk to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Endpoint {
     /// As given, for messages.
     url: String,
-    /// `host:port`, for connecting and for the Host header.
+    /// `host:port`, for the request URLs.
     authority: String,
+    /// Sent as `Authorization: Bearer TOKEN` when set.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("token", &token)
+            .finish()
+    }
 }
 
 /// One answer of the admin endpoint.
@@ -258,108 +292,83 @@ impl Endpoint {
         Ok(Endpoint {
             url: url.to_owned(),
             authority: authority.to_owned(),
+            token: None,
         })
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Sends one request and reads the whole answer, whatever its status.
     fn call(&self, method: &str, target: &str) -> anyhow::Result<Answer> {
-        let unreachable = || {
-            format!(
-                "cannot reach the admin endpoint at {} (start the broker with \
-                 `host-shim broker --admin-port PORT`, or give --admin URL)",
-                self.url
-            )
-        };
-        let addrs: Vec<_> = self
-            .authority
-            .to_socket_addrs()
-            .with_context(unreachable)?
-            .collect();
-        let mut last_error = None;
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
-            }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // The endpoint is on loopback: never through a proxy that the
+            // environment names, and never redirected elsewhere.
+            .proxy(None)
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .user_agent("host-shim")
+            .accept("application/json")
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{target}", self.authority));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
         }
-        let mut stream = match (stream, last_error) {
-            (Some(stream), _) => stream,
-            (None, Some(e)) => return Err(e).with_context(unreachable),
-            (None, None) => anyhow::bail!("{}: the host has no address", unreachable()),
-        };
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-        let request = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: host-shim\r\n\
-             Accept: application/json\r\nConnection: close\r\n\r\n",
-            self.authority
-        );
-        stream
-            .write_all(request.as_bytes())
-            .with_context(|| format!("cannot send the request to {}", self.url))?;
-        // Read to the end (the endpoint closes after each answer), never
-        // past the deadline or the size limit.
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                anyhow::bail!("the admin endpoint at {} did not answer in time", self.url);
-            }
-            stream.set_read_timeout(Some(left))?;
-            let n = match stream.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot read the answer from {}", self.url))
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-            if bytes.len() as u64 > MAX_RESPONSE {
-                anyhow::bail!("the answer from {} is too large", self.url);
-            }
-        }
-        parse_answer(&bytes)
-            .with_context(|| format!("{} is not a host-shim admin endpoint", self.url))
+        let request = request
+            .body(ureq::SendBody::none())
+            .with_context(|| format!("cannot make a request to {}", self.url))?;
+        let mut response = agent.run(request).map_err(|e| self.explain(e))?;
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(|e| self.explain(e))?;
+        Ok(Answer {
+            status: response.status().as_u16(),
+            body,
+        })
     }
-}
 
-/// Splits an HTTP/1.1 answer into its status and body.
-fn parse_answer(bytes: &[u8]) -> anyhow::Result<Answer> {
-    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        anyhow::bail!("the answer is not HTTP");
-    };
-    let head = std::str::from_utf8(&bytes[..split]).context("the answer is not HTTP")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
-        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
-        _ => None,
-    };
-    let Some(status) = status else {
-        anyhow::bail!("the answer is not HTTP");
-    };
-    let mut body = &bytes[split + 4..];
-    let length = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    if let Some(length) = length {
-        body = body.get(..length).context("the answer is cut short")?;
+    /// Says what a failed exchange means for someone at the command line.
+    fn explain(&self, error: ureq::Error) -> anyhow::Error {
+        use std::io::ErrorKind;
+        use ureq::Timeout;
+        let url = &self.url;
+        let context = match &error {
+            ureq::Error::HostNotFound
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Timeout(Timeout::Resolve | Timeout::Connect) => None,
+            ureq::Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                ) =>
+            {
+                None
+            }
+            ureq::Error::Timeout(_) => Some(format!(
+                "the admin endpoint at {url} did not answer in time"
+            )),
+            ureq::Error::BodyExceedsLimit(_) => Some(format!("the answer from {url} is too large")),
+            ureq::Error::Protocol(_) | ureq::Error::LargeResponseHeader(..) => {
+                Some(format!("{url} is not a host-shim admin endpoint"))
+            }
+            _ => Some(format!("cannot read the answer from {url}")),
+        };
+        let context = context.unwrap_or_else(|| {
+            format!(
+                "cannot reach the admin endpoint at {url} (start the broker with \
+                 `host-shim broker --admin-port PORT`, or give --admin URL)"
+            )
+        });
+        anyhow::Error::new(error).context(context)
     }
-    Ok(Answer {
-        status,
-        body: body.to_vec(),
-    })
 }
 
 impl Answer {
@@ -506,23 +515,131 @@ mod tests {
         assert_eq!(escape("é"), "%C3%A9");
     }
 
+    /// An endpoint on a loopback port that answers one request with
+    /// `response`, as it is, and closes.
+    fn canned(response: &'static [u8]) -> Endpoint {
+        serve_once(move |_| response.to_vec())
+    }
+
+    /// An endpoint on a loopback port that answers one request with what
+    /// `answer` makes of its head, and closes.
+    fn serve_once(answer: impl FnOnce(&[u8]) -> Vec<u8> + Send + 'static) -> Endpoint {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => return,
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(&answer(&head));
+        });
+        Endpoint::parse(Some(&url)).unwrap()
+    }
+
+    fn call(response: &'static [u8]) -> anyhow::Result<Answer> {
+        canned(response).call("GET", "/retained-count")
+    }
+
     #[test]
     fn answers() {
-        let answer = parse_answer(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}\n",
-        )
-        .unwrap();
+        let answer =
+            call(b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}\n")
+                .unwrap();
         assert_eq!(answer.status, 404);
         assert_eq!(answer.error_message(), "x");
-        let answer = parse_answer(b"HTTP/1.1 200 OK\r\n\r\n{\"count\":3}").unwrap();
+        // Without a Content-Length, the body ends where the connection does.
+        let answer = call(b"HTTP/1.1 200 OK\r\n\r\n{\"count\":3}").unwrap();
         assert_eq!(answer.ok::<AdminCount>().unwrap().count, 3);
-        let answer = parse_answer(b"HTTP/1.1 500 Oops\r\n\r\nnot json").unwrap();
+        let answer = call(b"HTTP/1.1 500 Oops\r\nContent-Length: 8\r\n\r\nnot json").unwrap();
         assert_eq!(
             answer.error_message(),
             "the admin endpoint answered with status 500"
         );
-        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        let answer = call(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json").unwrap();
+        let err = format!("{:#}", answer.ok::<AdminCount>().unwrap_err());
+        assert!(err.contains("not valid"), "{err}");
+    }
+
+    #[test]
+    fn answers_that_are_not_http_say_so() {
+        let err = format!("{:#}", call(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap_err());
+        assert!(err.contains("is not a host-shim admin endpoint"), "{err}");
+        let err = format!("{:#}", call(b"HTTP/1.1 200 OK\r\n").unwrap_err());
+        assert!(err.contains("http://127.0.0.1:"), "{err}");
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
+        let err = format!("{:#}", call(short).unwrap_err());
+        assert!(err.contains("cannot read the answer"), "{err}");
+    }
+
+    #[test]
+    fn sends_the_token() {
+        let echo = |head: &[u8]| {
+            let body = serde_json::json!({ "error": String::from_utf8_lossy(head) }).to_string();
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            answer.extend_from_slice(body.as_bytes());
+            answer
+        };
+        let mut endpoint = serve_once(echo);
+        endpoint.token = Some("t0k=".to_owned());
+        let head = endpoint
+            .call("GET", "/retained-count")
+            .unwrap()
+            .error_message();
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\nauthorization: bearer t0k=\r\n"),
+            "{head}"
+        );
+        let head = serve_once(echo).call("GET", "/x").unwrap().error_message();
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+
+        let args = AdminArgs {
+            admin: None,
+            admin_token: Some("two words".to_owned()),
+        };
+        let err = format!("{:#}", args.endpoint().unwrap_err());
+        assert!(
+            err.contains("--admin-token") && err.contains("visible ASCII"),
+            "{err}"
+        );
+        let args = AdminArgs {
+            admin: None,
+            admin_token: Some("s3cret".to_owned()),
+        };
+        let endpoint = args.endpoint().unwrap();
+        assert!(!format!("{endpoint:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = Endpoint::parse(Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+        let err = format!("{:#}", endpoint.call("GET", "/retained-count").unwrap_err());
+        assert!(err.contains("cannot reach the admin endpoint"), "{err}");
     }
 }

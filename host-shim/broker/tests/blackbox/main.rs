@@ -8,6 +8,7 @@
 //! ("v311") and 5.0 ("v5") specifications.
 
 mod admin;
+mod admin_http;
 mod connection;
 mod flow;
 mod interop;
