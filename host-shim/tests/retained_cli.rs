@@ -6,10 +6,10 @@
 //! Everything runs on 127.0.0.1 with ports the OS picks, and every wait is
 //! bounded so a hung command fails its test instead of the run.
 
+use e2e::{BrokerProcess, MOSQUITTO};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value as Json;
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,8 +18,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_host-shim");
 
 /// The longest any one command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// Where the broker and `host-shim retained` take the admin token from.
 const TOKEN_VAR: &str = "HOST_SHIM_ADMIN_TOKEN";
@@ -156,29 +154,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Mosquitto on a free loopback port, with a temporary configuration.
-fn start_mosquitto(dir: &Path) -> (Process, u16) {
-    let port = free_port();
-    let config = dir.join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
-    let child = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, port)
+/// Mosquitto on a free loopback port: the workspace's launcher, driven from
+/// this synchronous test.
+fn start_mosquitto() -> BrokerProcess {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(BrokerProcess::mosquitto(&[]))
+        .unwrap_or_else(|e| panic!("mosquitto starts: {e:#}"))
 }
 
 /// Publishes `messages` retained at QoS 1 and waits for every PUBACK.
@@ -479,16 +463,13 @@ fn snapshot_takes_the_retained_messages_of_the_built_in_broker() {
 
 #[test]
 fn snapshot_takes_the_retained_messages_of_mosquitto() {
-    if !Path::new(MOSQUITTO).exists() {
+    if !BrokerProcess::mosquitto_installed() {
         eprintln!("skipped: {MOSQUITTO} is not installed");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("host-shim-retained-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_mosquitto, port) = start_mosquitto(&dir);
-    publish_retained(port, &MESSAGES);
+    let mosquitto = start_mosquitto();
+    publish_retained(mosquitto.port(), &MESSAGES);
     for version in ["3.1.1", "5"] {
-        check_snapshot(port, version, "mosquitto");
+        check_snapshot(mosquitto.port(), version, "mosquitto");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,6 @@
 //! its own on a free loopback port and stops it).
 
 use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,9 +12,9 @@ use connector::model::{
 };
 
 use super::MqttClient;
+use e2e::{BrokerProcess, MOSQUITTO};
 use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, User};
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const BOTH: [MqttVersion; 2] = [MqttVersion::V311, MqttVersion::V5];
 
 /// A name no other test (or run) uses.
@@ -119,11 +117,7 @@ fn free_port() -> u16 {
 /// A broker the test talks to; stopped on drop.
 enum TestBroker {
     Builtin(Option<BrokerHandle>),
-    Mosquitto {
-        child: Child,
-        config: PathBuf,
-        port: u16,
-    },
+    Mosquitto(BrokerProcess),
 }
 
 impl TestBroker {
@@ -133,59 +127,25 @@ impl TestBroker {
 
     /// Mosquitto on a free port, or `None` (with a note) when not installed.
     async fn mosquitto() -> Option<TestBroker> {
-        if !std::path::Path::new(MOSQUITTO).exists() {
+        if !BrokerProcess::mosquitto_installed() {
             eprintln!("note: {MOSQUITTO} not found; skipping the Mosquitto half of this test");
             return None;
         }
-        let port = free_port();
-        let config = std::env::temp_dir().join(format!("{}.conf", unique("mosquitto")));
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write mosquitto config");
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let broker = TestBroker::Mosquitto {
-            child,
-            config,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let process = BrokerProcess::mosquitto(&[])
             .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(broker)
+            .unwrap_or_else(|e| panic!("start mosquitto: {e:#}"));
+        Some(TestBroker::Mosquitto(process))
     }
 
     fn url(&self) -> String {
         match self {
             TestBroker::Builtin(handle) => handle.as_ref().map(|h| h.url()).unwrap_or_default(),
-            TestBroker::Mosquitto { port, .. } => format!("mqtt://127.0.0.1:{port}"),
+            TestBroker::Mosquitto(process) => format!("mqtt://{}", process.addr()),
         }
     }
 
     fn is_builtin(&self) -> bool {
         matches!(self, TestBroker::Builtin(_))
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let TestBroker::Mosquitto { child, config, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_file(config);
-        }
     }
 }
 

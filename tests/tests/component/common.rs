@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::mosquitto::Mosquitto;
+use e2e::BrokerProcess;
 
 /// Upper bound for anything that should happen promptly. Generous: it is a
 /// failure deadline, not a speed expectation.
@@ -102,7 +102,7 @@ enum Running {
     // Dropping the handle shuts the broker down.
     Builtin(#[allow(dead_code)] BrokerHandle),
     // Dropping the guard kills the process.
-    Mosquitto(#[allow(dead_code)] Mosquitto),
+    Mosquitto(#[allow(dead_code)] BrokerProcess),
 }
 
 /// A broker started for one test, and the protocol version to speak to it.
@@ -146,8 +146,9 @@ impl Target {
                 if !options.retain {
                     extra.push("retain_available false");
                 }
-                let mosquitto = Mosquitto::start(&extra).await?;
-                (mosquitto.url(), Running::Mosquitto(mosquitto))
+                let mosquitto = BrokerProcess::mosquitto(&extra).await?;
+                let url = format!("mqtt://{}", mosquitto.addr());
+                (url, Running::Mosquitto(mosquitto))
             }
         };
         Ok(Target {

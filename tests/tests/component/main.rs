@@ -9,12 +9,10 @@
 //! `.ci/run` does).
 
 mod common;
-mod mosquitto;
 
 mod config;
 mod limits;
 mod qos;
-mod raw;
 mod retained;
 mod retainer;
 mod send;

@@ -3,7 +3,8 @@
 //! committed is not.
 
 use crate::common::*;
-use crate::raw::RawClient;
+use anyhow::Context as _;
+use e2e::{kind, raw_ack, raw_subscribe, Raw, RawConnect};
 use host_shim::host::Value;
 use serde_json::json;
 
@@ -142,24 +143,39 @@ on_every_broker!(partial_commit_redelivers_the_rest);
 /// exactly that state.
 async fn resent_pubrel_on_resume_is_completed(target: &Target) -> anyhow::Result<()> {
     let client_id = format!("e2e-pubrel-{:?}", target.version).to_lowercase();
-    let mut raw = RawClient::connect_persistent(target.url(), target.version, &client_id).await?;
-    raw.subscribe_qos2("rel/#").await?;
+    let addr = target
+        .url()
+        .strip_prefix("mqtt://")
+        .and_then(|a| a.parse().ok())
+        .context("the target's URL is mqtt://ADDRESS")?;
+    let level = match target.version {
+        Version::V5 => 5,
+        Version::V311 => 4,
+    };
+    let connect = RawConnect {
+        level,
+        clean: false,
+        keep_alive: 60,
+        session_expiry: Some(60),
+        ..RawConnect::v4(&client_id)
+    };
+    let mut raw = Raw::connected_at(addr, &connect).await?;
+    raw.send(&raw_subscribe(level, 1, "rel/#", 2)).await?;
+    let suback = raw.recv().await?;
+    anyhow::ensure!(
+        suback.kind() == kind::SUBACK,
+        "expected SUBACK, got {suback:?}"
+    );
     let mut sender = target
         .sender(json!({"topic": "rel/once", "qos": 2}))
         .await?;
     send_ok(&mut sender, &[doc("once")]).await?;
-    let publish = raw.read().await?;
+    let publish = raw.recv().await?.publish(level == 5)?;
+    raw.send(&raw_ack(kind::PUBREC, publish.pkid)).await?;
+    let pubrel = raw.recv().await?;
     anyhow::ensure!(
-        publish.kind() == 3,
-        "expected PUBLISH, got type {}",
-        publish.kind()
-    );
-    raw.pubrec(publish.publish_id()?).await?;
-    let pubrel = raw.read().await?;
-    anyhow::ensure!(
-        pubrel.kind() == 6,
-        "expected PUBREL, got type {}",
-        pubrel.kind()
+        pubrel.kind() == kind::PUBREL,
+        "expected PUBREL, got {pubrel:?}"
     );
     // Gone without PUBCOMP.
     drop(raw);
