@@ -17,6 +17,7 @@ export class MqttCapability {
   #nextHandle = 1;
   #yield = false;
   #hostMs = 0;
+  #servingSince = null;
 
   /**
    * @param allow `(url) => boolean`, the brokers the guest may reach
@@ -27,9 +28,13 @@ export class MqttCapability {
     this.#log = log ?? (() => {});
   }
 
-  /** Time spent serving calls since the last reset, in milliseconds. */
+  /**
+   * Time spent serving calls since the last reset, in milliseconds, the
+   * call being served included.
+   */
   get hostMs() {
-    return this.#hostMs;
+    const serving = this.#servingSince === null ? 0 : performance.now() - this.#servingSince;
+    return this.#hostMs + serving;
   }
 
   resetHostTime() {
@@ -58,10 +63,16 @@ export class MqttCapability {
   /** Serves one call of the guest; the value is what the import returns. */
   async serve(op, args) {
     const started = performance.now();
+    // One-way calls (log, drop) may come while a call is served.
+    const outermost = this.#servingSince === null;
+    if (outermost) this.#servingSince = started;
     try {
       return await this.#dispatch(op, args);
     } finally {
-      this.#hostMs += performance.now() - started;
+      if (outermost) {
+        this.#servingSince = null;
+        this.#hostMs += performance.now() - started;
+      }
     }
   }
 

@@ -224,6 +224,7 @@ export class MqttClient {
 
   // Outgoing: messages waiting for the window, and QoS 1/2 ones in flight.
   #outbox = [];
+  #pumpScheduled = false;
   #inflight = 0;
   #pending = new Set();
 
@@ -569,9 +570,23 @@ export class MqttClient {
         } else {
           resolve(err(connectionLost()));
         }
-        this.#pump();
+        this.#pumpSoon();
       });
     }
+  }
+
+  /**
+   * Pumps once the acknowledgements read so far are all handled (MQTT.js
+   * handles one packet per tick), so that the messages they make room for
+   * go out in one write.
+   */
+  #pumpSoon() {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
   }
 
   /**
