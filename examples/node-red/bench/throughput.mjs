@@ -135,10 +135,14 @@ async function run(red, tab, flow) {
 const broker = await startBroker();
 const red = await startNodeRed();
 try {
-  const rows = [
-    ['mqtt-connector send / listen', await run(red, 'connector', connectorFlow('connector', broker.url))],
-    ["Node-RED's mqtt out / mqtt in", await run(red, 'nodered', nodeRedFlow('nodered', broker.url))],
-  ];
+  const cases = [
+    ['mqtt-connector send / listen', 'connector', connectorFlow],
+    ["Node-RED's mqtt out / mqtt in", 'nodered', nodeRedFlow],
+  ].filter(([, tab]) => !process.env.BENCH_ONLY || process.env.BENCH_ONLY === tab);
+  const rows = [];
+  for (const [name, tab, flow] of cases) {
+    rows.push([name, await run(red, tab, flow(tab, broker.url))]);
+  }
   await red.deploy([]);
   const fmt = (n) => Math.round(n).toLocaleString('en-US');
   console.log(`\n${fmt(MESSAGES)} messages of ${PAYLOAD.length} B at QoS 1, built-in broker on loopback, Node ${process.version}`);

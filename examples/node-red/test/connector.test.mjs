@@ -73,49 +73,59 @@ describe('the connector component in the JavaScript host', () => {
     assert.equal(trap.connections, 0);
   });
 
-  it('sends at every QoS and reports a refused subscription with its reason code', async () => {
-    const listener = await Listener.open({ url: broker.url },
-      { subscriptions: [{ filter: 'host/qos/#', qos: 2 }] }, only(broker.url));
-    const sender = await Sender.open({ url: broker.url }, { topic: 'host/qos/t' }, only(broker.url));
-    const qos = (n) => [{ name: 'mqtt.qos', value: { tag: 'integer', val: BigInt(n) } }];
-    const results = await sender.send([0, 1, 2].map((n) => ({ id: BigInt(n), payload: text(`q${n}`), properties: qos(n) })));
-    assert.deepEqual(results.map((r) => r.tag), ['ok', 'ok', 'ok']);
-    const docs = await take(listener, 3);
-    assert.deepEqual(docs.map(decode), ['q0', 'q1', 'q2']);
-    await listener.commit(docs.map((d) => d.id));
-    await sender.close();
-    await listener.close();
+  for (const version of ['5', '3.1.1']) {
+    it(`sends at every QoS and reports a refused subscription with its reason code (MQTT ${version})`, async () => {
+      const connection = { url: broker.url, mqtt_version: version };
+      const topic = `host/qos/${version}`;
+      const listener = await Listener.open(connection,
+        { subscriptions: [{ filter: `${topic}/#`, qos: 2 }] }, only(broker.url));
+      const sender = await Sender.open(connection, { topic: `${topic}/t` }, only(broker.url));
+      const qos = (n) => [{ name: 'mqtt.qos', value: { tag: 'integer', val: BigInt(n) } }];
+      const results = await sender.send([0, 1, 2].map((n) => ({ id: BigInt(n), payload: text(`q${n}`), properties: qos(n) })));
+      assert.deepEqual(results.map((r) => r.tag), ['ok', 'ok', 'ok']);
+      const docs = await take(listener, 3);
+      assert.deepEqual(docs.map(decode), ['q0', 'q1', 'q2']);
+      await listener.commit(docs.map((d) => d.id));
+      await sender.close();
+      await listener.close();
 
-    const refused = await rejection(Listener.open({ url: broker.url },
-      { subscriptions: [{ filter: 'test/nosubscribe' }] }, only(broker.url)));
-    assert.equal(refused.code, 'broker-rejected');
-    assert.ok(refused.reasonCode >= 0x80);
-  });
+      const refused = await rejection(Listener.open(connection,
+        { subscriptions: [{ filter: 'test/nosubscribe' }] }, only(broker.url)));
+      assert.equal(refused.code, 'broker-rejected');
+      assert.ok(refused.reasonCode >= 0x80);
+    });
+  }
 
-  it('acknowledges in arrival order, and only what was committed', async () => {
-    const connection = { url: broker.url, client_id: 'host-ack-order', clean_start: false, session_expiry_secs: 300 };
-    const config = { subscriptions: [{ filter: 'host/ack/#', qos: 1 }] };
-    let listener = await Listener.open(connection, config, only(broker.url));
-    const sender = await Sender.open({ url: broker.url }, { topic: 'host/ack/t' }, only(broker.url));
-    await sender.send(['a', 'b', 'c'].map((p, i) => ({ id: BigInt(i), payload: text(p), properties: [] })));
-    let docs = await take(listener, 3);
-    assert.deepEqual(docs.map(decode), ['a', 'b', 'c']);
-    // b alone cannot be acknowledged before a: nothing is.
-    await listener.commit([docs[1].id]);
-    await listener.close();
+  for (const [version, qos] of [['5', 1], ['5', 2], ['3.1.1', 1], ['3.1.1', 2]]) {
+    it(`acknowledges in arrival order, and only what was committed (MQTT ${version}, QoS ${qos})`, async () => {
+      const connection = {
+        url: broker.url, mqtt_version: version, client_id: `host-ack-order-${version}-${qos}`,
+        clean_start: false, session_expiry_secs: 300,
+      };
+      const topic = `host/ack/${version}/${qos}`;
+      const config = { subscriptions: [{ filter: `${topic}/#`, qos }] };
+      let listener = await Listener.open(connection, config, only(broker.url));
+      const sender = await Sender.open({ url: broker.url }, { topic: `${topic}/t`, qos }, only(broker.url));
+      await sender.send(['a', 'b', 'c'].map((p, i) => ({ id: BigInt(i), payload: text(p), properties: [] })));
+      let docs = await take(listener, 3);
+      assert.deepEqual(docs.map(decode), ['a', 'b', 'c']);
+      // b alone cannot be acknowledged before a: nothing is.
+      await listener.commit([docs[1].id]);
+      await listener.close();
 
-    listener = await Listener.open(connection, config, only(broker.url));
-    docs = await take(listener, 3);
-    assert.deepEqual(docs.map(decode), ['a', 'b', 'c']);
-    await listener.commit([docs[0].id, docs[1].id]);
-    await listener.close();
+      listener = await Listener.open(connection, config, only(broker.url));
+      docs = await take(listener, 3);
+      assert.deepEqual(docs.map(decode), ['a', 'b', 'c']);
+      await listener.commit([docs[0].id, docs[1].id]);
+      await listener.close();
 
-    listener = await Listener.open(connection, config, only(broker.url));
-    docs = await take(listener, 1);
-    assert.deepEqual(docs.map(decode), ['c']);
-    await listener.commit([docs[0].id]);
-    assert.deepEqual(await listener.next(10, 300), []);
-    await listener.close();
-    await sender.close();
-  });
+      listener = await Listener.open(connection, config, only(broker.url));
+      docs = await take(listener, 1);
+      assert.deepEqual(docs.map(decode), ['c']);
+      await listener.commit([docs[0].id]);
+      assert.deepEqual(await listener.next(10, 300), []);
+      await listener.close();
+      await sender.close();
+    });
+  }
 });
