@@ -23,16 +23,16 @@ function checkBuilt() {
 
 let modules = null;
 
-/** The component's core modules, compiled once: `{ fileName: Module }`. */
+/**
+ * The component's core modules, compiled once, off the event loop:
+ * resolves `{ fileName: Module }`.
+ */
 export function coreModules() {
   if (!modules) {
     checkBuilt();
-    modules = {};
-    for (const name of readdirSync(GENERATED_DIR)) {
-      if (/^connector\.core\d*\.wasm$/.test(name)) {
-        modules[name] = new WebAssembly.Module(readFileSync(path.join(GENERATED_DIR, name)));
-      }
-    }
+    const names = readdirSync(GENERATED_DIR).filter((name) => /^connector\.core\d*\.wasm$/.test(name));
+    modules = Promise.all(names.map((name) => WebAssembly.compile(readFileSync(path.join(GENERATED_DIR, name)))))
+      .then((compiled) => Object.fromEntries(names.map((name, i) => [name, compiled[i]])));
   }
   return modules;
 }

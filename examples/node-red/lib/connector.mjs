@@ -10,16 +10,16 @@ import { witError } from './wit.mjs';
 let local = null;
 
 /** An instance in this thread that may not connect anywhere. */
-async function localInstance() {
-  if (!local) {
+function localInstance() {
+  local ??= (async () => {
     const bindings = await loadBindings();
     class Client {
       static connect(options) {
         return { tag: 'err', val: witError('not-authorized', `the host does not allow connecting to ${options.url}`) };
       }
     }
-    local = instantiate(bindings, coreModules(), { Client, log: () => {} });
-  }
+    return instantiate(bindings, await coreModules(), { Client, log: () => {} });
+  })();
   return local;
 }
 

@@ -53,21 +53,21 @@ export class Instance {
    * @param guestTimeMs the guest's own computing allowed in one call
    */
   static async start({ allow, log, guestTimeMs = DEFAULT_GUEST_TIME_MS } = {}) {
-    const instance = new Instance({ allow, log, guestTimeMs });
+    const instance = new Instance({ allow, log, guestTimeMs, modules: await coreModules() });
     await instance.#ready;
     return instance;
   }
 
   #ready;
 
-  constructor({ allow, log, guestTimeMs }) {
+  constructor({ allow, log, guestTimeMs, modules }) {
     this.#guestTimeMs = guestTimeMs;
     this.#capability = new MqttCapability({ allow, log });
     const { port1: hostPort, port2: guestPort } = new MessageChannel();
     const signal = new SharedArrayBuffer(4);
     const signalView = new Int32Array(signal);
     this.#worker = new Worker(WORKER_URL, {
-      workerData: { modules: coreModules(), signal, rpcPort: guestPort },
+      workerData: { modules, signal, rpcPort: guestPort },
       transferList: [guestPort],
     });
     hostPort.on('message', async ({ op, args, oneWay }) => {

@@ -18,6 +18,9 @@ const PERMANENT = new Set(['invalid-config', 'not-authorized']);
 
 module.exports = async function (RED) {
   const lib = await import('../lib/index.mjs');
+  // Fails the module's loading, with what to do, when the package was not
+  // built; and has the component compiled before the first deploy.
+  await lib.describe();
 
   /** The problems of a node's configurations, pointers prefixed by what. */
   async function problemsOf(connectionNode, kind, config) {
