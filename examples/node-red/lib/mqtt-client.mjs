@@ -392,8 +392,9 @@ export class MqttClient {
       if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && !packet.reasonCode) {
         const id = this.#unackedByPkid.get(packet.messageId);
         const delivery = id === undefined ? undefined : this.#unacked.get(id);
-        if (delivery && !delivery.sendAck) {
-          delivery.sendAck = () => send(packet, undefined, cbStorePut, noStore);
+        if (delivery) {
+          // A retransmission's ack is the same packet: held once.
+          delivery.sendAck ??= () => send(packet, undefined, cbStorePut, noStore);
           // MQTT.js goes on with the next packet now.
           if (cb) cb();
           this.#flushAcks();

@@ -131,6 +131,46 @@ describe('the mqtt-connector nodes in Node-RED', () => {
     assert.match(failed.error.message, /wildcard/);
   });
 
+  it('carries payloads and MQTT 5.0 properties between msg and the broker', async () => {
+    await red.deploy([
+      tab(),
+      connection('conn', { url: broker.url }),
+      sendNode('send', 'conn', { topic: 'props/default', qos: 1 }, [['sent'], ['failed']]),
+      listenNode('listen', 'conn', { subscriptions: [{ filter: 'props/#', qos: 1 }] }, [['got']]),
+      recorder('sent'),
+      recorder('failed'),
+      recorder('got'),
+    ]);
+    await waitStatus('send', /connected/);
+    await waitStatus('listen', /connected/);
+    inject('send', {
+      topic: 'props/full',
+      payload: Buffer.from([0xff, 0x00, 0x7f]),
+      properties: {
+        contentType: 'application/octet-stream',
+        responseTopic: 'props/reply',
+        correlationData: Buffer.from('c-1'),
+        messageExpiryInterval: 3600,
+        userProperties: { origin: 'test', tag: ['a', 'b'] },
+      },
+    });
+    inject('send', { payload: { celsius: 21.5 }, properties: { payloadFormatIndicator: true } });
+    await until(10_000, 'both messages', () => got('got').length === 2);
+    assert.equal(got('failed').length, 0);
+    const [binary, json] = got('got');
+    assert.equal(binary.topic, 'props/full');
+    assert.ok(Buffer.isBuffer(binary.payload), 'a payload that is not UTF-8 stays a Buffer');
+    assert.deepEqual([...binary.payload], [0xff, 0x00, 0x7f]);
+    assert.equal(binary.properties.contentType, 'application/octet-stream');
+    assert.equal(binary.properties.responseTopic, 'props/reply');
+    assert.equal(binary.properties.correlationData.toString(), 'c-1');
+    assert.ok(binary.properties.messageExpiryInterval > 3500 && binary.properties.messageExpiryInterval <= 3600);
+    assert.deepEqual(binary.properties.userProperties, { origin: 'test', tag: ['a', 'b'] });
+    assert.equal(json.topic, 'props/default');
+    assert.deepEqual(JSON.parse(json.payload), { celsius: 21.5 });
+    assert.equal(json.properties.payloadFormatIndicator, true);
+  });
+
   it('QoS 2 delivers every message exactly once', async () => {
     const count = 200;
     await red.deploy([
