@@ -49,7 +49,8 @@ export async function startNodeRed(settings = {}) {
     dependencies: { [pkg.name]: `file:${packageDir}` },
   }));
 
-  const RED = require('node-red');
+  // NODE_RED_MODULE runs the tests on another Node-RED installation.
+  const RED = require(process.env.NODE_RED_MODULE ?? 'node-red');
   const server = http.createServer();
   RED.init(server, {
     userDir,
