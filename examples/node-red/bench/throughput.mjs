@@ -5,6 +5,9 @@
 //
 //   npm run bench [-- MESSAGES]
 //
+// BENCH_ONLY=connector|nodered runs one side; BENCH_CONNECTION='{"inflight_window":200}'
+// adds keys to the connector's connection configuration.
+//
 // Messages are handed to the send node with at most WINDOW not yet done
 // (a Complete node reports each done()), so neither node queues without
 // bound. Timed: from the first message handed over until the send node is
@@ -25,7 +28,10 @@ const STALL_MS = 30_000;
 function connectorFlow(tab, url) {
   return [
     { id: `${tab}`, type: 'tab', label: tab },
-    { id: `${tab}-conn`, type: 'mqtt-connection', name: '', connection: { url } },
+    {
+      id: `${tab}-conn`, type: 'mqtt-connection', name: '',
+      connection: { url, ...JSON.parse(process.env.BENCH_CONNECTION ?? '{}') },
+    },
     {
       id: `${tab}-send`, type: 'mqtt-connector send', z: tab, name: '', connection: `${tab}-conn`,
       config: { topic: `bench/${tab}`, qos: 1 }, wires: [[], []],
