@@ -5,7 +5,7 @@
 //! Every wait here has a deadline: a broken connector or broker makes a test
 //! fail with a message, never hang.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use host_shim::host::{Document, Error, Limits, Listener, Property, Runtime, Sender, Value};
 use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, RetainConfig};
 use serde_json::json;
@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub use e2e::within_for;
 use e2e::BrokerProcess;
 
 /// Upper bound for anything that should happen promptly. Generous: it is a
@@ -42,16 +43,10 @@ pub fn runtime_with(limits: Limits) -> Runtime {
     Runtime::embedded(limits).expect("the embedded component loads")
 }
 
-/// Awaits `fut` for at most [`WAIT`].
+/// Awaits `fut` for at most this suite's [`WAIT`], longer than the shared
+/// support's because a scenario includes component calls.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T> {
     within_for(WAIT, what, fut).await
-}
-
-/// Awaits `fut` for at most `limit`.
-pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| anyhow!("timed out after {limit:?} waiting for {what}"))
 }
 
 // ---------------------------------------------------------------------------

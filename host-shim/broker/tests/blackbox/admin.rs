@@ -17,7 +17,7 @@ fn client(broker: &BrokerHandle, id: &str) -> (AsyncClient, EventLoop) {
 }
 
 /// Publishes `messages` retained at QoS 1 and waits for every PUBACK.
-async fn publish_retained(broker: &BrokerHandle, messages: &[(&str, &[u8])]) {
+pub(crate) async fn publish_retained(broker: &BrokerHandle, messages: &[(&str, &[u8])]) {
     let (client, mut events) = client(broker, "publisher");
     for (topic, payload) in messages {
         client

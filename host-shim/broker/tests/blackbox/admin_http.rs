@@ -2,9 +2,9 @@
 //! requests over TCP to an endpoint on 127.0.0.1, port 0, and the status,
 //! headers and JSON body of each answer. Every wait is bounded.
 
+use crate::admin::publish_retained;
 use mqtt_broker::admin::{self, AdminServer};
 use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, StartError};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value as Json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -91,32 +91,6 @@ async fn request(addr: SocketAddr, method: &str, target: &str) -> Answer {
         format!("{method} {target} HTTP/1.1\r\n\r\n").as_bytes(),
     )
     .await
-}
-
-/// Publishes `messages` retained at QoS 1 and waits for every PUBACK.
-async fn publish_retained(broker: &BrokerHandle, messages: &[(&str, &[u8])]) {
-    let addr = broker.local_addr();
-    let mut options = MqttOptions::new("admin-http", addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut events) = AsyncClient::new(options, 100);
-    for (topic, payload) in messages {
-        client
-            .publish(*topic, QoS::AtLeastOnce, true, payload.to_vec())
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    timeout(WAIT, async {
-        while acked < messages.len() {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.unwrap() {
-                acked += 1;
-            }
-        }
-    })
-    .await
-    .expect("PUBACKs did not come");
-    client.disconnect().await.unwrap();
-    let _ = timeout(WAIT, events.poll()).await;
 }
 
 #[tokio::test]
