@@ -137,10 +137,31 @@ impl fmt::Display for ProblemLine<'_> {
 /// Problems are ordered by pointer (list indexes numerically), and never
 /// repeated.
 pub fn validate(kind: Kind, json: &str) -> Vec<Problem> {
-    match serde_json::from_str::<Value>(json) {
+    match parse_json(json) {
         Ok(value) => validate_value(kind, &value),
-        Err(e) => vec![json_problem(&e)],
+        Err(problem) => vec![problem],
     }
+}
+
+/// `text` as a JSON value, or the problem that it is not JSON, with the
+/// line and column.
+pub fn parse_json(text: &str) -> Result<Value, Problem> {
+    serde_json::from_str(text).map_err(|e| json_problem(&e))
+}
+
+/// Every problem of `value` against `schema`, a JSON Schema that schemars
+/// generated: the structure pass alone, worded as for the connector's own
+/// configurations (unknown keys suggest the closest known one, enums list
+/// their values). For configurations the connector does not own, such as
+/// the built-in broker's.
+pub fn schema_problems(schema: &Value, value: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    Walker {
+        root: schema,
+        out: &mut problems,
+    }
+    .check(schema, value, "", 0);
+    in_order(problems)
 }
 
 /// Every problem of an already parsed configuration of `kind`.
@@ -159,6 +180,11 @@ pub fn validate_value(kind: Kind, value: &Value) -> Vec<Problem> {
             Kind::Listen => check_listen(object, &mut problems),
         }
     }
+    in_order(problems)
+}
+
+/// Problems ordered by pointer (list indexes numerically), each once.
+fn in_order(mut problems: Vec<Problem>) -> Vec<Problem> {
     problems.sort_by(|a, b| compare_pointers(&a.pointer, &b.pointer));
     let mut seen = std::collections::HashSet::new();
     problems.retain(|p| seen.insert(p.clone()));
@@ -354,10 +380,13 @@ impl<'a> Walker<'a> {
             self.check(only, value, ptr, depth + 1);
             return;
         }
-        // Several real alternatives (none in our schemas today): accept the
-        // first that fits, else report the closest one.
+        // Several real alternatives (the broker's `"memory"` or
+        // `{"disk": PATH}`): accept the first that fits. When the value
+        // itself fits none, say every alternative; when it fits one in
+        // shape but not inside, report the closest one.
         let mut best: Option<Vec<Problem>> = None;
-        for branch in candidates {
+        let mut only_the_value_is_wrong = true;
+        for branch in &candidates {
             let mut found = Vec::new();
             Walker {
                 root: self.root,
@@ -367,11 +396,56 @@ impl<'a> Walker<'a> {
             if found.is_empty() {
                 return;
             }
+            only_the_value_is_wrong &= matches!(found.as_slice(), [p] if p.pointer == ptr);
             if best.as_ref().is_none_or(|b| found.len() < b.len()) {
                 best = Some(found);
             }
         }
-        self.out.extend(best.unwrap_or_default());
+        let alternatives: Option<Vec<String>> = candidates
+            .iter()
+            .map(|branch| self.alternative(branch, depth))
+            .collect();
+        match alternatives {
+            Some(alternatives) if only_the_value_is_wrong => self.problem(
+                ptr,
+                format!(
+                    "expected {}, found {}",
+                    alternatives.join(" or "),
+                    describe(value)
+                ),
+            ),
+            _ => self.out.extend(best.unwrap_or_default()),
+        }
+    }
+
+    /// One alternative of a `oneOf` / `anyOf` in words: its constants, an
+    /// object with its required keys, or its type.
+    fn alternative(&self, branch: &Value, depth: usize) -> Option<String> {
+        let mut branch = branch.as_object()?;
+        if let Some(target) = branch
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| self.resolve(r))
+        {
+            branch = target.as_object()?;
+        }
+        if let Some(values) = enum_values(self.root, branch, depth) {
+            let list: Vec<String> = values.iter().map(ToString::to_string).collect();
+            return Some(list.join(" or "));
+        }
+        let types = types_of(branch);
+        if types == ["object"] {
+            let required: Vec<String> = branch
+                .get("required")
+                .and_then(Value::as_array)?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|key| format!("\"{key}\": ..."))
+                .collect();
+            return Some(format!("{{{}}}", required.join(", ")));
+        }
+        let names: Vec<&str> = types.iter().map(|t| type_name(t)).collect();
+        (!names.is_empty()).then(|| names.join(" or "))
     }
 
     fn check_number(&mut self, schema: &Map<String, Value>, value: &Value, ptr: &str) {
@@ -571,22 +645,46 @@ fn did_you_mean(input: &str, candidates: &[&str]) -> String {
         .iter()
         .find(|(from, to)| *from == lower && candidates.contains(to))
         .map(|(_, to)| *to);
-    let closest = alias.or_else(|| {
-        // Long inputs cannot be within distance 2 of our short names.
-        if input.chars().count() > 64 {
-            return None;
-        }
-        candidates
-            .iter()
-            .map(|c| (edit_distance(&lower, &c.to_lowercase()), *c))
-            .filter(|(d, _)| *d <= 2)
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, c)| c)
-    });
+    // Long inputs cannot be close to our short names.
+    let short = input.chars().count() <= 64;
+    let closest = alias
+        .or_else(|| {
+            candidates
+                .iter()
+                .filter(|_| short)
+                .map(|c| (edit_distance(&lower, &c.to_lowercase()), *c))
+                .filter(|(d, _)| *d <= 2)
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, c)| c)
+        })
+        .or_else(|| {
+            // A name with a word left out and another misspelt
+            // (`max_mesages` for `max_queued_messages`) is far in edits
+            // but close in words.
+            candidates
+                .iter()
+                .filter(|c| short && words_within(&lower, &c.to_lowercase()))
+                .min_by_key(|c| c.len())
+                .copied()
+        });
     match closest {
         Some(c) if c != input => format!("; did you mean {}", quote(c)),
         _ => String::new(),
     }
+}
+
+/// Whether every `_`-separated word of `input` (two or more) is a word of
+/// `candidate`, in order, the longer ones allowing one edit.
+fn words_within(input: &str, candidate: &str) -> bool {
+    let words: Vec<&str> = input.split('_').collect();
+    if words.len() < 2 || words.iter().any(|w| w.is_empty()) {
+        return false;
+    }
+    let mut rest = candidate.split('_');
+    words.iter().all(|word| {
+        let allowed = usize::from(word.chars().count() >= 5);
+        rest.any(|c| edit_distance(word, c) <= allowed)
+    })
 }
 
 /// Levenshtein distance over characters.
@@ -812,6 +910,21 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("retain", "retained"), 2);
         assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn a_name_close_in_words_is_suggested() {
+        let keys = ["max_queued_messages", "max_inflight", "max_packet_size"];
+        assert_eq!(
+            did_you_mean("max_mesages", &keys),
+            "; did you mean \"max_queued_messages\""
+        );
+        assert_eq!(
+            did_you_mean("max_infligt", &keys),
+            "; did you mean \"max_inflight\""
+        );
+        assert_eq!(did_you_mean("min_size", &keys), "");
+        assert_eq!(did_you_mean("max", &keys), "");
     }
 
     #[test]

@@ -32,14 +32,15 @@
 //!
 //! Each fallible function has its own error type ([`ParseError`],
 //! [`PayloadError`], [`ValueError`], [`DocumentError`],
-//! [`BrokerSettingsError`], [`RunError`] and [`StepError`]); the messages
+//! [`BrokerSettingsError`](crate::broker_settings::BrokerSettingsError),
+//! [`RunError`] and [`StepError`]); the messages
 //! are the ones the command line prints.
 
 mod check;
 mod expect;
 mod run;
 
-pub use check::{check, config_problems, BrokerSettingsError, ConfigKind};
+pub use check::{check, config_problems, ConfigKind};
 pub use connector::validate::Problem;
 pub use run::{
     document_line, run, to_document, to_received, DocumentError, Outcome, RunError, RunOptions,

@@ -9,6 +9,8 @@
 //! - [`mqtt`]: the native MQTT client capability (rumqttc), without wasmtime.
 //! - [`host`]: the WebAssembly host: the connector component, its MQTT
 //!   capability, and its operations under sandbox limits.
+//! - [`broker_settings`]: the built-in broker's configuration as users
+//!   write it, every problem with its JSON pointer.
 //! - [`flow`]: flow files for `host-shim run`: the model and its JSON
 //!   Schema, every problem with its JSON pointer, and the runner.
 //!
@@ -20,6 +22,7 @@
 //! fails with its own error type; `anyhow` is the command line's alone.
 #![warn(missing_docs)]
 
+pub mod broker_settings;
 pub mod flow;
 pub mod host;
 pub mod mqtt;

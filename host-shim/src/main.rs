@@ -10,6 +10,7 @@ mod cli;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use host_shim::broker_settings::broker_config_from_text;
 use mqtt_broker::{self as broker, BrokerConfig};
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -140,12 +141,23 @@ fn broker_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     Ok(config)
 }
 
-/// Reads a JSON broker configuration; errors name the file, the line and
-/// the column.
+/// Reads a JSON broker configuration; errors list every problem of the
+/// file with its JSON pointer.
 fn load_config(path: &Path) -> anyhow::Result<BrokerConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    broker_config_from_text(&text).map_err(|e| {
+        let lines: Vec<String> = e
+            .problems
+            .iter()
+            .map(|p| format!("  {}", p.line()))
+            .collect();
+        anyhow::anyhow!(
+            "invalid config file {}:\n{}\n(`host-shim schema broker` prints every key)",
+            path.display(),
+            lines.join("\n")
+        )
+    })
 }
 
 fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -265,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn config_errors_name_the_file_and_line() {
+    fn config_errors_name_the_file_and_each_pointer() {
         let path =
             std::env::temp_dir().join(format!("host-shim-cli-bad-{}.json", std::process::id()));
         std::fs::write(&path, "{\n  \"port\": 1,\n  \"colour\": 2\n}").unwrap();
@@ -273,7 +285,7 @@ mod tests {
         let err = format!("{:#}", broker_config(&args).unwrap_err());
         std::fs::remove_file(&path).unwrap();
         assert!(err.contains(&path.display().to_string()), "{err}");
-        assert!(err.contains("colour") && err.contains("line 3"), "{err}");
+        assert!(err.contains("/colour: unknown field"), "{err}");
     }
 
     #[test]

@@ -231,6 +231,44 @@ fn validate_reports_each_problem_with_its_pointer() {
 }
 
 #[test]
+fn broker_settings_report_every_problem_with_its_pointer() {
+    let bad = temp_file(
+        "bad.broker.json",
+        br#"{"max_mesages": 5, "port": "x", "retain": {"storage": "disk"}}"#,
+    );
+    let out = host_shim(&["validate", "broker", bad.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with("/max_mesages: ") && lines[0].contains("\"max_queued_messages\""),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1].starts_with("/port: "), "{}", out.stdout);
+    assert!(lines[2].starts_with("/retain/storage: "), "{}", out.stdout);
+
+    // The broker refuses to start with the same list.
+    let out = host_shim(&["broker", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    for line in &lines {
+        assert!(out.stderr.contains(line), "{line} in {}", out.stderr);
+    }
+
+    let flow = temp_file(
+        "bad-broker.flow.json",
+        br#"{"broker": {"retian": {}}, "steps": []}"#,
+    );
+    let out = host_shim(&["validate", "flow", flow.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stdout.starts_with("/broker/retian: ") && out.stdout.contains("\"retain\""),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn the_quickstart_flow_passes_and_prints_the_retained_document() {
     let out = host_shim(&["run", "examples/quickstart.flow.json"]);
     assert_eq!(

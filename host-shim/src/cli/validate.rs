@@ -4,8 +4,9 @@
 use super::read_text;
 use super::schema::Kind;
 use clap::Args;
+use connector::validate::parse_json;
+use host_shim::broker_settings::broker_problems;
 use host_shim::flow::{self, config_problems, ConfigKind, Problem};
-use mqtt_broker::BrokerConfig;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,21 +32,16 @@ pub struct ValidateArgs {
 
 /// Every problem of `text` as a file of `kind`.
 pub fn problems(kind: Kind, text: &str) -> Vec<Problem> {
-    let json = match serde_json::from_str(text) {
+    let json = match parse_json(text) {
         Ok(json) => json,
-        Err(e) => return vec![Problem::new("", format!("invalid JSON: {e}"))],
+        Err(problem) => return vec![problem],
     };
     match kind {
         Kind::Connection => config_problems(ConfigKind::Connection, &json),
         Kind::Send => config_problems(ConfigKind::Send, &json),
         Kind::Listen => config_problems(ConfigKind::Listen, &json),
         Kind::Flow => flow::check(&json),
-        // The broker reads its file with serde alone, so there is one
-        // problem at most, with its line and column.
-        Kind::Broker => match BrokerConfig::from_json(text) {
-            Ok(_) => Vec::new(),
-            Err(error) => vec![Problem::new("", error.to_string())],
-        },
+        Kind::Broker => broker_problems(&json),
     }
 }
 

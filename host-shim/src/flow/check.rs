@@ -3,6 +3,7 @@
 //! each embedded configuration as the connector checks it.
 
 use super::{FlowDocument, Step};
+use crate::broker_settings::{self, broker_problems, BrokerSettingsError};
 use connector::validate::{validate_value, Problem};
 use mqtt_broker::BrokerConfig;
 use serde_json::{Map, Value as Json};
@@ -16,17 +17,6 @@ pub use connector::validate::Kind as ConfigKind;
 /// code the component runs, without instantiating it.
 pub fn config_problems(kind: ConfigKind, config: &Json) -> Vec<Problem> {
     validate_value(kind, config)
-}
-
-/// Why a flow's `broker` settings are not the built-in broker's.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerSettingsError {
-    /// `broker` is not an object.
-    #[error("must be an object of broker settings")]
-    NotObject,
-    /// The settings do not read as the broker's configuration.
-    #[error("{0}")]
-    Invalid(serde_json::Error),
 }
 
 /// A URL that stands in for the built-in broker's while a flow's connection
@@ -53,8 +43,11 @@ pub fn check(flow: &Json) -> Vec<Problem> {
         }
     }
     if let Some(broker) = root.get("broker") {
-        if let Err(e) = broker_config(broker) {
-            problems.push(Problem::new("/broker", e.to_string()));
+        for problem in broker_problems(broker) {
+            problems.push(Problem::new(
+                format!("/broker{}", problem.pointer),
+                problem.message,
+            ));
         }
     }
     let connection = match root.get("connection") {
@@ -95,12 +88,8 @@ pub fn check(flow: &Json) -> Vec<Problem> {
 /// The built-in broker's configuration: the flow's keys (a `profile`
 /// first, the others over it), on a free port unless they name one.
 pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, BrokerSettingsError> {
-    let Json::Object(keys) = broker else {
-        return Err(BrokerSettingsError::NotObject);
-    };
-    let mut config: BrokerConfig =
-        serde_json::from_value(broker.clone()).map_err(BrokerSettingsError::Invalid)?;
-    if !keys.contains_key("port") {
+    let mut config = broker_settings::broker_config(broker)?;
+    if broker.get("port").is_none() {
         config.port = 0;
     }
     Ok(config)

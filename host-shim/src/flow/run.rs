@@ -2,11 +2,12 @@
 //! each step through the connector component, prints what happened and
 //! checks the step's expectations.
 
-use super::check::{broker_config, merge_connection, BrokerSettingsError};
+use super::check::{broker_config, merge_connection};
 use super::expect::{self, Sent};
 use super::{
     Flow, FlowDocument, ListenExpect, PayloadError, Received, SendStep, Step, DEFAULT_TIMEOUT,
 };
+use crate::broker_settings::BrokerSettingsError;
 use crate::host::{Document, Listener, Property, Runtime, Sender, Value};
 use mqtt_broker as broker;
 use serde_json::{Map, Value as Json};

@@ -183,7 +183,7 @@ fn broker_settings_go_over_a_loopback_test_broker() {
         .to_string();
     assert!(err.contains("retian"), "{err}");
     let problems = pointers(json!({ "broker": { "port": "x" }, "steps": [] }));
-    assert!(problems[0].starts_with("/broker: "), "{problems:?}");
+    assert!(problems[0].starts_with("/broker/port: "), "{problems:?}");
 }
 
 #[test]
