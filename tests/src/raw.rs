@@ -4,6 +4,7 @@ use crate::*;
 use anyhow::{anyhow, bail, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -387,7 +388,12 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(broker: &Broker) -> Result<Raw> {
-        let stream = within("TCP connect", TcpStream::connect(broker.addr())).await??;
+        Raw::connect_to(broker.addr()).await
+    }
+
+    /// Connects to any broker at `addr` (Mosquitto too), with TCP_NODELAY.
+    pub async fn connect_to(addr: SocketAddr) -> Result<Raw> {
+        let stream = within("TCP connect", TcpStream::connect(addr)).await??;
         stream.set_nodelay(true)?;
         Ok(Raw {
             stream,
@@ -398,7 +404,12 @@ impl Raw {
 
     /// Connects, sends `connect` and expects a CONNACK; returns it.
     pub async fn handshake(broker: &Broker, connect: &RawConnect) -> Result<(Raw, Frame)> {
-        let mut raw = Raw::connect(broker).await?;
+        Raw::handshake_at(broker.addr(), connect).await
+    }
+
+    /// [`Raw::handshake`] with any broker at `addr`.
+    pub async fn handshake_at(addr: SocketAddr, connect: &RawConnect) -> Result<(Raw, Frame)> {
+        let mut raw = Raw::connect_to(addr).await?;
         raw.send(&connect.encode()).await?;
         let connack = raw.recv().await?;
         if connack.kind() != kind::CONNACK {
@@ -409,7 +420,12 @@ impl Raw {
 
     /// Like [`Raw::handshake`] but insists on a successful CONNACK.
     pub async fn connected(broker: &Broker, connect: &RawConnect) -> Result<Raw> {
-        let (raw, connack) = Raw::handshake(broker, connect).await?;
+        Raw::connected_at(broker.addr(), connect).await
+    }
+
+    /// [`Raw::connected`] with any broker at `addr`.
+    pub async fn connected_at(addr: SocketAddr, connect: &RawConnect) -> Result<Raw> {
+        let (raw, connack) = Raw::handshake_at(addr, connect).await?;
         if connack.connack_code() != 0 {
             bail!("CONNECT refused: {connack:?}");
         }
@@ -512,5 +528,20 @@ impl Raw {
 
     pub async fn closed(&mut self) -> Result<Vec<Frame>> {
         self.closed_within(WAIT).await
+    }
+
+    /// Reads and throws away whatever the broker sends until it closes the
+    /// connection or reading fails; returns how many bytes that was. For
+    /// load generators, whose subscribers must keep up without parsing.
+    pub async fn discard(mut self) -> u64 {
+        let mut total = self.buf.len() as u64;
+        let mut scratch = vec![0u8; 64 * 1024];
+        while let Ok(n) = self.stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
     }
 }
