@@ -41,7 +41,8 @@
 //!     delivery.
 //!   - `core/subscribe.rs`: SUBSCRIBE and UNSUBSCRIBE.
 //!   - `core/retained.rs`: storing retained messages, and their delivery
-//!     to new subscriptions a step at a time.
+//!     to new subscriptions a step at a time, paced by the client's window
+//!     (QoS 1 and 2) or by its socket (QoS 0).
 //!   - `core/disconnect.rs`: the end of a connection and of its session's
 //!     attachment.
 //!   - `core/timers.rs`: keep alive, wills, session expiry, retained sweep.
@@ -50,19 +51,23 @@
 //!   in-flight window and the queue behind it.
 //! - `trie`: the subscription trie, shared subscriptions included.
 //! - `retained`: the retained message store with wildcard lookup, expiry
-//!   and resumable walks in topic order; it records changes for the disk
-//!   but does no I/O.
+//!   and resumable walks in topic order, each costing what it finds, not
+//!   what is left; it records changes for the disk but does no I/O.
 //!   - `retained/disk.rs`: the `redb` file, read at start and written by
 //!     the shell.
 //! - `server`: the thin tokio shell.
 //!   - `server/start.rs`: [`start`].
 //!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
 //!   - `server/accept.rs`: the accept loop.
-//!   - `server/router.rs`: the router task, which owns the core and the
-//!     retained store's file, and writes retained changes before the
-//!     acknowledgements that depend on them (group commit).
-//!   - `server/connection.rs`: one task per connection, reading and
-//!     writing.
+//!   - `server/router.rs`: the router task, which owns the core, the
+//!     retained store's file and the read side of every connection; it
+//!     reads the connections in the order their sockets became readable,
+//!     and writes retained changes before the acknowledgements that depend
+//!     on them (group commit).
+//!   - `server/reader.rs`: one connection's read side as the router waits
+//!     on it: readiness in arrival order, the CONNECT deadline, the
+//!     lingering read after a close.
+//!   - `server/connection.rs`: one task per connection, writing.
 //! - `types`: small types the modules share.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
 //!   loopback over the management API, for `host-shim retained`.

@@ -32,7 +32,7 @@ pub(crate) use disk::DiskStore;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -269,6 +269,9 @@ pub struct RetainedStore {
     next_seq: u64,
     /// Changes not handed out yet, with disk storage.
     writes: Option<RetainedWrites>,
+    /// Nodes visited by walks so far, for tests of what a step costs.
+    #[cfg(test)]
+    visits: std::cell::Cell<usize>,
 }
 
 /// One topic level.
@@ -280,16 +283,69 @@ struct Node {
     message: Option<Arc<RetainedMessage>>,
 }
 
-/// Work left in a [`RetainedStore::walk`]. Each carries the node's depth
-/// (levels from the root) and whether its path equals the first `depth`
-/// levels of the topic to resume after: only such "spine" nodes need their
-/// children cut at the resume point, everything off the spine is entirely
-/// before it (skipped) or entirely after it.
-enum Visit<'a> {
-    /// Match the filter from level `.1` on against the subtree at `.0`.
-    Filter(&'a Node, usize, bool),
-    /// A `#` covers this whole subtree.
-    All(&'a Node, usize, bool),
+/// A node a [`RetainedStore::walk`] is about to visit.
+#[derive(Clone, Copy)]
+struct Visit<'a> {
+    node: &'a Node,
+    /// Levels from the root.
+    depth: usize,
+    /// A `#` covers this whole subtree; otherwise the filter is matched
+    /// from level `depth` on.
+    all: bool,
+    /// Whether the node's path equals the first `depth` levels of the topic
+    /// the walk resumes after. Only such "spine" nodes have children on both
+    /// sides of the resume point; everything off the spine is entirely after
+    /// it (whatever was before was never reached).
+    spine: bool,
+}
+
+/// The children of one node that a walk still has to visit, in order: a
+/// range over the node's `BTreeMap`, never a copy of it, so a walk holds
+/// one of these per level and no more, however many children a level has.
+struct Children<'a> {
+    range: btree_map::Range<'a, Box<str>, Node>,
+    /// Depth of the children.
+    depth: usize,
+    all: bool,
+    /// On the spine, the child that continues it; the range starts there.
+    spine_key: Option<&'a str>,
+    /// MQTT-4.7.2-1: a first-level wildcard skips `$` topics.
+    hide_dollar: bool,
+}
+
+impl<'a> Children<'a> {
+    /// The children of `node` at or after `from` (all of them without), to
+    /// be visited at `depth`.
+    fn of(node: &'a Node, depth: usize, all: bool, from: Option<&'a str>) -> Self {
+        let range = match from {
+            Some(from) => node
+                .children
+                .range::<str, _>((Bound::Included(from), Bound::Unbounded)),
+            None => node.children.range::<str, _>(..),
+        };
+        Children {
+            range,
+            depth,
+            all,
+            spine_key: from,
+            hide_dollar: depth == 1,
+        }
+    }
+
+    fn next_visit(&mut self) -> Option<Visit<'a>> {
+        for (key, node) in self.range.by_ref() {
+            if self.hide_dollar && key.starts_with('$') {
+                continue;
+            }
+            return Some(Visit {
+                node,
+                depth: self.depth,
+                all: self.all,
+                spine: self.spine_key == Some(&**key),
+            });
+        }
+        None
+    }
 }
 
 impl RetainedStore {
@@ -480,9 +536,13 @@ impl RetainedStore {
     /// (`a/#` matches `a`); and a filter starting with a wildcard does not
     /// match topics starting with `$` (MQTT-4.7.2-1).
     ///
-    /// Resuming costs a descent along `after`'s levels, not a walk over
-    /// everything before it: at each level the children before `after`'s are
-    /// skipped with a range lookup.
+    /// A call costs what it visits, never what is left: resuming descends
+    /// along `after`'s levels with one ordered range lookup per level, and
+    /// the walk holds one range iterator per level below that, so a step of
+    /// a delivery costs O(messages found + levels x log(children)) however
+    /// many topics are still to come. Nodes it passes without appending
+    /// (no message, expired, refused by `keep`) are the only extra cost, and
+    /// each is passed once per walk.
     pub fn walk(
         &self,
         filter: &str,
@@ -492,79 +552,68 @@ impl RetainedStore {
         keep: &mut dyn FnMut(&RetainedMessage) -> bool,
         out: &mut Vec<Arc<RetainedMessage>>,
     ) {
+        if limit == 0 {
+            return;
+        }
         let levels: Vec<&str> = filter.split('/').collect();
         let last = levels.len().saturating_sub(1);
         let after: Vec<&str> = after.map_or_else(Vec::new, |a| a.split('/').collect());
         let mut found = 0;
 
-        // Depth-first, children pushed in reverse so that they pop in order:
-        // the output comes out sorted with no sort step.
-        let mut stack = vec![Visit::Filter(&self.root, 0, !after.is_empty())];
-        while let Some(visit) = stack.pop() {
-            let (node, depth, spine) = match visit {
-                Visit::Filter(node, depth, spine) | Visit::All(node, depth, spine) => {
-                    (node, depth, spine)
-                }
-            };
-            // The children at or after the resume point, each with whether it
-            // stays on the spine. Off the spine, all of them.
-            let cut = spine.then(|| after.get(depth)).flatten().copied();
-            let children = || -> Box<dyn DoubleEndedIterator<Item = (&Box<str>, &Node, bool)>> {
-                match cut {
-                    Some(from) => Box::new(
-                        node.children
-                            .range::<str, _>((Bound::Included(from), Bound::Unbounded))
-                            .map(move |(key, child)| (key, child, &**key == from)),
-                    ),
-                    None => Box::new(node.children.iter().map(|(key, child)| (key, child, false))),
-                }
-            };
-            // MQTT-4.7.2-1: a first-level wildcard skips `$` topics.
-            let visible = |key: &str| depth > 0 || !key.starts_with('$');
-            // A spine node's own topic is `after` or a prefix of it: not
-            // after it.
-            let mut emit = |node: &Node| {
-                if spine {
-                    return;
-                }
-                if let Some(message) = node.live(now) {
-                    if keep(message) {
-                        out.push(Arc::clone(message));
-                        found += 1;
+        // Depth first, in order: a node, then its children one by one, each
+        // child's subtree before the next child.
+        let mut stack: Vec<Children<'_>> = Vec::new();
+        let mut next = Some(Visit {
+            node: &self.root,
+            depth: 0,
+            all: false,
+            spine: !after.is_empty(),
+        });
+        loop {
+            let visit = match next.take() {
+                Some(visit) => visit,
+                None => {
+                    let Some(top) = stack.last_mut() else {
+                        return;
+                    };
+                    match top.next_visit() {
+                        Some(visit) => visit,
+                        None => {
+                            stack.pop();
+                            continue;
+                        }
                     }
                 }
             };
-            match visit {
-                Visit::All(..) => {
-                    emit(node);
-                    stack.extend(
-                        children()
-                            .rev()
-                            .map(|(_, child, on)| Visit::All(child, depth + 1, on)),
-                    );
-                }
-                Visit::Filter(..) => match levels.get(depth).copied() {
-                    None => emit(node),
+            let Visit {
+                node,
+                depth,
+                all,
+                spine,
+            } = visit;
+            #[cfg(test)]
+            self.visits.set(self.visits.get() + 1);
+            // On the spine, the level of `after` at this depth: children
+            // before it are skipped, and the one equal to it stays on the
+            // spine. At the end of `after` (the node is `after` itself) every
+            // child comes after it.
+            let cut = if spine {
+                after.get(depth).copied()
+            } else {
+                None
+            };
+            // Whether this node's own message matches, and how its children
+            // are to be walked.
+            let (emit, children) = if all {
+                (true, Some(true))
+            } else {
+                match levels.get(depth).copied() {
+                    None => (true, None),
                     // '#' only counts as a wildcard as the last level; an
                     // invalid filter with '#' elsewhere matches it literally,
                     // which no topic name can, instead of panicking.
-                    Some("#") if depth == last => {
-                        emit(node);
-                        stack.extend(
-                            children()
-                                .rev()
-                                .filter(|(key, _, _)| visible(key))
-                                .map(|(_, child, on)| Visit::All(child, depth + 1, on)),
-                        );
-                    }
-                    Some("+") => {
-                        stack.extend(
-                            children()
-                                .rev()
-                                .filter(|(key, _, _)| visible(key))
-                                .map(|(_, child, on)| Visit::Filter(child, depth + 1, on)),
-                        );
-                    }
+                    Some("#") if depth == last => (true, Some(true)),
+                    Some("+") => (false, Some(false)),
                     Some(literal) => {
                         let on = match cut {
                             Some(from) if literal < from => continue,
@@ -572,13 +621,34 @@ impl RetainedStore {
                             None => false,
                         };
                         if let Some(child) = node.children.get(literal) {
-                            stack.push(Visit::Filter(child, depth + 1, on));
+                            next = Some(Visit {
+                                node: child,
+                                depth: depth + 1,
+                                all: false,
+                                spine: on,
+                            });
+                        }
+                        (false, None)
+                    }
+                }
+            };
+            // A spine node's own topic is `after` or a prefix of it: not
+            // after it.
+            if emit && !spine {
+                if let Some(message) = node.live(now) {
+                    if keep(message) {
+                        out.push(Arc::clone(message));
+                        found += 1;
+                        if found >= limit {
+                            return;
                         }
                     }
-                },
+                }
             }
-            if found >= limit {
-                return;
+            if let Some(all) = children {
+                if !node.children.is_empty() {
+                    stack.push(Children::of(node, depth + 1, all, cut));
+                }
             }
         }
     }
@@ -854,6 +924,81 @@ mod tests {
         drop(store);
     }
 
+    /// Walks `filter` in steps of `step`, each resuming after the last
+    /// topic the previous one found, as a delivery cursor does.
+    fn stepped(store: &RetainedStore, filter: &str, now: Instant, step: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut got = Vec::new();
+            store.walk(filter, after.as_deref(), now, step, &mut |_| true, &mut got);
+            let done = got.len() < step;
+            if let Some(last) = got.last() {
+                after = Some(last.topic());
+            }
+            seen.extend(got.iter().map(|m| m.topic()));
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_visits_what_it_finds_not_what_is_left() {
+        // 20,000 siblings under one level, the shape of `a/#` over `a/N`:
+        // a resumed step of 10 visits the levels down to its resume point
+        // and the 10 it finds, wherever the cursor stands.
+        let now = Instant::now();
+        let mut store = RetainedStore::new();
+        for i in 0..20_000 {
+            let topic = format!("a/{i:05}");
+            store.insert(&topic, message(&topic, now, None));
+        }
+        for resume in ["a/00000", "a/10000", "a/19980"] {
+            store.visits.set(0);
+            let mut got = Vec::new();
+            store.walk("a/#", Some(resume), now, 10, &mut |_| true, &mut got);
+            assert_eq!(got.len(), 10);
+            assert!(got[0].topic().as_str() > resume);
+            assert!(
+                store.visits.get() <= 10 + 3,
+                "visited {} nodes after {resume}",
+                store.visits.get()
+            );
+        }
+        // One message at a time: four nodes a step (the root, `a`, the
+        // resume point, the one found), not the rest of the level.
+        store.visits.set(0);
+        assert_eq!(stepped(&store, "a/#", now, 1).len(), 20_000);
+        assert!(store.visits.get() <= 20_000 * 4 + 3);
+    }
+
+    #[test]
+    fn resumed_walks_keep_wildcard_rules_and_order() {
+        let now = Instant::now();
+        let store = store_of(
+            &[
+                "a", "a/b", "a/b/c", "a/c", "a/", "a//c", "b", "/a", "$SYS/x", "$SYS/y", "b/a",
+            ],
+            now,
+        );
+        for filter in ["#", "a/#", "+/#", "+", "a/+", "+/+/c", "$SYS/#", "b/a"] {
+            let all = topics(&store, filter, now);
+            for step in 1..4 {
+                assert_eq!(
+                    stepped(&store, filter, now, step),
+                    all,
+                    "{filter} by {step}"
+                );
+            }
+        }
+        // Resuming after a topic the store no longer holds, or never held.
+        let mut got = Vec::new();
+        store.walk("#", Some("a/bb"), now, usize::MAX, &mut |_| true, &mut got);
+        let got: Vec<String> = got.iter().map(|m| m.topic()).collect();
+        assert_eq!(got, ["a/c", "b", "b/a"]);
+    }
+
     /// Brute-force matching of one filter against one topic name, straight
     /// from section 4.7.
     fn reference(filter: &str, topic: &str) -> bool {
@@ -899,6 +1044,7 @@ mod tests {
             removed in prop::collection::vec(topic_strategy(), 0..6),
             filters in prop::collection::vec(filter_strategy(), 1..8),
             elapsed in 0u64..4,
+            step in 1usize..4,
         ) {
             let t0 = Instant::now();
             let now = t0 + Duration::from_secs(elapsed);
@@ -931,6 +1077,14 @@ mod tests {
             for topic in expected.keys() {
                 let want = expected.get(topic).filter(|m| !m.is_expired(now)).cloned();
                 prop_assert_eq!(store.get(topic, now), want);
+            }
+
+            // Resumed in steps, a walk finds the same, in the same order.
+            for filter in &filters {
+                let mut all = Vec::new();
+                store.matching(filter, now, &mut all);
+                let all: Vec<String> = all.iter().map(|m| m.topic()).collect();
+                prop_assert_eq!(stepped(&store, filter, now, step), all, "filter {:?}", filter);
             }
 
             let live = expected.values().filter(|m| !m.is_expired(now)).count();

@@ -131,6 +131,7 @@ impl Broker {
                 last_seen: now,
                 will,
                 aliases: HashMap::new(),
+                paced: 0,
             },
         );
 

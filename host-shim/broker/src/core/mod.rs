@@ -13,7 +13,8 @@
 //!   read from disk.
 //! - Inputs: [`Broker::handle_frame`] for each decoded packet,
 //!   [`Broker::handle_malformed`] when a connection's bytes cannot be decoded,
-//!   [`Broker::handle_closed`] when its transport ends,
+//!   [`Broker::handle_written`] when [`Action::SendPaced`] messages have
+//!   been written, [`Broker::handle_closed`] when its transport ends,
 //!   [`Broker::handle_timeout`] when [`Broker::poll_timeout`] is due, and
 //!   [`Broker::handle_shutdown`] once at the end.
 //! - Outputs, after an input or a batch of inputs, in this order:
@@ -56,10 +57,20 @@
 //!   memory.
 //! - Delivery to a new subscription: not a snapshot of messages but a cursor
 //!   (the filter and the last topic sent) that walks the store in topic
-//!   order, `retain.delivery_batch` messages a step, as the client's
-//!   in-flight window frees up and, with `retain.delivery_rate`, on a timer.
-//!   So a `#` subscriber to 100,000 retained topics costs the broker one
-//!   cursor, not 100,000 queued entries. A message deleted or expired before
+//!   order, `retain.delivery_batch` messages a step, as the client's window
+//!   frees up and, with `retain.delivery_rate`, on a timer. For QoS 1 and 2
+//!   the window is the in-flight window; for QoS 0, which nothing
+//!   acknowledges, it is the messages handed to the shell and not yet
+//!   written to the socket ([`Action::SendPaced`], reported back through
+//!   [`Broker::handle_written`]), so QoS 0 retained messages are never
+//!   dropped for a full queue. A step waits until a quarter of the window
+//!   is free and fills it in one walk; a walk resumes by descending along
+//!   the last topic sent, so a step costs the messages it sends plus the
+//!   depth of the trie, never the messages still to come. So a `#`
+//!   subscriber to a million retained topics costs the broker one cursor
+//!   and a bounded window, not a million queued entries, and a client
+//!   acknowledging one message at a time is served in linear time. A
+//!   message deleted or expired before
 //!   the cursor reaches it is skipped; one replaced after the SUBSCRIBE is
 //!   skipped too, because the subscriber got the replacement as a live
 //!   message (it matches the same filter), queued behind the cursor.
@@ -125,6 +136,11 @@ pub type ConnId = u64;
 pub enum Action {
     /// Encode `packet` and write it to the connection.
     Send(ConnId, Packet),
+    /// The same for a QoS 0 retained message sent because of a new
+    /// subscription. The core paces these itself (a bounded number not yet
+    /// written per connection), so the shell must never drop one for a full
+    /// queue; once written it reports them with [`Broker::handle_written`].
+    SendPaced(ConnId, Packet),
     /// Write everything sent so far, then close the connection.
     Close(ConnId),
 }
@@ -162,6 +178,8 @@ struct Conn {
     will: Option<Will>,
     /// 5.0 topic aliases the client set (client to server only).
     aliases: HashMap<u16, TopicName>,
+    /// [`Action::SendPaced`] messages not yet reported written.
+    paced: usize,
 }
 
 /// The broker core. See the module documentation for how to drive it.
@@ -265,6 +283,21 @@ impl Broker {
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         if self.conns.contains_key(&conn) {
             self.drop_connection(now, conn, true);
+        }
+    }
+
+    /// The shell wrote `count` more of the [`Action::SendPaced`] messages
+    /// of `conn` to its socket: that much room for the retained deliveries
+    /// waiting on it.
+    pub fn handle_written(&mut self, now: Instant, conn: ConnId, count: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.paced = c.paced.saturating_sub(count);
+        if let Some(session) = c.session {
+            if self.cursors.contains_key(&session) {
+                self.flush_queue(now, session);
+            }
         }
     }
 

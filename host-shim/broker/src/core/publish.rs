@@ -3,7 +3,7 @@
 //! queued, or transmitted from the queue as the in-flight window frees up.
 
 use super::retained::Step;
-use super::{Broker, ConnId};
+use super::{Action, Broker, ConnId};
 use crate::session::{Inflight, Message, Queued};
 use crate::types::SessionId;
 use bytes::Bytes;
@@ -368,7 +368,15 @@ impl Broker {
         }
         session.apply_topic_alias(&mut publish);
         self.stats.sent += 1;
-        self.send(conn, Packet::Publish(publish));
+        if queued.from_retained && publish.qos == QoS::AtMostOnce {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.paced += 1;
+            }
+            self.actions
+                .push_back(Action::SendPaced(conn, Packet::Publish(publish)));
+        } else {
+            self.send(conn, Packet::Publish(publish));
+        }
     }
 }
 

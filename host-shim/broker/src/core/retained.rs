@@ -15,6 +15,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// Most QoS 0 retained messages handed to a connection and not yet reported
+/// written by the shell ([`Broker::handle_written`]). QoS 0 has no
+/// acknowledgement to pace it, so the connection's outbound room does: the
+/// delivery never gets further ahead of the socket than this, and never
+/// loses a message to a full queue.
+pub(super) const PACED_WINDOW: usize = 1024;
+
+/// A step waits until at least this share of its window (1 / N) is free, so
+/// that a client acknowledging one message at a time is served in steps of
+/// many messages rather than one walk per message.
+const REFILL_DIVISOR: usize = 4;
+
 /// Where a new subscription's retained messages have got to.
 #[derive(Debug)]
 pub(super) struct RetainedCursor {
@@ -148,14 +160,23 @@ impl Broker {
 
     /// One step of the session's oldest retained delivery: sends the next
     /// matching messages in topic order, as many as the step size, the
-    /// window (QoS 1 and 2) and the delivery rate allow.
+    /// windows and the delivery rate allow. The windows are the in-flight
+    /// window for messages sent at QoS 1 and 2, and [`PACED_WINDOW`]
+    /// messages not yet written to the socket for those sent at QoS 0. A
+    /// step waits until a quarter of each window is free (or its whole step
+    /// size, if smaller), then fills it in one walk.
     pub(super) fn step_retained(&mut self, now: Instant, session_id: SessionId) -> Step {
         let batch = self.config.retain.delivery_batch;
         let rate = self.config.retain.delivery_rate;
         let Some(session) = self.sessions.get(&session_id) else {
             return Step::Blocked;
         };
-        let free = session.window.saturating_sub(session.inflight.len());
+        let inflight_free = session.window.saturating_sub(session.inflight.len());
+        let inflight_window = session.window;
+        let paced_free = session
+            .conn
+            .and_then(|conn| self.conns.get(&conn))
+            .map_or(0, |c| PACED_WINDOW.saturating_sub(c.paced));
         let Some(cursor) = self
             .cursors
             .get_mut(&session_id)
@@ -177,13 +198,22 @@ impl Broker {
             (0, rate) => (rate as usize / 10).max(1),
             (batch, _) => batch,
         };
-        if cursor.options.qos != QoS::AtMostOnce {
-            // Never more than the window: the rest waits in the store, not
-            // in memory.
-            budget = budget.min(free);
-            if budget == 0 {
+        // Never more than the windows: the rest waits in the store, not in
+        // memory. A message goes out at the lower of its stored QoS and the
+        // granted one, so a QoS 1 or 2 subscription may get QoS 0 messages,
+        // which take room in the paced window instead of the in-flight one;
+        // a step fits in both.
+        let windows = [(paced_free, PACED_WINDOW), (inflight_free, inflight_window)];
+        let used = if cursor.options.qos == QoS::AtMostOnce {
+            1
+        } else {
+            2
+        };
+        for &(free, window) in &windows[..used] {
+            if free < (window / REFILL_DIVISOR).clamp(1, budget) {
                 return Step::Blocked;
             }
+            budget = budget.min(free);
         }
 
         let mut found = std::mem::take(&mut self.retained_scratch);

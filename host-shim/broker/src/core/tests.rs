@@ -2,6 +2,7 @@
 //! hand. Each test names the statements of the specification it checks.
 
 use super::publish::qos_from;
+use super::retained::PACED_WINDOW;
 use super::*;
 use crate::retained::{DiskStore, RetainedPage, RetainedStoreError};
 use bytes::Bytes;
@@ -21,6 +22,10 @@ struct Harness {
     out: HashMap<ConnId, Vec<Packet>>,
     closed: Vec<ConnId>,
     disk: Option<DiskStore>,
+    /// Paced messages are not reported written until [`Harness::write_held`].
+    hold_paced: bool,
+    /// Paced messages sent and not reported written, per connection.
+    unwritten: HashMap<ConnId, usize>,
 }
 
 impl Harness {
@@ -32,6 +37,8 @@ impl Harness {
             out: HashMap::new(),
             closed: Vec::new(),
             disk: None,
+            hold_paced: false,
+            unwritten: HashMap::new(),
         }
     }
 
@@ -48,14 +55,42 @@ impl Harness {
         disk.commit()
     }
 
+    /// Carries out the actions, writing paced messages at once (and
+    /// reporting them written, which may send more) unless `hold_paced`.
     fn drain(&mut self) {
-        self.commit().expect("retained changes written to disk");
-        while let Some(action) = self.broker.poll_action() {
-            match action {
-                Action::Send(conn, packet) => self.out.entry(conn).or_default().push(packet),
-                Action::Close(conn) => self.closed.push(conn),
+        loop {
+            self.commit().expect("retained changes written to disk");
+            let mut written: HashMap<ConnId, usize> = HashMap::new();
+            while let Some(action) = self.broker.poll_action() {
+                match action {
+                    Action::Send(conn, packet) => self.out.entry(conn).or_default().push(packet),
+                    Action::SendPaced(conn, packet) => {
+                        self.out.entry(conn).or_default().push(packet);
+                        *written.entry(conn).or_default() += 1;
+                    }
+                    Action::Close(conn) => self.closed.push(conn),
+                }
+            }
+            if self.hold_paced {
+                for (conn, count) in written {
+                    *self.unwritten.entry(conn).or_default() += count;
+                }
+                return;
+            }
+            if written.is_empty() {
+                return;
+            }
+            for (conn, count) in written {
+                self.broker.handle_written(self.now, conn, count);
             }
         }
+    }
+
+    /// Reports the paced messages held back for `conn` as written.
+    fn write_held(&mut self, conn: ConnId) {
+        let count = self.unwritten.remove(&conn).unwrap_or(0);
+        self.broker.handle_written(self.now, conn, count);
+        self.drain();
     }
 
     /// Takes what was sent to `conn` so far.
@@ -847,6 +882,15 @@ mod properties {
                                 _ => {}
                             }
                         }
+                        Action::SendPaced(conn, packet) => {
+                            prop_assert!(!closed.contains(&conn), "sent {packet:?} to closed connection {conn}");
+                            prop_assert!(
+                                matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce && p.retain),
+                                "only QoS 0 retained messages are paced: {packet:?}"
+                            );
+                            // Written at once, as a socket with room would.
+                            broker.handle_written(now, conn, 1);
+                        }
                         Action::Close(conn) => {
                             open.remove(&conn);
                             closed.insert(conn);
@@ -892,6 +936,8 @@ mod retainer {
             out: HashMap::new(),
             closed: Vec::new(),
             disk,
+            hold_paced: false,
+            unwritten: HashMap::new(),
         }
     }
 
@@ -1152,6 +1198,113 @@ mod retainer {
         let want: Vec<String> = (0..10_000).map(|i| format!("r/{i:05}")).collect();
         assert_eq!(seen, want);
         assert!(h.broker.cursors.is_empty());
+    }
+
+    #[test]
+    fn a_window_is_refilled_a_quarter_at_a_time_in_topic_order() {
+        // Window 8, one acknowledgement at a time: after the first 8 the
+        // broker waits for 2 free slots, then sends 2 in one step.
+        let config = BrokerConfig {
+            max_inflight: 8,
+            ..BrokerConfig::default()
+        };
+        let mut h = loaded(config, 100);
+        h.connect(2, V3, "sub", true, None);
+        h.subscribe(2, filter("r/#", QoS::AtLeastOnce), None);
+        let mut in_flight: VecDeque<Publish> = publishes(&h.take(2)).into_iter().cloned().collect();
+        assert_eq!(in_flight.len(), 8);
+        let mut seen = Vec::new();
+        let mut refills = Vec::new();
+        while let Some(p) = in_flight.pop_front() {
+            seen.push(topic_of(&p));
+            h.packet(2, Packet::PubAck(PubAck::new(p.pkid, None)));
+            let more = h.take(2);
+            let more = publishes(&more);
+            if !more.is_empty() {
+                refills.push(more.len());
+            }
+            in_flight.extend(more.into_iter().cloned());
+        }
+        let want: Vec<String> = (0..100).map(|i| format!("r/{i:05}")).collect();
+        assert_eq!(seen, want, "each once, in topic order");
+        assert!(refills.iter().all(|&n| n == 2), "refills {refills:?}");
+        assert!(h.broker.cursors.is_empty());
+    }
+
+    #[test]
+    fn qos0_retained_delivery_is_paced_by_writes_and_never_dropped() {
+        // More retained messages than the session queue limit and than the
+        // paced window: the delivery stops at the window until the shell
+        // reports writes, and every message arrives, once, in order.
+        let n = PACED_WINDOW * 3 + 10;
+        let config = BrokerConfig {
+            max_queued_messages: 10,
+            ..BrokerConfig::default()
+        };
+        let mut h = loaded(config, n);
+        h.hold_paced = true;
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("#", QoS::AtMostOnce), None);
+        let mut seen = Vec::new();
+        loop {
+            let out = h.take(2);
+            let got = publishes(&out);
+            assert!(
+                got.len() <= PACED_WINDOW,
+                "{} ahead of the socket",
+                got.len()
+            );
+            assert!(got.iter().all(|p| p.qos == QoS::AtMostOnce && p.retain));
+            seen.extend(got.iter().map(|p| topic_of(p)));
+            if h.unwritten.get(&2).copied().unwrap_or(0) == 0 {
+                break;
+            }
+            // One written: not room enough for a step.
+            h.broker.handle_written(h.now, 2, 1);
+            h.unwritten.entry(2).and_modify(|n| *n -= 1);
+            h.drain();
+            if seen.len() < n {
+                assert!(publishes(&h.take(2)).is_empty(), "a step for one free slot");
+            }
+            h.write_held(2);
+        }
+        let want: Vec<String> = (0..n).map(|i| format!("r/{i:05}")).collect();
+        assert_eq!(seen, want);
+        assert_eq!(h.broker.stats().dropped_queue_full, 0);
+        assert!(h.broker.cursors.is_empty());
+    }
+
+    #[test]
+    fn qos0_messages_to_a_qos1_subscription_are_paced_too() {
+        // Stored at QoS 0, they go out at QoS 0 whatever was granted, so the
+        // in-flight window does not hold them back: the paced window does.
+        let mut h = harness(BrokerConfig::default());
+        h.connect(1, V5, "pub", true, None);
+        let n = PACED_WINDOW + 100;
+        for i in 0..n {
+            put(&mut h, 1, &format!("r/{i:05}"), b"v");
+        }
+        h.hold_paced = true;
+        h.connect(2, V5, "sub", true, None);
+        h.subscribe(2, filter("r/#", QoS::AtLeastOnce), None);
+        let first = h.take(2);
+        let first = publishes(&first);
+        // More than the in-flight window (100), no more than the paced one.
+        assert!(
+            first.len() > 100 && first.len() <= PACED_WINDOW,
+            "{} before any was written",
+            first.len()
+        );
+        assert!(first.iter().all(|p| p.qos == QoS::AtMostOnce));
+        let mut total = first.len();
+        while h.unwritten.get(&2).copied().unwrap_or(0) > 0 {
+            h.write_held(2);
+            let more = h.take(2);
+            let more = publishes(&more);
+            assert!(more.len() <= PACED_WINDOW);
+            total += more.len();
+        }
+        assert_eq!(total, n);
     }
 
     #[test]

@@ -7,36 +7,55 @@
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
 //! - `accept`: the accept loop.
-//! - `router`: the router task, which owns the core, and the events and
-//!   messages it exchanges with connections.
-//! - `connection`: one task per connection: the read loop (decode) and the
-//!   write loop (encode).
+//! - `router`: the router task, which owns the core and reads every
+//!   connection, and the events and messages it exchanges with connection
+//!   tasks.
+//! - `reader`: the read side of a connection, as the router waits on it.
+//! - `connection`: one task per connection: the write loop (encode).
 //!
 //! # Tasks and channels
 //!
 //! - The **accept loop** holds a [`Semaphore`](tokio::sync::Semaphore)
 //!   permit per connection (at most `max_connections`), and spawns one
 //!   **connection task** per socket.
-//! - Each connection task reads and decodes packets and sends them as
-//!   `Event`s to the **router task**, which owns the `Broker` core. All
-//!   connections share one *bounded* event channel: when the router falls
-//!   behind, connection tasks wait to send and so stop reading their
-//!   sockets, and TCP pushes back on the publishers. That is the only flow
-//!   control a 3.1.1 client gets.
+//! - The connection task splits the socket. It hands the read half to the
+//!   **router task**, which owns the `Broker` core, with an `Opened` event,
+//!   and keeps the write half.
+//! - **Reading in arrival order.** The router waits on every connection's
+//!   read half at once and is handed them in the order their sockets became
+//!   readable (see `reader`); it reads and decodes each in that order and
+//!   feeds the packets straight to the core. So packets from different
+//!   connections reach the core in the order their bytes reached the
+//!   broker, as closely as the kernel lets a reader see it, under load as
+//!   when idle: a SUBSCRIBE that arrived before a PUBLISH on another
+//!   connection is in force for that PUBLISH. Per-connection reader tasks
+//!   could not promise that: two sockets readable together were read in
+//!   whatever order the scheduler ran their tasks (tokio's LIFO slot runs
+//!   the last woken first), and then raced into a shared channel.
+//! - **Flow control.** The router reads a socket only when it has handled
+//!   what it read before, one read per socket per turn. When it falls
+//!   behind, bytes wait in the kernel and TCP pushes back on the
+//!   publishers: that is the only flow control a 3.1.1 client gets.
 //! - The router carries out the core's actions by writing to each
 //!   connection's *unbounded* outbound channel, so the router never waits on
 //!   a slow subscriber. QoS 1 and 2 traffic is bounded there by the core's
-//!   in-flight window; QoS 0 is bounded by counting what is queued and
-//!   dropping (counted, logged) beyond `max_queued_messages`.
+//!   in-flight window; live QoS 0 is bounded by counting what is queued and
+//!   dropping (counted, logged) beyond `max_queued_messages`. Retained
+//!   QoS 0 messages for a new subscription are paced by the core instead
+//!   (a bounded number not yet written per connection) and never dropped:
+//!   the writer reports how many it wrote (`Written` events), which lets
+//!   the core send more.
 //! - Shutdown is a [`watch`](tokio::sync::watch) channel whose sender the
 //!   [`BrokerHandle`] owns: dropping it, by [`BrokerHandle::shutdown`] or by
 //!   dropping the handle, stops the accept loop and makes the router
-//!   disconnect everyone. Every
-//!   task holds a clone of a `done` sender it never uses; `shutdown` waits
-//!   until the last one is dropped, that is until every task has ended.
+//!   disconnect everyone; the router then keeps reading (and discarding)
+//!   what clients still send while the writers flush, for a few seconds at
+//!   most. Every task holds a clone of a `done` sender it never uses;
+//!   `shutdown` waits until the last one is dropped, that is until every
+//!   task has ended.
 //! - **Group commit.** The core does no I/O: start-up opens the retained
 //!   store's file and hands its messages to the core, and the router owns
-//!   the file. The router handles a batch of events (up to `EVENT_BATCH`),
+//!   the file. The router handles a batch of packets (up to `EVENT_BATCH`),
 //!   takes that batch's retained changes from the core, writes them to disk
 //!   in one transaction, and only then carries out the batch's actions.
 //!   So a PUBACK or PUBREC for a retained PUBLISH leaves only once the
@@ -52,6 +71,7 @@
 mod accept;
 mod connection;
 mod handle;
+mod reader;
 mod router;
 mod start;
 

@@ -1,52 +1,52 @@
-//! The router task: it owns the core and the retained store's file, feeds
-//! the core the connections' events, the management requests and the
-//! timers, writes the retained changes it hands out, and carries out its
-//! actions.
+//! The router task: it owns the core, the retained store's file and the
+//! read side of every connection. It reads the connections in the order
+//! their sockets became readable (see `reader`), decodes their bytes and
+//! feeds the packets to the core, with the management requests, the timers
+//! and what the connection tasks report; writes the retained changes the
+//! core hands out; and carries out its actions.
 
 use super::handle::{AdminError, AdminRequest};
-use crate::codec::Frame;
+use super::reader::{Reader, Reads, Wake};
+use crate::codec::{self, DecodeError, Frame};
 use crate::core::{Action, Broker, ConnId};
 use crate::retained::{DiskStore, RetainedStoreError};
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+use futures_util::FutureExt;
+use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::coop::{consume_budget, unconstrained};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, error, info, warn};
 
-/// Capacity of the event channel from connections to the router. Small
-/// enough that a router that falls behind soon stops the readers.
+/// Capacity of the event channel from connection tasks to the router.
 pub(super) const EVENT_CAPACITY: usize = 1024;
 
-/// Most events the router handles before it carries out the core's actions
-/// (and commits the retained changes they made).
+/// Most packets (or events) the router handles before it carries out the
+/// core's actions (and commits the retained changes they made).
 const EVENT_BATCH: usize = 64;
 
+/// After shutdown, how long the router keeps reading (and discarding) what
+/// clients still send while their connections flush and close.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(4);
+
 /// What a connection task tells the router.
-// Nearly every event is a `Frame`: boxing it would only add an allocation
-// per packet.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Event {
-    /// A new connection, and how to reach it.
+    /// A new connection: its read side, and how to reach its writer.
     Opened {
-        conn: ConnId,
+        reader: Reader,
         outbound: mpsc::UnboundedSender<Outbound>,
         /// QoS 0 PUBLISHes queued on `outbound` and not yet written.
         queued_qos0: Arc<AtomicUsize>,
     },
-    /// A decoded packet.
-    Frame { conn: ConnId, frame: Frame },
-    /// Undecodable bytes; the connection has stopped reading.
-    Malformed {
-        conn: ConnId,
-        reason: DisconnectReasonCode,
-    },
-    /// The transport ended (EOF, error, timeout). Sent at most once.
-    Closed { conn: ConnId },
+    /// The writer wrote `count` more [`Outbound::Paced`] packets.
+    Written { conn: ConnId, count: usize },
 }
 
 /// What the router tells a connection task.
@@ -57,6 +57,9 @@ pub(super) enum Event {
 pub(super) enum Outbound {
     /// Encode and write this packet.
     Packet(Packet),
+    /// The same for a packet the core paces ([`Action::SendPaced`]): never
+    /// dropped here, and reported back once written ([`Event::Written`]).
+    Paced(Packet),
     /// Write these bytes as they are.
     Raw(Bytes),
     /// Write what is queued before, then close.
@@ -118,6 +121,8 @@ impl ConnEntry {
 pub(super) struct Router {
     max_queued: usize,
     conns: HashMap<ConnId, ConnEntry>,
+    /// The read side of every connection.
+    reads: Reads,
     /// The retained message store's file, with disk storage.
     disk: Option<DiskStore>,
     /// The last retained write failed: the next failure is not logged
@@ -144,14 +149,15 @@ impl Router {
         Router {
             max_queued,
             conns: HashMap::new(),
+            reads: Reads::new(),
             disk,
             store_failing: false,
             write_errors: 0,
         }
     }
 
-    /// Feeds events, management requests and timeouts to the core and
-    /// carries out its actions, until shutdown.
+    /// Feeds reads, events, management requests and timeouts to the core
+    /// and carries out its actions, until shutdown.
     pub(super) async fn run(
         mut self,
         mut core: Broker,
@@ -165,9 +171,11 @@ impl Router {
         let mut admin_open = true;
         loop {
             let deadline = core.poll_timeout();
+            let reading = !self.reads.is_empty();
             // Biased: shutdown first, then due timers, so a steady stream of
-            // events cannot hold back keep alive and expiry; then the rare
-            // management requests, so they are answered under load too.
+            // packets cannot hold back keep alive and expiry; then the rare
+            // management requests, so they are answered under load too; then
+            // new connections and write reports, then the sockets.
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -184,19 +192,41 @@ impl Router {
                     // holds a sender until then.
                     let Some(event) = event else { break };
                     let mut batch = Batch::default();
-                    self.handle(&mut core, event, &mut batch);
+                    self.event(&mut core, event);
                     // Take what else is waiting, so the actions of a burst
-                    // are carried out together and its retained changes
-                    // are written in one transaction.
+                    // are carried out together.
                     for _ in 1..EVENT_BATCH {
                         let Ok(event) = events.try_recv() else { break };
-                        self.handle(&mut core, event, &mut batch);
+                        self.event(&mut core, event);
+                    }
+                    self.finish(&mut core, &mut batch);
+                }
+                // Outside the cooperative budget: see `reader`.
+                Some((reader, wake)) = unconstrained(self.reads.next()), if reading => {
+                    let mut batch = Batch::default();
+                    let mut handled = self.ready(&mut core, reader, wake, &mut batch);
+                    // Take the other sockets that are ready, in order, so
+                    // the actions of a burst are carried out together and
+                    // its retained changes are written in one transaction.
+                    while handled < EVENT_BATCH {
+                        let Some(Some((reader, wake))) =
+                            unconstrained(self.reads.next()).now_or_never()
+                        else {
+                            break;
+                        };
+                        handled += self.ready(&mut core, reader, wake, &mut batch);
                     }
                     self.finish(&mut core, &mut batch);
                 }
             }
+            // The reads bypass the budget; this keeps the router a good
+            // neighbour to the connection tasks on its thread.
+            consume_budget().await;
         }
 
+        // No more new connections or reports: the connection tasks that are
+        // still sending them stop waiting.
+        drop(events);
         core.handle_shutdown(Instant::now().into_std());
         self.finish(&mut core, &mut Batch::default());
         // Connections the core never heard of (no CONNECT yet).
@@ -211,22 +241,31 @@ impl Router {
         // Close the retained store's file before `_done` goes, so once
         // `shutdown` returns a new broker can open the file.
         drop(self.disk.take());
+        // Every connection is closing: read what the clients still send
+        // while the writers flush, so the closes stay clean.
+        let reads = &mut self.reads;
+        let _ = tokio::time::timeout(SHUTDOWN_LINGER, async {
+            while let Some((reader, wake)) = reads.next().await {
+                if wake != Wake::Lingered {
+                    reads.linger(reader);
+                }
+            }
+        })
+        .await;
         drop(_done);
-        // Dropping `events` makes connections that are still sending stop;
-        // dropping the outbound senders (above) ends their writers.
     }
 
-    /// Hands one event to the core. Its actions wait for [`Router::finish`].
-    fn handle(&mut self, core: &mut Broker, event: Event, batch: &mut Batch) {
-        let now = Instant::now().into_std();
+    /// Handles what a connection task reported. Its actions wait for
+    /// [`Router::finish`].
+    fn event(&mut self, core: &mut Broker, event: Event) {
         match event {
             Event::Opened {
-                conn,
+                reader,
                 outbound,
                 queued_qos0,
             } => {
                 self.conns.insert(
-                    conn,
+                    reader.conn,
                     ConnEntry {
                         outbound,
                         queued_qos0,
@@ -236,47 +275,163 @@ impl Router {
                         dropped: 0,
                     },
                 );
+                self.reads.arm(reader);
             }
-            Event::Frame { conn, frame } => {
-                let Some(entry) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                entry.in_core = true;
-                if let Frame::Packet(Packet::Publish(publish)) = &frame {
-                    if publish.retain && publish.qos != QoS::AtMostOnce {
-                        batch.retained_publishers.push(conn);
+            Event::Written { conn, count } => {
+                if self.conns.get(&conn).is_some_and(|entry| entry.in_core) {
+                    core.handle_written(Instant::now().into_std(), conn, count);
+                }
+            }
+        }
+    }
+
+    /// Handles a reader whose future ended: reads its socket, decodes and
+    /// hands the packets to the core, and puts it back to wait; or ends the
+    /// connection. Returns how many packets it handled (at least 1, for
+    /// batching). Their actions wait for [`Router::finish`].
+    fn ready(
+        &mut self,
+        core: &mut Broker,
+        mut reader: Reader,
+        wake: Wake,
+        batch: &mut Batch,
+    ) -> usize {
+        let conn = reader.conn;
+        match wake {
+            Wake::Lingered => return 1,
+            Wake::ConnectTimeout => {
+                debug!(conn, "no CONNECT within the connect timeout");
+                self.transport_ended(core, conn, batch);
+                return 1;
+            }
+            Wake::WriterGone => {
+                // The writer failed, was stopped, or closed the connection;
+                // in the first two cases the core has not heard of it yet.
+                self.transport_ended(core, conn, batch);
+                self.reads.linger(reader);
+                return 1;
+            }
+            Wake::Readable => {}
+        }
+        if !self.conns.contains_key(&conn) {
+            // Closed by the broker: what the client still sends is not
+            // acted upon.
+            self.reads.linger(reader);
+            return 1;
+        }
+        match reader.read() {
+            Ok(0) => {
+                if !reader.buf.is_empty() {
+                    debug!(conn, "peer closed in the middle of a packet");
+                }
+                self.transport_ended(core, conn, batch);
+                1
+            }
+            Ok(_) => {
+                let handled = self.decode(core, &mut reader, batch);
+                match handled {
+                    Some(handled) => {
+                        self.reads.arm(reader);
+                        handled.max(1)
+                    }
+                    None => {
+                        self.reads.linger(reader);
+                        1
                     }
                 }
-                core.handle_frame(now, conn, frame);
             }
-            Event::Malformed { conn, reason } => {
-                let Some(entry) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                // The core closes the connection even if it never saw it.
-                entry.in_core = true;
-                core.handle_malformed(now, conn, reason);
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.reads.arm(reader);
+                1
             }
-            Event::Closed { conn } => {
-                // Unknown: the core closed it first, nothing to tell.
-                let Some(entry) = self.conns.get(&conn) else {
-                    return;
-                };
-                let in_core = entry.in_core;
-                // What the batch owes this connection goes out while the
-                // writer can still take it: end the batch here.
-                self.finish(core, batch);
-                if in_core {
-                    core.handle_closed(now, conn);
-                }
-                self.finish(core, batch);
-                // Dropping the sender ends the writer once it has written
-                // what is queued.
-                if let Some(entry) = self.conns.remove(&conn) {
-                    if entry.dropped > 0 {
-                        debug!(conn, dropped = entry.dropped, "QoS 0 messages dropped");
+            Err(e) => {
+                debug!(conn, "read failed: {e}");
+                self.transport_ended(core, conn, batch);
+                1
+            }
+        }
+    }
+
+    /// Decodes what `reader` has buffered and hands each packet to the core.
+    /// Returns how many, or `None` when the bytes could not be decoded and
+    /// the connection is being closed.
+    fn decode(
+        &mut self,
+        core: &mut Broker,
+        reader: &mut Reader,
+        batch: &mut Batch,
+    ) -> Option<usize> {
+        let conn = reader.conn;
+        let now = Instant::now().into_std();
+        let mut handled = 0;
+        loop {
+            match reader.decoder.decode(&mut reader.buf) {
+                Ok(Some(frame)) => {
+                    handled += 1;
+                    if let Frame::Connect { version, .. } = &frame {
+                        let _ = reader.version.set(*version);
+                        reader.connect_deadline = None;
                     }
+                    let Some(entry) = self.conns.get_mut(&conn) else {
+                        return Some(handled);
+                    };
+                    entry.in_core = true;
+                    if let Frame::Packet(Packet::Publish(publish)) = &frame {
+                        if publish.retain && publish.qos != QoS::AtMostOnce {
+                            batch.retained_publishers.push(conn);
+                        }
+                    }
+                    core.handle_frame(now, conn, frame);
                 }
+                Ok(None) => return Some(handled),
+                Err(DecodeError::UnsupportedProtocol { level }) => {
+                    // MQTT-3.1.2-2: CONNACK 0x01 and close, the core is
+                    // never involved.
+                    debug!(conn, level, "unsupported protocol level");
+                    if let Some(entry) = self.conns.remove(&conn) {
+                        let connack =
+                            Bytes::copy_from_slice(&codec::unsupported_protocol_connack());
+                        let _ = entry.outbound.send(Outbound::Raw(connack));
+                        let _ = entry.outbound.send(Outbound::Close);
+                    }
+                    return None;
+                }
+                Err(DecodeError::Invalid { reason, detail }) => {
+                    debug!(conn, ?reason, "malformed packet: {detail}");
+                    if let Some(v) = reader.decoder.version() {
+                        let _ = reader.version.set(v);
+                    }
+                    if let Some(entry) = self.conns.get_mut(&conn) {
+                        // The core closes the connection even if it never
+                        // saw it.
+                        entry.in_core = true;
+                        core.handle_malformed(now, conn, reason);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The connection's transport ended (end of stream, read error, no
+    /// CONNECT in time, or its writer gone): the core forgets it, and
+    /// dropping the outbound sender ends the writer once it has written
+    /// what is queued. A connection already forgotten is left alone.
+    fn transport_ended(&mut self, core: &mut Broker, conn: ConnId, batch: &mut Batch) {
+        let Some(entry) = self.conns.get(&conn) else {
+            return;
+        };
+        let in_core = entry.in_core;
+        // What the batch owes this connection goes out while the writer can
+        // still take it: end the batch here.
+        self.finish(core, batch);
+        if in_core {
+            core.handle_closed(Instant::now().into_std(), conn);
+        }
+        self.finish(core, batch);
+        if let Some(entry) = self.conns.remove(&conn) {
+            if entry.dropped > 0 {
+                debug!(conn, dropped = entry.dropped, "QoS 0 messages dropped");
             }
         }
     }
@@ -392,6 +547,12 @@ impl Router {
                         // An error means the connection task has ended;
                         // its `Closed` event is on the way.
                         let _ = entry.outbound.send(Outbound::Packet(packet));
+                    }
+                }
+                Action::SendPaced(conn, packet) => {
+                    // Bounded by the core: no admission, no drop.
+                    if let Some(entry) = self.conns.get(&conn).filter(|e| !e.closing) {
+                        let _ = entry.outbound.send(Outbound::Paced(packet));
                     }
                 }
                 Action::Close(conn) => {

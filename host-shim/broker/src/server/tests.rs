@@ -1,7 +1,7 @@
 //! The shell over real sockets on loopback: handshakes, limits,
 //! timeouts, shutdown and configuration errors.
 
-use super::connection::CONNECT_TIMEOUT;
+use super::reader::CONNECT_TIMEOUT;
 use super::*;
 use crate::{BrokerConfig, RetainStorage};
 use e2e::{raw_publish, raw_subscribe, raw_subscribe_many, RawConnect};

@@ -16,6 +16,7 @@ mod limits;
 mod malformed;
 mod qos;
 mod retained;
+mod retained_delivery;
 mod retainer;
 mod session;
 mod shared;

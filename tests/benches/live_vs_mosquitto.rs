@@ -1,0 +1,274 @@
+//! Live throughput of the built-in broker next to Mosquitto at its default
+//! configuration, in the same run; and the cross-connection ordering
+//! rounds on both.
+//!
+//! ```text
+//! cargo bench -p e2e --bench live_vs_mosquitto
+//! cargo bench -p e2e --bench live_vs_mosquitto -- --rounds 5 --cases qos1,fanin
+//! cargo bench -p e2e --bench live_vs_mosquitto -- --ordering
+//! cargo bench -p e2e --bench live_vs_mosquitto -- --help
+//! ```
+//!
+//! Each broker runs in a process of its own on 127.0.0.1: the built-in one
+//! is this binary again (`serve_builtin_if_asked`) with the default
+//! configuration, Mosquitto is `/usr/sbin/mosquitto` with nothing but a
+//! listener, anonymous access and quiet logging (so `max_queued_messages
+//! 1000`, `max_inflight_messages 20`, `set_tcp_nodelay false`: its
+//! defaults). The clients are rumqttc 3.1.1 at their defaults (in-flight
+//! window 100) in this process, 64-byte payloads:
+//!
+//! - `qos0`, `qos1`, `qos2`: one publisher to one subscriber.
+//! - `fanout`: one publisher to 100 subscribers.
+//! - `fanin`: 100 publishers to one subscriber.
+//!
+//! The figure is messages received per second by all subscribers together,
+//! first publish to last message. Each case runs `--rounds` times, the two
+//! brokers alternating which goes first; best and median are shown, and
+//! the ratio of the medians.
+//!
+//! `--ordering` instead runs the ordering rounds of `e2e::ordering` on both
+//! brokers: B subscribes and A publishes at once on fresh raw connections,
+//! B waits up to a second; idle, then with a background publisher loading
+//! the broker. It prints how many rounds delivered.
+
+use anyhow::{bail, Context, Result};
+use e2e::*;
+use mqtt_broker::BrokerConfig;
+use std::time::Duration;
+
+const USAGE: &str = "\
+Live throughput and ordering: built-in broker vs Mosquitto (defaults).
+
+usage: cargo bench -p e2e --bench live_vs_mosquitto -- [OPTIONS]
+
+options:
+  --count N            messages per case for qos0/1/2 and fan-in (default 100000)
+  --fan-count N        messages the fan-out publisher sends (default 2000)
+  --fan-qos Q          QoS of fan-out and fan-in (default 1)
+  --payload BYTES      payload size (default 64)
+  --rounds N           rounds per case; best and median shown (default 3)
+  --cases LIST         qos0,qos1,qos2,fanout,fanin (default all)
+  --ordering           run the ordering rounds instead
+  --ordering-rounds N  rounds per ordering run (default 500)
+  --help               this text
+";
+
+struct Options {
+    count: usize,
+    fan_count: usize,
+    fan_qos: u8,
+    payload: usize,
+    rounds: usize,
+    cases: Vec<String>,
+    ordering: bool,
+    ordering_rounds: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Option<Options>> {
+        let mut options = Options {
+            count: 100_000,
+            fan_count: 2_000,
+            fan_qos: 1,
+            payload: 64,
+            rounds: 3,
+            cases: ["qos0", "qos1", "qos2", "fanout", "fanin"]
+                .map(String::from)
+                .to_vec(),
+            ordering: false,
+            ordering_rounds: 500,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value; see --help"))
+            };
+            match arg.as_str() {
+                // Passed by `cargo bench` to every bench target.
+                "--bench" => {}
+                "--help" | "-h" => return Ok(None),
+                "--count" => options.count = value("--count")?.parse()?,
+                "--fan-count" => options.fan_count = value("--fan-count")?.parse()?,
+                "--fan-qos" => options.fan_qos = value("--fan-qos")?.parse()?,
+                "--payload" => options.payload = value("--payload")?.parse()?,
+                "--rounds" => options.rounds = value("--rounds")?.parse::<usize>()?.max(1),
+                "--cases" => {
+                    options.cases = value("--cases")?.split(',').map(String::from).collect()
+                }
+                "--ordering" => options.ordering = true,
+                "--ordering-rounds" => {
+                    options.ordering_rounds = value("--ordering-rounds")?.parse()?
+                }
+                other => bail!("unknown argument {other:?}; see --help"),
+            }
+        }
+        if options.fan_qos > 2 {
+            bail!("--fan-qos must be 0, 1 or 2");
+        }
+        Ok(Some(options))
+    }
+
+    fn traffic(&self, case: &str) -> Result<Traffic> {
+        let one_to_one = |qos| Traffic {
+            publishers: 1,
+            subscribers: 1,
+            messages: self.count,
+            qos,
+            payload: self.payload,
+        };
+        Ok(match case {
+            "qos0" => one_to_one(0),
+            "qos1" => one_to_one(1),
+            "qos2" => one_to_one(2),
+            "fanout" => Traffic {
+                publishers: 1,
+                subscribers: 100,
+                messages: self.fan_count,
+                qos: self.fan_qos,
+                payload: self.payload,
+            },
+            "fanin" => Traffic {
+                publishers: 100,
+                subscribers: 1,
+                messages: (self.count / 100).max(1),
+                qos: self.fan_qos,
+                payload: self.payload,
+            },
+            other => bail!("unknown case {other:?}; see --help"),
+        })
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn best(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".to_owned())
+}
+
+async fn throughput(options: &Options) -> Result<()> {
+    let builtin = BrokerProcess::builtin(&BrokerConfig::default()).await?;
+    let mosquitto = BrokerProcess::mosquitto(&[]).await?;
+    println!("load average at start: {}", load_average());
+    println!(
+        "| case | built-in msg/s (best / median) | Mosquitto msg/s (best / median) | ratio of medians | delivered (built-in / Mosquitto, of expected) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for case in &options.cases {
+        let traffic = options.traffic(case)?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut ours_delivered, mut theirs_delivered) = (0, 0);
+        let mut expected = 0;
+        for round in 0..options.rounds {
+            // Alternate which goes first, so neither always meets a
+            // warmer (or busier) machine.
+            let order = if round % 2 == 0 {
+                [(&builtin, true), (&mosquitto, false)]
+            } else {
+                [(&mosquitto, false), (&builtin, true)]
+            };
+            for (broker, is_builtin) in order {
+                let got = measure_traffic(broker.addr(), traffic)
+                    .await
+                    .with_context(|| format!("{case} on {}", name(is_builtin)))?;
+                expected = got.expected;
+                if is_builtin {
+                    ours.push(got.rate());
+                    ours_delivered = got.delivered;
+                } else {
+                    theirs.push(got.rate());
+                    theirs_delivered = got.delivered;
+                }
+            }
+        }
+        let (ours_best, theirs_best) = (best(&ours), best(&theirs));
+        let (ours_median, theirs_median) = (median(&mut ours), median(&mut theirs));
+        println!(
+            "| {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} | {ours_delivered} / {theirs_delivered} of {expected} |",
+            describe(case, traffic),
+            ours_best,
+            ours_median,
+            theirs_best,
+            theirs_median,
+            ours_median / theirs_median,
+        );
+    }
+    println!("load average at end: {}", load_average());
+    Ok(())
+}
+
+fn name(builtin: bool) -> &'static str {
+    if builtin {
+        "the built-in broker"
+    } else {
+        "Mosquitto"
+    }
+}
+
+fn describe(case: &str, t: Traffic) -> String {
+    match case {
+        "fanout" => format!(
+            "fan-out 1 -> {} QoS {}, {} msgs",
+            t.subscribers, t.qos, t.messages
+        ),
+        "fanin" => format!(
+            "fan-in {} -> 1 QoS {}, {} msgs each",
+            t.publishers, t.qos, t.messages
+        ),
+        _ => format!("1 -> 1 QoS {}, {} msgs", t.qos, t.messages),
+    }
+}
+
+async fn ordering(options: &Options) -> Result<()> {
+    let rounds = options.ordering_rounds;
+    println!("load average at start: {}", load_average());
+    println!("| broker | idle: delivered of {rounds} | under load: delivered of {rounds} | background messages |");
+    println!("| --- | --- | --- | --- |");
+    for is_builtin in [true, false] {
+        let broker = if is_builtin {
+            BrokerProcess::builtin(&BrokerConfig::default()).await?
+        } else {
+            BrokerProcess::mosquitto(&[]).await?
+        };
+        let idle = subscribe_then_publish_rounds(broker.addr(), rounds, ROUND_WAIT).await?;
+        let load = Load::start(broker.addr()).await?;
+        // Let the load reach a steady state.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let loaded = subscribe_then_publish_rounds(broker.addr(), rounds, ROUND_WAIT).await?;
+        let published = load.sent();
+        drop(load);
+        println!("| {} | {idle} | {loaded} | {published} |", name(is_builtin));
+    }
+    println!("load average at end: {}", load_average());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    serve_builtin_if_asked();
+    let Some(options) = Options::parse()? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    if !BrokerProcess::mosquitto_installed() {
+        bail!("{MOSQUITTO} is not installed (apt-get install -y mosquitto)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        if options.ordering {
+            ordering(&options).await
+        } else {
+            throughput(&options).await
+        }
+    })
+}
