@@ -22,9 +22,20 @@ struct Output {
     stderr: String,
 }
 
+/// The binary, with a code cache of this test process's own: the first run
+/// compiles the connector, the others read it back.
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join(format!("host-shim-cli-test-{}/cache", std::process::id())),
+    );
+    command
+}
+
 /// Runs the binary with `args` and `stdin`, killing it after the timeout.
 fn host_shim_with_input(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(args)
         .current_dir(workspace())
         .stdin(Stdio::piped())
@@ -100,8 +111,14 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let mut child = Command::new(BIN)
+        Broker::start_with(&[])
+    }
+
+    /// `host-shim broker` with extra arguments.
+    fn start_with(extra: &[&str]) -> Broker {
+        let mut child = command()
             .args(["broker", "--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -475,6 +492,97 @@ fn send_and_listen_round_trip_on_both_versions() {
         assert_eq!(documents.len(), 1, "{version}: {}", out.stdout);
         assert_eq!(documents[0]["payload_base64"], "/wBB", "{version}");
         assert!(documents[0].get("payload").is_none(), "{version}");
+    }
+}
+
+#[test]
+fn send_from_standard_input_sends_each_line_as_it_comes() {
+    let broker = Broker::start();
+    let mut child = command()
+        .args([
+            "send",
+            "--url",
+            &broker.url,
+            "--topic",
+            "cli/stream",
+            "--qos",
+            "1",
+        ])
+        .args(["--file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // Standard input stays open throughout: each outcome must come while
+    // the command still waits for more lines.
+    for line in ["first", "second"] {
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let outcome = lines.recv_timeout(COMMAND_TIMEOUT);
+        if outcome.is_err() {
+            let _ = child.kill();
+        }
+        assert_eq!(outcome.as_deref(), Ok("ok"), "after {line:?}");
+        assert!(child.try_wait().unwrap().is_none(), "still reading");
+    }
+    drop(stdin);
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "send did not end with its input");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+}
+
+#[test]
+fn send_file_outcomes_stay_with_their_lines_across_batches() {
+    let config = temp_file("small-packets.json", br#"{"max_packet_size": 200}"#);
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()]);
+    // Refused lines at the edges of the CLI's batches of 500, and within.
+    let refused = [0, 3, 499, 500, 777, 1000, 1201];
+    let input: String = (0..1202)
+        .map(|n| {
+            let width = if refused.contains(&n) { 300 } else { 10 };
+            format!("{n:0width$}\n")
+        })
+        .collect();
+    let file = temp_file("batches.txt", input.as_bytes());
+    let out = host_shim(&[
+        "send",
+        "--url",
+        &broker.url,
+        "--topic",
+        "cli/batches",
+        "--qos",
+        "2",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1202);
+    for (n, line) in lines.iter().enumerate() {
+        if refused.contains(&n) {
+            let prefix = format!("document {n}: ");
+            assert!(line.starts_with(&prefix), "line {n}: {line}");
+            assert!(line.contains("maximum packet size"), "line {n}: {line}");
+        } else {
+            assert_eq!(*line, "ok", "line {n}");
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! cargo bench -p e2e --bench throughput
 //! cargo bench -p e2e --bench throughput -- --count 50000 --payload 1024
 //! cargo bench -p e2e --bench throughput -- --broker mqtt://127.0.0.1:1883
+//! cargo build --release -p host-shim &&
+//!   cargo bench -p e2e --bench throughput -- --broker mosquitto --ops send \
+//!     --qos 1,2 --count 200000 --paths cli,pipelined
 //! cargo bench -p e2e --bench throughput -- --help
 //! ```
 //!
@@ -38,6 +41,17 @@
 //! component imports) driven natively with the same batches: the gap
 //! between it and `native` is the host client's cost, the gap between it
 //! and `component` is the WebAssembly boundary and the guest's work.
+//!
+//! Two more paths measure what a user sees: `cli` runs the release
+//! `host-shim send --file` (a file of `--count` lines; the time is the whole
+//! process, start and connect included) with the same window, and
+//! `pipelined` is a native rumqttc client that publishes every message
+//! without waiting per batch, its in-flight window always full. The ratio
+//! column divides the first path by the last.
+//!
+//! `--broker mosquitto` starts Mosquitto (`/usr/sbin/mosquitto`) on a free
+//! loopback port with its default configuration, Nagle's algorithm on
+//! included (`set_tcp_nodelay false`).
 //!
 //! One warm-up round (a tenth of the messages) runs first and is discarded;
 //! then each case runs `--rounds` times, component and native alternating
@@ -80,9 +94,12 @@ options (environment variable in brackets):
   --rounds N         measured rounds per case; the median is shown [BENCH_ROUNDS] (default 3)
   --qos LIST         QoS levels, e.g. 0,1,2 [BENCH_QOS] (default 0,1,2)
   --ops LIST         send, listen or both [BENCH_OPS] (default send,listen)
-  --paths LIST       component, native and/or host (the host's MQTT client
-                     without wasm) [BENCH_PATHS] (default component,native)
-  --broker URL       'builtin' (in-process on 127.0.0.1, port 0) or mqtt://HOST:PORT
+  --paths LIST       component, native, host (the host's MQTT client without
+                     wasm), cli (`host-shim send --file`, release build) and/or
+                     pipelined (native, no wait per batch)
+                     [BENCH_PATHS] (default component,native)
+  --broker URL       'builtin' (in-process on 127.0.0.1, port 0), 'mosquitto'
+                     (started with its default configuration) or mqtt://HOST:PORT
                      [BENCH_BROKER] (default builtin)
   --help             this text
 ";
@@ -220,7 +237,13 @@ impl Options {
                             "component" => Path::Component,
                             "native" => Path::Native,
                             "host" => Path::Host,
-                            _ => return Err(bad(&"paths are component, native and host")),
+                            "cli" => Path::Cli,
+                            "pipelined" => Path::Pipelined,
+                            _ => {
+                                return Err(bad(
+                                    &"paths are component, native, host, cli and pipelined",
+                                ))
+                            }
                         };
                         if !o.paths.contains(&path) {
                             o.paths.push(path);
@@ -428,14 +451,16 @@ impl Bench {
         })
     }
 
-    async fn native_send(&self, qos: u8) -> anyhow::Result<Sample> {
+    /// A native publisher: waiting for each `batch`'s acknowledgements, or
+    /// with `batch` the whole count, only for the last.
+    async fn native_send(&self, qos: u8, batch: usize) -> anyhow::Result<Sample> {
         let o = &self.options;
         let topic = unique("bench/send/native");
         let publisher = NativePublisher::connect(self, o.window, qos).await?;
         let started = Instant::now();
         let cpu_started = cpu_time();
         publisher
-            .publish(&topic, qos, o.count, o.batch, &self.payload)
+            .publish(&topic, qos, o.count, batch, &self.payload)
             .await?;
         let elapsed = started.elapsed();
         let cpu = cpu_since(cpu_started);
@@ -444,6 +469,57 @@ impl Bench {
             messages: o.count,
             elapsed,
             cpu,
+            lost: 0,
+        })
+    }
+
+    /// `host-shim send --file` of `count` lines, as a user runs it.
+    async fn cli_send(&self, qos: u8) -> anyhow::Result<Sample> {
+        let o = &self.options;
+        let dir = std::env::temp_dir().join(format!("bench-throughput-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let lines = dir.join(format!("lines-{}x{}.txt", o.count, o.payload));
+        if !lines.exists() {
+            let mut text = Vec::with_capacity(o.count * (o.payload + 1));
+            for _ in 0..o.count {
+                text.extend_from_slice(&self.payload);
+                text.push(b'\n');
+            }
+            std::fs::write(&lines, text)?;
+        }
+        let connection = dir.join("connection.json");
+        std::fs::write(
+            &connection,
+            self.connection_json(&unique("bench-send-cli"), o.window),
+        )?;
+        let started = Instant::now();
+        let status = tokio::process::Command::new(cli_binary())
+            .arg("send")
+            .arg("--connection")
+            .arg(&connection)
+            .args([
+                "--topic",
+                &unique("bench/send/cli"),
+                "--qos",
+                &qos.to_string(),
+            ])
+            .arg("--file")
+            .arg(&lines)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .with_context(|| format!("running {}", cli_binary().display()))?;
+        let elapsed = started.elapsed();
+        if !status.success() {
+            bail!("host-shim send failed: {status}");
+        }
+        Ok(Sample {
+            messages: o.count,
+            elapsed,
+            // Another process: not in this one's CPU time.
+            cpu: None,
             lost: 0,
         })
     }
@@ -810,6 +886,17 @@ impl NativePublisher {
     }
 }
 
+/// The `host-shim` binary the `cli` path runs: `$HOST_SHIM_BIN`, else the
+/// workspace's release build.
+fn cli_binary() -> std::path::PathBuf {
+    match std::env::var_os("HOST_SHIM_BIN") {
+        Some(path) => path.into(),
+        None => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/host-shim")
+        }
+    }
+}
+
 // ----- running and reporting -----
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -843,6 +930,10 @@ enum Path {
     Native,
     /// The host's MQTT client, driven without WebAssembly.
     Host,
+    /// `host-shim send --file` (Send only).
+    Cli,
+    /// A plain rumqttc v5 client with its window always full (Send only).
+    Pipelined,
 }
 
 impl Path {
@@ -851,6 +942,8 @@ impl Path {
             Path::Component => "component",
             Path::Native => "native",
             Path::Host => "host client",
+            Path::Cli => "cli",
+            Path::Pipelined => "pipelined",
         }
     }
 }
@@ -858,7 +951,12 @@ impl Path {
 async fn run_once(bench: &Bench, case: Case, path: Path) -> anyhow::Result<Sample> {
     let result = match (case.op, path) {
         (Op::Send, Path::Component) => bench.component_send(case.qos).await,
-        (Op::Send, Path::Native) => bench.native_send(case.qos).await,
+        (Op::Send, Path::Native) => bench.native_send(case.qos, bench.options.batch).await,
+        (Op::Send, Path::Pipelined) => bench.native_send(case.qos, bench.options.count).await,
+        (Op::Send, Path::Cli) => bench.cli_send(case.qos).await,
+        (Op::Listen, Path::Cli | Path::Pipelined) => {
+            Err(anyhow!("the cli and pipelined paths measure Send only"))
+        }
         (Op::Send, Path::Host) => bench.host_send(case.qos).await,
         (Op::Listen, Path::Component) => bench.component_listen(case.qos).await,
         (Op::Listen, Path::Native) => bench.native_listen(case.qos).await,
@@ -871,15 +969,6 @@ struct Row {
     case: Case,
     /// Samples per path, in the order of `Options::paths`.
     samples: Vec<(Path, Vec<Sample>)>,
-}
-
-impl Row {
-    fn of(&self, path: Path) -> Option<&[Sample]> {
-        self.samples
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, s)| s.as_slice())
-    }
 }
 
 fn median(samples: &[Sample]) -> f64 {
@@ -915,7 +1004,7 @@ fn thousands(rate: f64) -> String {
 
 fn report(paths: &[Path], rows: &[Row]) -> String {
     let mut out = String::new();
-    let ratio = paths.contains(&Path::Component) && paths.contains(&Path::Native);
+    let ratio = paths.len() >= 2;
     let mut header = format!("{:<24}", "case");
     for path in paths {
         let _ = write!(header, " {:>18}", format!("{} msg/s", path.name()));
@@ -936,7 +1025,8 @@ fn report(paths: &[Path], rows: &[Row]) -> String {
                 lost.push(format!("{} {worst}", path.name()));
             }
         }
-        if let (Some(c), Some(n)) = (row.of(Path::Component), row.of(Path::Native)) {
+        if let (Some((_, c)), Some((_, n)), true) = (row.samples.first(), row.samples.last(), ratio)
+        {
             let r = median(c) / median(n);
             let verdict = if r >= 0.9 { "met" } else { "NOT met" };
             let _ = write!(line, " {r:>7.2}  {verdict}");
@@ -977,7 +1067,9 @@ fn report(paths: &[Path], rows: &[Row]) -> String {
             for (_, samples) in &row.samples {
                 let _ = write!(line, " {:>18.2}", median_cpu(samples));
             }
-            if let (Some(c), Some(n)) = (row.of(Path::Component), row.of(Path::Native)) {
+            if let (Some((_, c)), Some((_, n)), true) =
+                (row.samples.first(), row.samples.last(), ratio)
+            {
                 let _ = write!(line, " {:>7.2}", median_cpu(c) / median_cpu(n));
             }
             let _ = writeln!(out, "{line}");
@@ -1001,6 +1093,15 @@ async fn main() -> anyhow::Result<()> {
     let Some(options) = Options::parse()? else {
         return Ok(());
     };
+    // Kept alive for the whole run.
+    let mosquitto = match options.broker.as_deref() {
+        Some("mosquitto") => Some(
+            e2e::BrokerProcess::mosquitto(&[])
+                .await
+                .context("starting Mosquitto with its default configuration")?,
+        ),
+        _ => None,
+    };
     let builtin = match &options.broker {
         Some(_) => None,
         None => {
@@ -1011,11 +1112,13 @@ async fn main() -> anyhow::Result<()> {
             Some(broker::start(config).await?)
         }
     };
-    let url = match (&builtin, &options.broker) {
-        (Some(b), _) => b.url(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("a broker is started when none is given"),
+    let url = match (&builtin, &mosquitto, &options.broker) {
+        (Some(b), _, _) => b.url(),
+        (None, Some(m), _) => format!("mqtt://{}", m.addr()),
+        (None, None, Some(url)) => url.clone(),
+        (None, None, None) => unreachable!("a broker is started when none is given"),
     };
+
     let (host, _) = host_port(&url)?;
     if host != "127.0.0.1" && host != "localhost" && host != "::1" {
         eprintln!("note: {host} is not loopback; network latency will dominate the figures");
@@ -1047,6 +1150,8 @@ async fn main() -> anyhow::Result<()> {
          median of {} round(s) after one warm-up",
         if builtin.is_some() {
             "built-in"
+        } else if mosquitto.is_some() {
+            "Mosquitto, default configuration"
         } else {
             "external"
         },
@@ -1102,8 +1207,10 @@ async fn main() -> anyhow::Result<()> {
     println!();
     print!("{}", report(paths, &rows));
     println!(
-        "(throughput ratio = component / native, CPU ratio = component / native: \
-         above 1 costs more; ± is half the spread between rounds)"
+        "(ratio = {} / {}; a CPU ratio above 1 costs more; ± is half the spread \
+         between rounds)",
+        paths.first().map_or("-", |p| p.name()),
+        paths.last().map_or("-", |p| p.name()),
     );
 
     if let Some(broker) = builtin {

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
 use clap::Args;
 use host_shim::flow::{config_problems, ConfigKind};
-use host_shim::host::{Limits, Runtime};
+use host_shim::host::{CodeCache, Limits, Runtime};
 use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
 use std::io::{IsTerminal as _, Read as _};
@@ -83,11 +83,18 @@ impl ConnectionArgs {
 /// The connection configuration key of the protocol version.
 const PROTOCOL_KEY: &str = "mqtt_version";
 
-/// The connector: the component built into the shim, or one from a file.
+/// The connector: the component built into the shim, or one from a file,
+/// compiled once and then read from the user's code cache.
 pub fn runtime(component: Option<&Path>) -> anyhow::Result<Runtime> {
+    let cache = CodeCache::user_default();
     match component {
-        Some(path) => Ok(Runtime::from_file(path, Limits::default())?),
-        None => Runtime::embedded(Limits::default()).context("cannot load the built-in connector"),
+        Some(path) => Ok(Runtime::from_file_cached(
+            path,
+            Limits::default(),
+            cache.as_ref(),
+        )?),
+        None => Runtime::embedded_cached(Limits::default(), cache.as_ref())
+            .context("cannot load the built-in connector"),
     }
 }
 
@@ -115,18 +122,6 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
         return Ok(text);
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// Reads a file's bytes, or standard input's for `-`.
-pub fn read_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?;
-        return Ok(bytes);
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Reads a JSON file; errors name the file, the line and the column.

@@ -1,19 +1,26 @@
 //! `host-shim send`: publishes documents through the connector's Send
 //! operation and prints one outcome per document.
 
-use super::{ensure_valid, read_bytes, read_object, show_progress, ConnectionArgs};
+use super::{ensure_valid, read_object, show_progress, ConnectionArgs};
 use anyhow::Context as _;
 use clap::Args;
 use host_shim::flow::ConfigKind;
 use host_shim::host::Document;
 use serde_json::{Map, Value as Json};
-use std::io::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Documents go to the connector in batches of this many: one call across
 /// the WebAssembly boundary each, and a bounded amount of memory.
 const BATCH: usize = 500;
+
+/// How long a batch that is not full waits for more lines once its first
+/// line is in: long enough to gather a burst, short enough that a line from
+/// a stream (`tail -f log | host-shim send --file -`) leaves promptly.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// `host-shim send`.
 #[derive(Debug, Args)]
@@ -71,11 +78,19 @@ impl SendArgs {
         Ok(config)
     }
 
-    /// The payloads: `--message`, or each line of `--file`.
-    pub fn payloads(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// Where the payloads come from: `--message`, or the lines of `--file`
+    /// (opened now, so a missing file fails before connecting).
+    fn input(&self) -> anyhow::Result<Input> {
         match (&self.message, &self.file) {
-            (Some(message), _) => Ok(vec![message.as_bytes().to_vec()]),
-            (None, Some(path)) => Ok(lines(&read_bytes(path)?)),
+            (Some(message), _) => Ok(Input::Message(message.as_bytes().to_vec())),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                Ok(Input::Lines(Box::new(BufReader::new(std::io::stdin()))))
+            }
+            (None, Some(path)) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Ok(Input::Lines(Box::new(BufReader::new(file))))
+            }
             (None, None) => anyhow::bail!(
                 "nothing to send: give --message TEXT, or --file FILE (- for standard input)"
             ),
@@ -83,18 +98,85 @@ impl SendArgs {
     }
 }
 
-/// Splits a file into lines, as bytes: a payload need not be UTF-8. A final
-/// newline ends the last line rather than starting an empty one, and `\r\n`
-/// counts as one line end.
-fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    if bytes.is_empty() {
-        return Vec::new();
+/// The payloads to send.
+enum Input {
+    /// One document.
+    Message(Vec<u8>),
+    /// One document per line, read as they come.
+    Lines(Box<dyn BufRead + Send>),
+}
+
+/// Reads lines as bytes: a payload need not be UTF-8. A final newline ends
+/// the last line rather than starting an empty one, and `\r\n` counts as one
+/// line end; an input that is one newline holds no line.
+struct LineReader<R> {
+    input: R,
+    first: bool,
+}
+
+impl<R: BufRead> LineReader<R> {
+    fn new(input: R) -> Self {
+        LineReader { input, first: true }
     }
-    bytes
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec())
-        .collect()
+
+    /// The next line, or `None` at the end of the input.
+    fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut line = Vec::new();
+        if self.input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        if std::mem::take(&mut self.first) && line == b"\n" && self.input.fill_buf()?.is_empty() {
+            return Ok(None);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        Ok(Some(line))
+    }
+}
+
+/// A line, or the error that ended the input.
+type Line = std::io::Result<Vec<u8>>;
+
+/// Reads `input` on a thread of its own, so that a slow source (a pipe, a
+/// terminal) never holds up the lines already read, and hands the lines
+/// over a bounded channel; an error is the last item.
+fn read_lines(input: Box<dyn BufRead + Send>) -> mpsc::Receiver<Line> {
+    let (tx, rx) = mpsc::channel(2 * BATCH);
+    std::thread::spawn(move || {
+        let mut reader = LineReader::new(input);
+        while let Some(line) = reader.next_line().transpose() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next batch: waits for a first line, then takes more until the batch
+/// is full, [`LINGER`] has passed or the input ends. Empty at the end.
+async fn next_batch(lines: &mut mpsc::Receiver<Line>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut read = Vec::with_capacity(BATCH);
+    if lines.recv_many(&mut read, BATCH).await == 0 {
+        return Ok(Vec::new());
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while read.len() < BATCH {
+        let room = BATCH - read.len();
+        let more = lines.recv_many(&mut read, room);
+        match tokio::time::timeout_at(deadline, more).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    read.into_iter()
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot read the input")
 }
 
 /// Runs `host-shim send`: exit 0 when every document was sent, 1 when some
@@ -102,7 +184,7 @@ fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
 pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection.connection_config()?;
     let config = args.send_config()?;
-    let payloads = args.payloads()?;
+    let input = args.input()?;
     let runtime = args.connection.runtime()?;
 
     super::tokio()?.block_on(async {
@@ -110,28 +192,49 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             .open_sender(&connection.to_string(), &config.to_string())
             .await
             .context("cannot open the sender")?;
-        let progress = show_progress() && payloads.len() > BATCH;
-        let mut stdout = std::io::stdout().lock();
+        let mut lines = match input {
+            Input::Message(message) => {
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.try_send(Ok(message));
+                rx
+            }
+            Input::Lines(input) => read_lines(input),
+        };
+        let progress = show_progress();
+        // Written out once per batch: stdout is line-buffered even into a
+        // pipe, which would cost a write per document.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut sent = 0usize;
         let mut failed = 0usize;
         let mut result = Ok(());
-        for (n, chunk) in payloads.chunks(BATCH).enumerate() {
-            let first = n * BATCH;
-            let documents: Vec<Document> = chunk
-                .iter()
+        loop {
+            let payloads = match next_batch(&mut lines).await {
+                Ok(payloads) if payloads.is_empty() => break,
+                Ok(payloads) => payloads,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let first = sent;
+            let count = payloads.len();
+            let documents: Vec<Document> = payloads
+                .into_iter()
                 .map(|payload| Document {
                     id: 0,
-                    payload: payload.clone(),
+                    payload,
                     properties: Vec::new(),
                 })
                 .collect();
             let outcomes = match sender.send(&documents).await {
                 Ok(outcomes) => outcomes,
                 Err(e) => {
-                    let last = first + chunk.len() - 1;
+                    let last = first + count - 1;
                     result = Err(e).with_context(|| format!("sending documents {first} to {last}"));
                     break;
                 }
             };
+            sent += count;
             for (i, outcome) in outcomes.iter().enumerate() {
                 let written = match outcome {
                     Ok(()) => writeln!(stdout, "ok"),
@@ -147,14 +250,19 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
-            if progress {
-                eprint!("\rsent {} of {}", first + chunk.len(), payloads.len());
+            // A batch's outcomes show as soon as they are known, for whoever
+            // reads a stream's results as they come.
+            if result.is_ok() {
+                result = stdout.flush().map_err(Into::into);
+            }
+            if progress && sent > BATCH {
+                eprint!("\rsent {sent}");
             }
             if result.is_err() {
                 break;
             }
         }
-        if progress {
+        if progress && sent > BATCH {
             eprintln!();
         }
         let flushed = stdout.flush();
@@ -171,7 +279,13 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::lines;
+    use super::LineReader;
+
+    /// Every line of `bytes`, read as `send --file` reads them.
+    fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = LineReader::new(bytes);
+        std::iter::from_fn(|| reader.next_line().expect("reading a slice")).collect()
+    }
 
     #[test]
     fn lines_are_bytes_split_on_newlines() {

@@ -11,6 +11,9 @@
 //!   ([`connector::wit_conversions!`]).
 //! - `runtime`: the component compiled once ([`Runtime`]), and the Send and
 //!   Listen operations, each in its own store under memory and time limits.
+//! - [`cache`]: compiled components kept on disk ([`CodeCache`]), so a
+//!   command compiles the connector once per machine rather than once per
+//!   run.
 //!
 //! Documents cross as the generated [`Document`]; errors and configuration
 //! problems come back as the connector's [`Error`] and [`Problem`], so they
@@ -41,6 +44,7 @@
 //! ```
 
 mod bindings;
+pub mod cache;
 pub mod capability;
 mod runtime;
 
@@ -48,6 +52,7 @@ pub use bindings::exports::mqtt_connector::connector::operations::{
     Metadata, OperationInfo, OperationKind,
 };
 pub use bindings::mqtt_connector::connector::types::{Document, Property, Qos, Value};
+pub use cache::{CodeCache, CodeOrigin};
 pub use connector::model::{Error, ErrorCode};
 pub use connector::validate::Problem;
 pub use runtime::{

@@ -8,6 +8,7 @@
 use super::bindings::exports::mqtt_connector::connector::operations::{Metadata, OperationKind};
 use super::bindings::mqtt_connector::connector::types::Document;
 use super::bindings::{Connector, ConnectorPre};
+use super::cache::{CodeCache, CodeOrigin};
 use super::capability::{self, MqttCtx, MqttCtxView, MqttView};
 use connector::model::Error;
 use connector::validate::Problem;
@@ -118,6 +119,7 @@ pub struct Runtime {
     engine: Engine,
     pre: ConnectorPre<HostState>,
     limits: Limits,
+    origin: CodeOrigin,
 }
 
 impl Runtime {
@@ -128,16 +130,31 @@ impl Runtime {
     ///
     /// When the component cannot be compiled or linked.
     pub fn embedded(limits: Limits) -> Result<Self, RuntimeError> {
-        static COMPILED: OnceLock<(Engine, Component)> = OnceLock::new();
-        let (engine, component) = match COMPILED.get() {
+        Self::embedded_cached(limits, None)
+    }
+
+    /// [`Runtime::embedded`], with the compiled code read from `cache` when
+    /// it holds it and written to it when not, for the first runtime of the
+    /// process; the others share that one's code.
+    ///
+    /// # Errors
+    ///
+    /// When the component cannot be compiled or linked; a cache that cannot
+    /// be read or written only means compiling.
+    pub fn embedded_cached(
+        limits: Limits,
+        cache: Option<&CodeCache>,
+    ) -> Result<Self, RuntimeError> {
+        static COMPILED: OnceLock<(Engine, Component, CodeOrigin)> = OnceLock::new();
+        let (engine, component, origin) = match COMPILED.get() {
             Some(compiled) => compiled.clone(),
             None => {
                 let engine = new_engine()?;
-                let component = Component::new(&engine, EMBEDDED_COMPONENT)?;
-                COMPILED.get_or_init(|| (engine, component)).clone()
+                let (component, origin) = compile(&engine, EMBEDDED_COMPONENT, cache)?;
+                COMPILED.get_or_init(|| (engine, component, origin)).clone()
             }
         };
-        Self::with_component(engine, component, limits)
+        Self::with_component(engine, component, limits, origin)
     }
 
     /// A connector component read from `path` (another build of it).
@@ -146,18 +163,37 @@ impl Runtime {
     ///
     /// When the file cannot be read, compiled or linked.
     pub fn from_file(path: &Path, limits: Limits) -> Result<Self, RuntimeError> {
-        let engine = new_engine()?;
-        let component = Component::from_file(&engine, path).map_err(|e| RuntimeError::Load {
+        Self::from_file_cached(path, limits, None)
+    }
+
+    /// [`Runtime::from_file`], with the compiled code read from `cache` when
+    /// it holds it (for a file of the same bytes) and written to it when not.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, compiled or linked; a cache that cannot
+    /// be read or written only means compiling.
+    pub fn from_file_cached(
+        path: &Path,
+        limits: Limits,
+        cache: Option<&CodeCache>,
+    ) -> Result<Self, RuntimeError> {
+        let load_error = |detail: String| RuntimeError::Load {
             path: path.to_owned(),
-            detail: format!("{e:#}"),
-        })?;
-        Self::with_component(engine, component, limits)
+            detail,
+        };
+        let wasm = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        let engine = new_engine()?;
+        let (component, origin) =
+            compile(&engine, &wasm, cache).map_err(|e| load_error(format!("{e:#}")))?;
+        Self::with_component(engine, component, limits, origin)
     }
 
     fn with_component(
         engine: Engine,
         component: Component,
         limits: Limits,
+        origin: CodeOrigin,
     ) -> Result<Self, RuntimeError> {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -167,12 +203,18 @@ impl Runtime {
             engine,
             pre,
             limits,
+            origin,
         })
     }
 
     /// The limits every instance runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether the component's code was compiled or read from a cache.
+    pub fn code_origin(&self) -> CodeOrigin {
+        self.origin
     }
 
     async fn instantiate(&self, log_name: &str) -> wasmtime::Result<(Store<HostState>, Connector)> {
@@ -278,6 +320,18 @@ impl Runtime {
     ) -> Result<Listener, OperationError> {
         let op = Operation::open(self.clone(), OperationKind::Listen, connection, config).await?;
         Ok(Listener { op })
+    }
+}
+
+/// `wasm` compiled for `engine`, through `cache` when there is one.
+fn compile(
+    engine: &Engine,
+    wasm: &[u8],
+    cache: Option<&CodeCache>,
+) -> wasmtime::Result<(Component, CodeOrigin)> {
+    match cache {
+        Some(cache) => cache.load(engine, wasm),
+        None => Ok((Component::new(engine, wasm)?, CodeOrigin::Compiled)),
     }
 }
 

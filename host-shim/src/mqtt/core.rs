@@ -346,6 +346,8 @@ pub(crate) struct Core<O> {
     unacked: BTreeMap<u64, PendingAck>,
     unacked_pkids: HashMap<u16, u64>,
     dropped_qos0: u64,
+    /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
+    acked: bool,
 }
 
 impl<O: Outlet> Core<O> {
@@ -375,6 +377,7 @@ impl<O: Outlet> Core<O> {
             unacked: BTreeMap::new(),
             unacked_pkids: HashMap::new(),
             dropped_qos0: 0,
+            acked: false,
         }
     }
 
@@ -397,6 +400,17 @@ impl<O: Outlet> Core<O> {
     /// free, so that nothing more can pass until the connection is replaced.
     pub(crate) fn wedged(&self) -> bool {
         self.phase == Phase::Up && self.leaked > 0 && self.leaked >= self.pkid_space
+    }
+
+    /// Whether the client should nudge the broker (see the `nudge` module):
+    /// acknowledgements came in, more are awaited, and nothing of ours waits
+    /// to be written (a PUBLISH written next would carry TCP's ACK anyway).
+    /// Call at the end of each burst of events; it starts a new burst.
+    pub(crate) fn take_nudge(&mut self) -> bool {
+        std::mem::take(&mut self.acked)
+            && self.phase == Phase::Up
+            && self.publishes_in_flight > 0
+            && self.handed.is_empty()
     }
 
     /// The error for a new operation, if the client cannot take one now.
@@ -735,6 +749,7 @@ impl<O: Outlet> Core<O> {
     }
 
     fn on_puback(&mut self, pkid: u16, reason: u8) {
+        self.acked = true;
         match self.free(pkid) {
             Some(Slot::Publish {
                 qos: QoS::AtLeastOnce,
@@ -781,6 +796,7 @@ impl<O: Outlet> Core<O> {
     }
 
     fn on_pubcomp(&mut self, pkid: u16, reason: u8) {
+        self.acked = true;
         let failed = reason >= 0x80;
         match self.free(pkid) {
             Some(Slot::Publish { reply, .. }) => {
@@ -1116,6 +1132,33 @@ mod tests {
 
     fn pkids_handed(core: &Core<Recorder>) -> Vec<Option<u16>> {
         core.handed.iter().map(|h| h.pkid).collect()
+    }
+
+    #[test]
+    fn nudges_only_when_acks_came_and_only_acks_are_awaited() {
+        let mut core = up(2);
+        let a = publish(&mut core, QoS::AtLeastOnce);
+        let _b = publish(&mut core, QoS::AtLeastOnce);
+        let c = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::OutPublish(2));
+        assert!(!core.take_nudge(), "no acknowledgement came yet");
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&a), Ok(()));
+        assert!(
+            !core.take_nudge(),
+            "the window's free slot went to the next message, whose PUBLISH carries the ACK"
+        );
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 2, reason: 0 });
+        assert!(
+            core.take_nudge(),
+            "only the last acknowledgement is awaited"
+        );
+        assert!(!core.take_nudge(), "once per burst of events");
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&c), Ok(()));
+        assert!(!core.take_nudge(), "nothing is awaited");
     }
 
     #[test]

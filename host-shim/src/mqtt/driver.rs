@@ -5,7 +5,9 @@
 //! state), waits out the backoff and polls again, which reconnects. The
 //! first connection is the exception: its failure ends the task and goes to
 //! the caller of `connect`, because retrying a bad URL or bad credentials
-//! forever helps nobody.
+//! forever helps nobody. At the end of each burst of events it asks the core
+//! whether to nudge the broker for acknowledgements it holds back (see
+//! `nudge`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -104,13 +106,18 @@ pub(crate) async fn run(
                 }
                 let connack = matches!(ev, Ev::ConnAck(_));
                 let disconnected = matches!(ev, Ev::OutDisconnect);
-                let (wake, phase, wedged) = {
+                let burst_over = !link.has_buffered();
+                let (wake, phase, wedged, nudge) = {
                     let mut core = shared.core();
                     let wake = core.on_event(ev);
-                    (wake, core.phase(), core.wedged())
+                    let nudge = burst_over && core.take_nudge();
+                    (wake, core.phase(), core.wedged(), nudge)
                 };
+                if nudge {
+                    link.nudge();
+                }
                 wake_pending |= wake;
-                if wake_pending && !link.has_buffered() {
+                if wake_pending && burst_over {
                     wake_pending = false;
                     shared.incoming.notify_waiters();
                 }

@@ -198,6 +198,16 @@ impl Link {
         }
     }
 
+    /// Queues a PINGREQ so that the broker's held-back acknowledgements
+    /// come without waiting for TCP's delayed ACK (see `nudge`), unless one
+    /// could clash with rumqttc's keep-alive ping.
+    pub(crate) fn nudge(&mut self) {
+        match self {
+            Link::V4(l) => l.nudge(),
+            Link::V5(l) => l.nudge(),
+        }
+    }
+
     /// Ends the connection with a DISCONNECT that skips rumqttc's flow
     /// control (for a wedged in-flight window).
     pub(crate) fn force_disconnect(&mut self) {

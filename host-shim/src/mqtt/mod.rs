@@ -55,7 +55,8 @@
 //! - `client`: [`MqttClient`], the handle.
 //! - `core`: the sans-I/O state machine; `batch`: a publish batch's
 //!   outcomes.
-//! - `driver`: the task that polls the event loop and reconnects.
+//! - `driver`: the task that polls the event loop and reconnects; `nudge`:
+//!   when a PINGREQ makes the broker send acknowledgements it holds back.
 //! - `link`: the rumqttc client of either version; the protocol adapters
 //!   `v4` and `v5` translate between rumqttc's types and the core's
 //!   protocol-neutral requests and events; `tls` builds the rustls
@@ -66,6 +67,7 @@ mod client;
 pub(crate) mod core;
 mod driver;
 mod link;
+mod nudge;
 pub(crate) mod tls;
 pub(crate) mod v4;
 pub(crate) mod v5;

@@ -228,6 +228,81 @@ async fn mixed_qos_batches_pipeline_through_a_small_window() {
     }
 }
 
+/// Batches sent back to back, as a pipeline does, each with refused
+/// messages at known places: every outcome stays with its own message,
+/// whatever batch it was in, and the broker gets exactly the others.
+/// Against Mosquitto's default configuration (Nagle on) the client nudges
+/// it for each batch's last acknowledgements.
+#[tokio::test]
+async fn consecutive_small_batches_keep_each_outcome_in_place() {
+    const BATCHES: usize = 40;
+    const SIZE: usize = 7;
+    let refused = |n: usize| n % 11 == 5;
+    for broker in brokers().await {
+        for protocol in BOTH {
+            let url = broker.url();
+            let topic = unique("batches");
+            let sub = connect(options(&url, protocol, &unique("sub"))).await;
+            sub.subscribe(vec![subscription(&topic, QoS::ExactlyOnce)])
+                .await
+                .unwrap();
+            let mut opts = options(&url, protocol, &unique("pub"));
+            opts.inflight_window = 4;
+            let publisher = connect(opts).await;
+            let mut expected = Vec::new();
+            for batch in 0..BATCHES {
+                let messages = (0..SIZE)
+                    .map(|i| {
+                        let n = batch * SIZE + i;
+                        if refused(n) {
+                            return parse_topic_name(&format!("{topic}/+")).map(|topic| Outgoing {
+                                topic,
+                                ..message("x", "bad", QoS::AtLeastOnce)
+                            });
+                        }
+                        expected.push(n.to_string());
+                        let qos = [QoS::AtLeastOnce, QoS::ExactlyOnce][n % 2];
+                        Ok(message(&topic, &n.to_string(), qos))
+                    })
+                    .collect();
+                let outcomes = publisher.publish_each(messages).await;
+                assert_eq!(outcomes.len(), SIZE);
+                for (i, outcome) in outcomes.iter().enumerate() {
+                    let n = batch * SIZE + i;
+                    match outcome {
+                        Err(e) if refused(n) => assert_eq!(e.code, ErrorCode::InvalidDocument),
+                        Ok(()) if !refused(n) => {}
+                        other => panic!("{protocol:?}, message {n}: {other:?}"),
+                    }
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut got = Vec::new();
+            while got.len() < expected.len() && Instant::now() < deadline {
+                let batch = sub.receive(64, Duration::from_millis(100)).await.unwrap();
+                let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+                sub.ack(&ids).await.unwrap();
+                got.extend(batch);
+            }
+            // Each once; MQTT keeps the order of one publisher's messages
+            // per QoS level.
+            let got = payloads(&got);
+            for qos in 0..2 {
+                let at = |all: &[String]| -> Vec<String> {
+                    all.iter()
+                        .filter(|p| p.parse::<usize>().is_ok_and(|n| n % 2 == qos))
+                        .cloned()
+                        .collect()
+                };
+                assert_eq!(at(&got), at(&expected), "{protocol:?}");
+            }
+            assert_eq!(got.len(), expected.len(), "{protocol:?}");
+            publisher.disconnect().await;
+            sub.disconnect().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn v311_publishes_200_qos2_messages_through_a_window_of_20() {
     for broker in brokers().await {

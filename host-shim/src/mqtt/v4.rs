@@ -1,6 +1,6 @@
 //! The MQTT 3.1.1 adapter over rumqttc's v4 client.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connector::model::{
     Capabilities, ConnectOptions, Error, ErrorCode, Incoming, MessageProperties, MqttVersion,
@@ -8,12 +8,13 @@ use connector::model::{
 use connector::url::BrokerUrl;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, MqttState,
-    NetworkOptions, Outgoing, Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode,
-    Transport,
+    NetworkOptions, Outgoing, Packet, PingReq, Publish, QoS, Request, SubscribeFilter,
+    SubscribeReasonCode, Transport,
 };
 
 use super::core::{ConnAckInfo, Ev, OutletClosed, Req, Resend};
 use super::link::{backstop_secs, refused_v311, LinkError, REQUEST_CAPACITY};
+use super::nudge::Nudger;
 
 fn qos(q: connector::model::QoS) -> QoS {
     match q {
@@ -39,6 +40,7 @@ pub(crate) struct Link {
     /// Packet ids of PUBRELs the broker sent for QoS 2 deliveries this
     /// client no longer remembers; see [`Link::arm_released`].
     released: Vec<u16>,
+    nudger: Nudger,
 }
 
 impl Link {
@@ -93,6 +95,7 @@ impl Link {
             eventloop,
             window,
             released: Vec::new(),
+            nudger: Nudger::new(keep_alive),
         })
     }
 
@@ -106,11 +109,34 @@ impl Link {
 
     pub(crate) async fn poll(&mut self) -> Result<Ev, LinkError> {
         match self.eventloop.poll().await {
-            Ok(event) => Ok(convert(event)),
+            Ok(event) => {
+                match &event {
+                    Event::Incoming(Packet::ConnAck(_)) => self.nudger.on_connack(Instant::now()),
+                    Event::Outgoing(Outgoing::PingReq)
+                        if self.nudger.on_ping_written(Instant::now()) =>
+                    {
+                        // A nudge: its PINGRESP is no keep-alive matter.
+                        self.eventloop.state.await_pingresp = false;
+                    }
+                    _ => {}
+                }
+                Ok(convert(event))
+            }
             Err(e) => {
+                self.nudger.on_connection_lost();
                 self.remember_unsolicited(&e);
                 Err(link_error(e))
             }
+        }
+    }
+
+    pub(crate) fn nudge(&mut self) {
+        if self
+            .nudger
+            .may_nudge(Instant::now(), self.eventloop.state.await_pingresp)
+        {
+            self.eventloop.pending.push_back(Request::PingReq(PingReq));
+            self.nudger.queued();
         }
     }
 

@@ -3,7 +3,7 @@
 //! rumqttc decodes reason codes into enums; the functions at the end turn
 //! them back into the numbers the specification (and our errors) use.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use connector::model::{
@@ -23,6 +23,7 @@ use rumqttc::{Outgoing, Transport};
 
 use super::core::{ConnAckInfo, Ev, OutletClosed, Req, Resend};
 use super::link::{backstop_secs, refused_v5, LinkError, REQUEST_CAPACITY};
+use super::nudge::Nudger;
 
 /// rumqttc's v5 options refuse keep alives under five seconds.
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -71,6 +72,7 @@ pub(crate) struct Link {
     /// rumqttc's v5 event loop keeps its network private: a CONNACK means
     /// connected, an error means not.
     connected: bool,
+    nudger: Nudger,
 }
 
 impl Link {
@@ -91,9 +93,10 @@ impl Link {
                 "keep alive raised to rumqttc's minimum of 5 s"
             );
         }
+        let keep_alive = options.keep_alive.max(MIN_KEEP_ALIVE);
         let mut network = mqtt.network_options();
         network.set_tcp_nodelay(true);
-        mqtt.set_keep_alive(options.keep_alive.max(MIN_KEEP_ALIVE))
+        mqtt.set_keep_alive(keep_alive)
             .set_clean_start(options.clean_start)
             .set_session_expiry_interval(
                 (options.session_expiry > 0).then_some(options.session_expiry),
@@ -138,6 +141,7 @@ impl Link {
             window,
             released: Vec::new(),
             connected: false,
+            nudger: Nudger::new(keep_alive),
         })
     }
 
@@ -152,14 +156,25 @@ impl Link {
     pub(crate) async fn poll(&mut self) -> Result<Ev, LinkError> {
         match self.eventloop.poll().await {
             Ok(event) => {
-                if let Event::Incoming(Packet::ConnAck(ack)) = &event {
-                    self.connected = true;
-                    self.adopt_assigned_id(ack);
+                match &event {
+                    Event::Incoming(Packet::ConnAck(ack)) => {
+                        self.connected = true;
+                        self.nudger.on_connack(Instant::now());
+                        self.adopt_assigned_id(ack);
+                    }
+                    Event::Outgoing(Outgoing::PingReq)
+                        if self.nudger.on_ping_written(Instant::now()) =>
+                    {
+                        // A nudge: its PINGRESP is no keep-alive matter.
+                        self.eventloop.state.await_pingresp = false;
+                    }
+                    _ => {}
                 }
                 Ok(convert(event))
             }
             Err(e) => {
                 self.connected = false;
+                self.nudger.on_connection_lost();
                 self.remember_unsolicited(&e);
                 Err(link_error(e))
             }
@@ -245,6 +260,16 @@ impl Link {
 
     pub(crate) fn force_disconnect(&mut self) {
         self.eventloop.pending.push_front(Request::Disconnect);
+    }
+
+    pub(crate) fn nudge(&mut self) {
+        if self
+            .nudger
+            .may_nudge(Instant::now(), self.eventloop.state.await_pingresp)
+        {
+            self.eventloop.pending.push_back(Request::PingReq);
+            self.nudger.queued();
+        }
     }
 }
 
