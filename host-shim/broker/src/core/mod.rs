@@ -63,8 +63,8 @@
 //!   acknowledges, it is the messages handed to the shell and not yet
 //!   written to the socket ([`Action::SendPaced`], reported back through
 //!   [`Broker::handle_written`]), so QoS 0 retained messages are never
-//!   dropped for a full queue. A step waits until a quarter of the window
-//!   is free and fills it in one walk; a walk resumes by descending along
+//!   dropped for a full queue. A step fills whatever room the window has in
+//!   one walk, as soon as one slot frees; a walk resumes by descending along
 //!   the last topic sent, so a step costs the messages it sends plus the
 //!   depth of the trie, never the messages still to come. So a `#`
 //!   subscriber to a million retained topics costs the broker one cursor

@@ -22,11 +22,6 @@ use std::time::{Duration, Instant, SystemTime};
 /// loses a message to a full queue.
 pub(super) const PACED_WINDOW: usize = 1024;
 
-/// A step waits until at least this share of its window (1 / N) is free, so
-/// that a client acknowledging one message at a time is served in steps of
-/// many messages rather than one walk per message.
-const REFILL_DIVISOR: usize = 4;
-
 /// Where a new subscription's retained messages have got to.
 #[derive(Debug)]
 pub(super) struct RetainedCursor {
@@ -163,8 +158,7 @@ impl Broker {
     /// windows and the delivery rate allow. The windows are the in-flight
     /// window for messages sent at QoS 1 and 2, and [`PACED_WINDOW`]
     /// messages not yet written to the socket for those sent at QoS 0. A
-    /// step waits until a quarter of each window is free (or its whole step
-    /// size, if smaller), then fills it in one walk.
+    /// step fills whatever room the windows have in one walk.
     pub(super) fn step_retained(&mut self, now: Instant, session_id: SessionId) -> Step {
         let batch = self.config.retain.delivery_batch;
         let rate = self.config.retain.delivery_rate;
@@ -172,7 +166,6 @@ impl Broker {
             return Step::Blocked;
         };
         let inflight_free = session.window.saturating_sub(session.inflight.len());
-        let inflight_window = session.window;
         let paced_free = session
             .conn
             .and_then(|conn| self.conns.get(&conn))
@@ -203,14 +196,19 @@ impl Broker {
         // granted one, so a QoS 1 or 2 subscription may get QoS 0 messages,
         // which take room in the paced window instead of the in-flight one;
         // a step fits in both.
-        let windows = [(paced_free, PACED_WINDOW), (inflight_free, inflight_window)];
+        let windows = [paced_free, inflight_free];
         let used = if cursor.options.qos == QoS::AtMostOnce {
             1
         } else {
             2
         };
-        for &(free, window) in &windows[..used] {
-            if free < (window / REFILL_DIVISOR).clamp(1, budget) {
+        // A step goes as soon as one slot is free: it costs what it sends
+        // plus the depth of the walk, so small steps are cheap, and waiting
+        // for more room would leave the broker silent while a client whose
+        // small acknowledgements Nagle holds back waits for our delayed TCP
+        // ACK (tens of milliseconds a step).
+        for &free in &windows[..used] {
+            if free == 0 {
                 return Step::Blocked;
             }
             budget = budget.min(free);
