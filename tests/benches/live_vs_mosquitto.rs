@@ -32,83 +32,50 @@
 //! the broker. It prints how many rounds delivered.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
+use clap::Parser;
 use e2e::*;
 use mqtt_broker::BrokerConfig;
 use std::time::Duration;
 
-const USAGE: &str = "\
-Live throughput and ordering: built-in broker vs Mosquitto (defaults).
-
-usage: cargo bench -p e2e --bench live_vs_mosquitto -- [OPTIONS]
-
-options:
-  --count N            messages per case for qos0/1/2 and fan-in (default 100000)
-  --fan-count N        messages the fan-out publisher sends (default 2000)
-  --fan-qos Q          QoS of fan-out and fan-in (default 1)
-  --payload BYTES      payload size (default 64)
-  --rounds N           rounds per case; best and median shown (default 3)
-  --cases LIST         qos0,qos1,qos2,fanout,fanin (default all)
-  --ordering           run the ordering rounds instead
-  --ordering-rounds N  rounds per ordering run (default 500)
-  --help               this text
-";
-
+/// Live throughput and ordering: built-in broker vs Mosquitto (defaults).
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p e2e --bench live_vs_mosquitto --")]
 struct Options {
+    /// Messages per case for qos0/1/2 and fan-in
+    #[arg(long, default_value_t = 100_000)]
     count: usize,
+    /// Messages the fan-out publisher sends
+    #[arg(long, default_value_t = 2_000)]
     fan_count: usize,
+    /// QoS of fan-out and fan-in
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     fan_qos: u8,
+    /// Payload size in bytes
+    #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Rounds per case; best and median shown
+    #[arg(long, default_value_t = 3, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
+    /// Cases to run
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "qos0,qos1,qos2,fanout,fanin"
+    )]
     cases: Vec<String>,
+    /// Run the ordering rounds instead
+    #[arg(long)]
     ordering: bool,
+    /// Rounds per ordering run
+    #[arg(long, default_value_t = 500)]
     ordering_rounds: usize,
+    /// Passed by `cargo bench` to every bench target
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 impl Options {
-    fn parse() -> Result<Option<Options>> {
-        let mut options = Options {
-            count: 100_000,
-            fan_count: 2_000,
-            fan_qos: 1,
-            payload: 64,
-            rounds: 3,
-            cases: ["qos0", "qos1", "qos2", "fanout", "fanin"]
-                .map(String::from)
-                .to_vec(),
-            ordering: false,
-            ordering_rounds: 500,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value; see --help"))
-            };
-            match arg.as_str() {
-                // Passed by `cargo bench` to every bench target.
-                "--bench" => {}
-                "--help" | "-h" => return Ok(None),
-                "--count" => options.count = value("--count")?.parse()?,
-                "--fan-count" => options.fan_count = value("--fan-count")?.parse()?,
-                "--fan-qos" => options.fan_qos = value("--fan-qos")?.parse()?,
-                "--payload" => options.payload = value("--payload")?.parse()?,
-                "--rounds" => options.rounds = value("--rounds")?.parse::<usize>()?.max(1),
-                "--cases" => {
-                    options.cases = value("--cases")?.split(',').map(String::from).collect()
-                }
-                "--ordering" => options.ordering = true,
-                "--ordering-rounds" => {
-                    options.ordering_rounds = value("--ordering-rounds")?.parse()?
-                }
-                other => bail!("unknown argument {other:?}; see --help"),
-            }
-        }
-        if options.fan_qos > 2 {
-            bail!("--fan-qos must be 0, 1 or 2");
-        }
-        Ok(Some(options))
-    }
-
     fn traffic(&self, case: &str) -> Result<Traffic> {
         let one_to_one = |qos| Traffic {
             publishers: 1,
@@ -254,10 +221,7 @@ async fn ordering(options: &Options) -> Result<()> {
 
 fn main() -> Result<()> {
     serve_builtin_if_asked();
-    let Some(options) = Options::parse()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let options = Options::parse();
     if !BrokerProcess::mosquitto_installed() {
         bail!("{MOSQUITTO} is not installed (apt-get install -y mosquitto)");
     }

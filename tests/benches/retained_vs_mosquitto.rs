@@ -37,27 +37,13 @@
 //! `max_queued_messages`, 100,000) counts what arrives.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
+use clap::Parser;
 use e2e::*;
 use mqtt_broker::BrokerConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const USAGE: &str = "\
-Retained fan-out: built-in broker vs Mosquitto (max_queued_messages 0).
-
-usage: cargo bench -p e2e --bench retained_vs_mosquitto -- [OPTIONS]
-
-options:
-  --counts LIST  retained QoS 1 messages for the a/# fetches
-                 (default 10000,100000,1000000)
-  --qos0 N       retained QoS 0 messages for the q/# QoS 0 fetch; 0 skips
-                 (default 150000)
-  --rounds N     fetches per client and count; best and median shown (default 3)
-  --clients LIST rumqttc,mosquitto_sub (default both)
-  --brokers LIST builtin,mosquitto (default both)
-  --help         this text
-";
 
 /// Longest `mosquitto_sub` may take before it is killed.
 const MOSQUITTO_SUB_LIMIT: Duration = Duration::from_secs(600);
@@ -66,52 +52,28 @@ const MOSQUITTO_SUB_LIMIT: Duration = Duration::from_secs(600);
 /// subscriber every retained message.
 const TUNED: &[&str] = &["max_queued_messages 0"];
 
+/// Retained fan-out: built-in broker vs Mosquitto (max_queued_messages 0).
+#[derive(Parser)]
+#[command(bin_name = "cargo bench -p e2e --bench retained_vs_mosquitto --")]
 struct Options {
+    /// Retained QoS 1 messages for the a/# fetches
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     counts: Vec<usize>,
+    /// Retained QoS 0 messages for the q/# QoS 0 fetch; 0 skips
+    #[arg(long, default_value_t = 150_000)]
     qos0: usize,
+    /// Fetches per client and count; best and median shown
+    #[arg(long, default_value_t = 3, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
+    /// Clients: rumqttc, mosquitto_sub
+    #[arg(long, value_delimiter = ',', default_value = "rumqttc,mosquitto_sub")]
     clients: Vec<String>,
+    /// Brokers: builtin, mosquitto
+    #[arg(long, value_delimiter = ',', default_value = "builtin,mosquitto")]
     brokers: Vec<String>,
-}
-
-impl Options {
-    fn parse() -> Result<Option<Options>> {
-        let mut options = Options {
-            counts: vec![10_000, 100_000, 1_000_000],
-            qos0: 150_000,
-            rounds: 3,
-            clients: vec!["rumqttc".into(), "mosquitto_sub".into()],
-            brokers: vec!["builtin".into(), "mosquitto".into()],
-        };
-        let list = |text: String| -> Vec<String> { text.split(',').map(String::from).collect() };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value; see --help"))
-            };
-            match arg.as_str() {
-                // Passed by `cargo bench` to every bench target.
-                "--bench" => {}
-                "--help" | "-h" => return Ok(None),
-                "--counts" => {
-                    options.counts = list(value("--counts")?)
-                        .iter()
-                        .map(|n| {
-                            n.parse()
-                                .with_context(|| format!("--counts: {n:?} is not a number"))
-                        })
-                        .collect::<Result<_>>()?
-                }
-                "--qos0" => options.qos0 = value("--qos0")?.parse()?,
-                "--rounds" => options.rounds = value("--rounds")?.parse::<usize>()?.max(1),
-                "--clients" => options.clients = list(value("--clients")?),
-                "--brokers" => options.brokers = list(value("--brokers")?),
-                other => bail!("unknown argument {other:?}; see --help"),
-            }
-        }
-        Ok(Some(options))
-    }
+    /// Passed by `cargo bench` to every bench target
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 async fn start(broker: &str) -> Result<BrokerProcess> {
@@ -267,10 +229,7 @@ fn in_order(fetched: Fetched) -> &'static str {
 
 fn main() -> Result<()> {
     serve_builtin_if_asked();
-    let Some(options) = Options::parse()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let options = Options::parse();
     if options.brokers.iter().any(|b| b == "mosquitto") && !BrokerProcess::mosquitto_installed() {
         bail!("{MOSQUITTO} is not installed (apt-get install -y mosquitto)");
     }
