@@ -3,10 +3,9 @@
 //! rounds on both.
 //!
 //! ```text
-//! cargo bench -p e2e --bench live_vs_mosquitto
-//! cargo bench -p e2e --bench live_vs_mosquitto -- --rounds 5 --cases qos1,fanin
-//! cargo bench -p e2e --bench live_vs_mosquitto -- --ordering
-//! cargo bench -p e2e --bench live_vs_mosquitto -- --help
+//! cargo bench -p e2e --bench report -- live
+//! cargo bench -p e2e --bench report -- live --rounds 5 --cases qos1,fanin
+//! cargo bench -p e2e --bench report -- ordering
 //! ```
 //!
 //! Each broker runs in a process of its own on 127.0.0.1: the built-in one
@@ -26,22 +25,22 @@
 //! brokers alternating which goes first; best and median are shown, and
 //! the ratio of the medians.
 //!
-//! `--ordering` instead runs the ordering rounds of `e2e::ordering` on both
-//! brokers: B subscribes and A publishes at once on fresh raw connections,
-//! B waits up to a second; idle, then with a background publisher loading
-//! the broker. It prints how many rounds delivered.
+//! `ordering` runs the ordering rounds of `e2e::ordering` on both brokers:
+//! B subscribes and A publishes at once on fresh raw connections, B waits
+//! up to a second; idle, then with a background publisher loading the
+//! broker. It prints how many rounds delivered.
 
+use crate::figures::{median, Figure, Goal, Measure};
+use crate::machine::load_average;
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
-use clap::Parser;
 use e2e::*;
 use mqtt_broker::BrokerConfig;
 use std::time::Duration;
 
-/// Live throughput and ordering: built-in broker vs Mosquitto (defaults).
-#[derive(Parser)]
-#[command(bin_name = "cargo bench -p e2e --bench live_vs_mosquitto --")]
-struct Options {
+/// Live throughput: built-in broker vs Mosquitto (defaults).
+#[derive(clap::Args, Clone)]
+pub struct Options {
     /// Messages per case for qos0/1/2 and fan-in
     #[arg(long, default_value_t = 100_000)]
     count: usize,
@@ -64,15 +63,14 @@ struct Options {
         default_value = "qos0,qos1,qos2,fanout,fanin"
     )]
     cases: Vec<String>,
-    /// Run the ordering rounds instead
-    #[arg(long)]
-    ordering: bool,
-    /// Rounds per ordering run
+}
+
+/// The ordering rounds: built-in broker vs Mosquitto (defaults).
+#[derive(clap::Args, Clone)]
+pub struct OrderingOptions {
+    /// Rounds per run, idle and under load
     #[arg(long, default_value_t = 500)]
-    ordering_rounds: usize,
-    /// Passed by `cargo bench` to every bench target
-    #[arg(long, hide = true)]
-    bench: bool,
+    pub rounds: usize,
 }
 
 impl Options {
@@ -107,22 +105,13 @@ impl Options {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn best(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "n/a".to_owned())
-}
-
-async fn throughput(options: &Options) -> Result<()> {
+/// Runs the live cases; prints their table and returns their figures.
+pub async fn run(options: &Options) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
     let builtin = BrokerProcess::builtin(&BrokerConfig::default()).await?;
     let mosquitto = BrokerProcess::mosquitto(&[]).await?;
     println!("load average at start: {}", load_average());
@@ -158,7 +147,7 @@ async fn throughput(options: &Options) -> Result<()> {
             }
         }
         let (ours_best, theirs_best) = (best(&ours), best(&theirs));
-        let (ours_median, theirs_median) = (median(&mut ours), median(&mut theirs));
+        let (ours_median, theirs_median) = (median(&ours), median(&theirs));
         println!(
             "| {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} | {ours_delivered} / {theirs_delivered} of {expected} |",
             describe(case, traffic),
@@ -168,9 +157,25 @@ async fn throughput(options: &Options) -> Result<()> {
             theirs_median,
             ours_median / theirs_median,
         );
+        // The goals: 2x Mosquitto one to one, 1.5x fanned out or in.
+        let goal = if traffic.publishers == 1 && traffic.subscribers == 1 {
+            2.0
+        } else {
+            1.5
+        };
+        figures.push(
+            Figure::versus(
+                "live",
+                describe(case, traffic),
+                Measure::Rate(ours_median),
+                "Mosquitto (defaults)",
+                Measure::Rate(theirs_median),
+            )
+            .goal(Goal::AtLeast(goal)),
+        );
     }
     println!("load average at end: {}", load_average());
-    Ok(())
+    Ok(figures)
 }
 
 fn name(builtin: bool) -> &'static str {
@@ -195,8 +200,11 @@ fn describe(case: &str, t: Traffic) -> String {
     }
 }
 
-async fn ordering(options: &Options) -> Result<()> {
-    let rounds = options.ordering_rounds;
+/// Runs the ordering rounds on both brokers; prints their table and
+/// returns their figures.
+pub async fn ordering(options: &OrderingOptions) -> Result<Vec<Figure>> {
+    let rounds = options.rounds;
+    let mut delivered = Vec::new();
     println!("load average at start: {}", load_average());
     println!("| broker | idle: delivered of {rounds} | under load: delivered of {rounds} | background messages |");
     println!("| --- | --- | --- | --- |");
@@ -214,25 +222,31 @@ async fn ordering(options: &Options) -> Result<()> {
         let published = load.sent();
         drop(load);
         println!("| {} | {idle} | {loaded} | {published} |", name(is_builtin));
+        delivered.push((idle, loaded));
     }
     println!("load average at end: {}", load_average());
-    Ok(())
-}
-
-fn main() -> Result<()> {
-    serve_builtin_if_asked();
-    let options = Options::parse();
-    if !BrokerProcess::mosquitto_installed() {
-        bail!("{MOSQUITTO} is not installed (apt-get install -y mosquitto)");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        if options.ordering {
-            ordering(&options).await
-        } else {
-            throughput(&options).await
-        }
+    let count = |got| Measure::Count { got, of: rounds };
+    let [(ours_idle, ours_loaded), (theirs_idle, theirs_loaded)] = delivered[..] else {
+        bail!("both brokers ran the rounds");
+    };
+    Ok([
+        (
+            "B subscribes, A publishes at once: idle",
+            ours_idle,
+            theirs_idle,
+        ),
+        ("the same under load", ours_loaded, theirs_loaded),
+    ]
+    .into_iter()
+    .map(|(case, ours, theirs)| {
+        Figure::versus(
+            "ordering",
+            case,
+            count(ours),
+            "Mosquitto (defaults)",
+            count(theirs),
+        )
+        .goal(Goal::All)
     })
+    .collect())
 }

@@ -2,18 +2,13 @@
 //! client doing the same work against the same broker in the same run.
 //!
 //! ```text
-//! cargo bench -p e2e --bench throughput
-//! cargo bench -p e2e --bench throughput -- --count 50000 --payload 1024
-//! cargo bench -p e2e --bench throughput -- --broker mqtt://127.0.0.1:1883
+//! cargo bench -p e2e --bench report -- throughput
+//! cargo bench -p e2e --bench report -- throughput --count 50000 --payload 1024
+//! cargo bench -p e2e --bench report -- throughput --broker mqtt://127.0.0.1:1883
 //! cargo build --release -p host-shim &&
-//!   cargo bench -p e2e --bench throughput -- --broker mosquitto --ops send \
+//!   cargo bench -p e2e --bench report -- throughput --broker mosquitto --ops send \
 //!     --qos 1,2 --count 200000 --paths cli,pipelined
-//! cargo bench -p e2e --bench throughput -- --help
 //! ```
-//!
-//! Every option can also be given as an environment variable
-//! (`BENCH_COUNT=50000`, `BENCH_BROKER=mqtt://127.0.0.1:1883`, ...); a
-//! command line argument wins over the variable.
 //!
 //! # What is measured
 //!
@@ -51,7 +46,10 @@
 //!
 //! `--broker mosquitto` starts Mosquitto (`/usr/sbin/mosquitto`) on a free
 //! loopback port with its default configuration, Nagle's algorithm on
-//! included (`set_tcp_nodelay false`).
+//! included (`set_tcp_nodelay false`). Its default `max_queued_messages
+//! 1000` would drop messages fed before the consumer runs, so there every
+//! Listen case is fed live, as QoS 0 is, and what the consumer did not
+//! keep up with is counted as lost.
 //!
 //! One warm-up round (a tenth of the messages) runs first and is discarded;
 //! then each case runs `--rounds` times, component and native alternating
@@ -61,6 +59,7 @@
 //! default `max_queued_messages 1000` drops the pre-fed Listen messages
 //! (`max_queued_messages 0` lifts the limit).
 
+use crate::figures::{self, thousands, Figure, Goal, Measure};
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use connector::config::ConnectionConfig;
@@ -79,31 +78,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-const USAGE: &str = "\
-Throughput of the connector component vs a native rumqttc client.
-
-usage: cargo bench -p e2e --bench throughput -- [OPTIONS]
-
-options (environment variable in brackets):
-  --count N          messages per case and run [BENCH_COUNT] (default 20000)
-  --payload BYTES    payload size [BENCH_PAYLOAD] (default 256)
-  --batch N          documents per Send call / native batch [BENCH_BATCH] (default 1000)
-  --window N         in-flight window of the sending client [BENCH_WINDOW] (default 100)
-  --receive-max N    Receive Maximum of the listening client [BENCH_RECEIVE_MAX] (default 100)
-  --max-batch N      documents per Listener::next call [BENCH_MAX_BATCH] (default 100)
-  --rounds N         measured rounds per case; the median is shown [BENCH_ROUNDS] (default 3)
-  --qos LIST         QoS levels, e.g. 0,1,2 [BENCH_QOS] (default 0,1,2)
-  --ops LIST         send, listen or both [BENCH_OPS] (default send,listen)
-  --paths LIST       component, native, host (the host's MQTT client without
-                     wasm), cli (`host-shim send --file`, release build) and/or
-                     pipelined (native, no wait per batch)
-                     [BENCH_PATHS] (default component,native)
-  --broker URL       'builtin' (in-process on 127.0.0.1, port 0), 'mosquitto'
-                     (started with its default configuration) or mqtt://HOST:PORT
-                     [BENCH_BROKER] (default builtin)
-  --help             this text
-";
-
 /// How long a consumer waits for the next message before it gives up
 /// (QoS 1, 2) or considers a live QoS 0 feed finished.
 const IDLE: Duration = Duration::from_secs(2);
@@ -112,165 +86,57 @@ const STUCK: Duration = Duration::from_secs(60);
 /// In-flight window of the Listen feeder.
 const FEEDER_WINDOW: u16 = 1000;
 
-#[derive(Debug, Clone)]
-struct Options {
-    count: usize,
-    payload: usize,
-    batch: usize,
-    window: u16,
-    receive_max: u16,
-    max_batch: u32,
-    rounds: usize,
-    qos: Vec<u8>,
-    send: bool,
-    listen: bool,
-    broker: Option<String>,
-    paths: Vec<Path>,
+/// Send and Listen: the connector component vs a native rumqttc client.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Messages per case and run
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one)]
+    pub count: usize,
+    /// Payload size in bytes
+    #[arg(long, default_value_t = 256)]
+    pub payload: usize,
+    /// Documents per Send call / native batch
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+    pub batch: usize,
+    /// In-flight window of the sending client
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub window: u16,
+    /// Receive Maximum of the listening client
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub receive_max: u16,
+    /// Documents per Listener::next call
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch: u32,
+    /// Measured rounds per case; the median is shown
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    pub rounds: usize,
+    /// QoS levels
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2",
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: Vec<u8>,
+    /// Operations: send, listen
+    #[arg(long, value_delimiter = ',', default_value = "send,listen")]
+    pub ops: Vec<Op>,
+    /// Who does the work: component, native, host (the host's MQTT client
+    /// without wasm), cli (`host-shim send --file`, release build),
+    /// pipelined (native, no wait per batch); the ratio is first / last
+    #[arg(long, value_delimiter = ',', default_value = "component,native")]
+    pub paths: Vec<Path>,
+    /// `builtin` (in-process, port 0), `mosquitto` (started with its
+    /// default configuration) or mqtt://HOST:PORT
+    #[arg(long, default_value = "builtin")]
+    pub broker: String,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Options {
-    fn parse() -> anyhow::Result<Option<Options>> {
-        let mut values: Vec<(&'static str, String)> = Vec::new();
-        const KEYS: [(&str, &str); 11] = [
-            ("count", "BENCH_COUNT"),
-            ("payload", "BENCH_PAYLOAD"),
-            ("batch", "BENCH_BATCH"),
-            ("window", "BENCH_WINDOW"),
-            ("receive-max", "BENCH_RECEIVE_MAX"),
-            ("max-batch", "BENCH_MAX_BATCH"),
-            ("rounds", "BENCH_ROUNDS"),
-            ("qos", "BENCH_QOS"),
-            ("ops", "BENCH_OPS"),
-            ("broker", "BENCH_BROKER"),
-            ("paths", "BENCH_PATHS"),
-        ];
-        for (key, var) in KEYS {
-            if let Ok(v) = std::env::var(var) {
-                values.push((key, v));
-            }
-        }
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                // Passed by `cargo bench` to every bench target.
-                "--bench" => {}
-                "--help" | "-h" => {
-                    print!("{USAGE}");
-                    return Ok(None);
-                }
-                other => {
-                    let name = other
-                        .strip_prefix("--")
-                        .ok_or_else(|| anyhow!("unexpected argument '{other}'\n\n{USAGE}"))?;
-                    let (name, inline) = match name.split_once('=') {
-                        Some((n, v)) => (n, Some(v.to_owned())),
-                        None => (name, None),
-                    };
-                    let key = KEYS
-                        .iter()
-                        .map(|(k, _)| *k)
-                        .find(|k| *k == name)
-                        .ok_or_else(|| anyhow!("unknown option '--{name}'\n\n{USAGE}"))?;
-                    let value = match inline {
-                        Some(v) => v,
-                        None => args
-                            .next()
-                            .ok_or_else(|| anyhow!("--{name} needs a value"))?,
-                    };
-                    values.push((key, value));
-                }
-            }
-        }
-
-        let mut o = Options {
-            count: 20_000,
-            payload: 256,
-            batch: 1000,
-            window: 100,
-            receive_max: 100,
-            max_batch: 100,
-            rounds: 3,
-            qos: vec![0, 1, 2],
-            send: true,
-            listen: true,
-            broker: None,
-            paths: vec![Path::Component, Path::Native],
-        };
-        // Later values (arguments) override earlier ones (variables).
-        for (key, value) in values {
-            let bad = |e: &dyn std::fmt::Display| anyhow!("--{key} '{value}': {e}");
-            let number = |v: &str| v.trim().parse::<usize>().map_err(|e| bad(&e));
-            match key {
-                "count" => o.count = number(&value)?,
-                "payload" => o.payload = number(&value)?,
-                "batch" => o.batch = number(&value)?,
-                "window" => o.window = value.trim().parse().map_err(|e| bad(&e))?,
-                "receive-max" => o.receive_max = value.trim().parse().map_err(|e| bad(&e))?,
-                "max-batch" => o.max_batch = value.trim().parse().map_err(|e| bad(&e))?,
-                "rounds" => o.rounds = number(&value)?,
-                "qos" => {
-                    o.qos = value
-                        .split(',')
-                        .map(|q| match q.trim() {
-                            "0" => Ok(0),
-                            "1" => Ok(1),
-                            "2" => Ok(2),
-                            _ => Err(bad(&"QoS levels are 0, 1 and 2")),
-                        })
-                        .collect::<anyhow::Result<_>>()?;
-                }
-                "ops" => {
-                    o.send = false;
-                    o.listen = false;
-                    for op in value.split(',') {
-                        match op.trim() {
-                            "send" => o.send = true,
-                            "listen" => o.listen = true,
-                            _ => return Err(bad(&"operations are send and listen")),
-                        }
-                    }
-                }
-                "paths" => {
-                    o.paths = Vec::new();
-                    for path in value.split(',') {
-                        let path = match path.trim() {
-                            "component" => Path::Component,
-                            "native" => Path::Native,
-                            "host" => Path::Host,
-                            "cli" => Path::Cli,
-                            "pipelined" => Path::Pipelined,
-                            _ => {
-                                return Err(bad(
-                                    &"paths are component, native, host, cli and pipelined",
-                                ))
-                            }
-                        };
-                        if !o.paths.contains(&path) {
-                            o.paths.push(path);
-                        }
-                    }
-                    if o.paths.is_empty() {
-                        return Err(bad(&"name at least one path"));
-                    }
-                }
-                "broker" => {
-                    o.broker = match value.trim() {
-                        "builtin" | "" => None,
-                        url => Some(url.to_owned()),
-                    }
-                }
-                _ => unreachable!("every key is matched"),
-            }
-        }
-        if o.count == 0 || o.batch == 0 || o.rounds == 0 {
-            bail!("--count, --batch and --rounds must be at least 1");
-        }
-        if o.window == 0 || o.receive_max == 0 || o.max_batch == 0 {
-            bail!("--window, --receive-max and --max-batch must be at least 1");
-        }
-        Ok(Some(o))
-    }
-
     /// The same options with fewer messages, for the warm-up round.
     fn warm_up(&self) -> Options {
         Options {
@@ -365,6 +231,9 @@ struct Bench {
     url: String,
     runtime: Runtime,
     payload: Bytes,
+    /// Listen cases fed while the consumer runs, whatever the QoS (for a
+    /// broker that drops what it queues beyond a limit).
+    live_feed: bool,
 }
 
 impl Bench {
@@ -493,7 +362,7 @@ impl Bench {
             self.connection_json(&unique("bench-send-cli"), o.window),
         )?;
         let started = Instant::now();
-        let status = tokio::process::Command::new(cli_binary())
+        let status = tokio::process::Command::new(crate::host_shim_binary())
             .arg("send")
             .arg("--connection")
             .arg(&connection)
@@ -510,7 +379,7 @@ impl Bench {
             .kill_on_drop(true)
             .status()
             .await
-            .with_context(|| format!("running {}", cli_binary().display()))?;
+            .with_context(|| format!("running {}", crate::host_shim_binary().display()))?;
         let elapsed = started.elapsed();
         if !status.success() {
             bail!("host-shim send failed: {status}");
@@ -536,7 +405,7 @@ impl Bench {
         let o = &self.options;
         let feeder = NativePublisher::connect(self, FEEDER_WINDOW, qos).await?;
         let (topic, payload, count) = (topic.to_owned(), self.payload.clone(), o.count);
-        if qos == 0 {
+        if qos == 0 || self.live_feed {
             let batch = o.batch;
             Ok(Some(tokio::spawn(async move {
                 feeder.publish(&topic, qos, count, batch, &payload).await?;
@@ -574,7 +443,7 @@ impl Bench {
                 .await
                 .map_err(|e| anyhow!("next: {e}"))?;
             if documents.is_empty() {
-                if qos == 0 && first.is_some() {
+                if (qos == 0 || self.live_feed) && first.is_some() {
                     break; // the live feed is over; the rest was lost
                 }
                 bail!("component listen: no message for {IDLE:?} after {received}");
@@ -624,7 +493,7 @@ impl Bench {
         while received < o.count {
             let event = match tokio::time::timeout(IDLE, eventloop.poll()).await {
                 Ok(event) => event?,
-                Err(_) if qos == 0 && first.is_some() => break,
+                Err(_) if (qos == 0 || self.live_feed) && first.is_some() => break,
                 Err(_) => bail!("native listen: no message for {IDLE:?} after {received}"),
             };
             if let Event::Incoming(Packet::Publish(publish)) = event {
@@ -735,7 +604,7 @@ impl Bench {
                 .await
                 .map_err(|e| anyhow!("receive: {e}"))?;
             if batch.is_empty() {
-                if qos == 0 && first.is_some() {
+                if (qos == 0 || self.live_feed) && first.is_some() {
                     break;
                 }
                 bail!("host listen: no message for {IDLE:?} after {received}");
@@ -886,21 +755,11 @@ impl NativePublisher {
     }
 }
 
-/// The `host-shim` binary the `cli` path runs: `$HOST_SHIM_BIN`, else the
-/// workspace's release build.
-fn cli_binary() -> std::path::PathBuf {
-    match std::env::var_os("HOST_SHIM_BIN") {
-        Some(path) => path.into(),
-        None => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/host-shim")
-        }
-    }
-}
-
 // ----- running and reporting -----
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+/// What the client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
     Send,
     Listen,
 }
@@ -922,13 +781,14 @@ impl Case {
 }
 
 /// Who does the work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Path {
     /// The connector component in the wasmtime host.
     Component,
     /// A plain rumqttc v5 client.
     Native,
     /// The host's MQTT client, driven without WebAssembly.
+    #[value(name = "host")]
     Host,
     /// `host-shim send --file` (Send only).
     Cli,
@@ -944,6 +804,17 @@ impl Path {
             Path::Host => "host client",
             Path::Cli => "cli",
             Path::Pipelined => "pipelined",
+        }
+    }
+
+    /// What the path is, for a reader of the report.
+    fn label(self) -> &'static str {
+        match self {
+            Path::Component => "the component in the host",
+            Path::Native => "native rumqttc",
+            Path::Host => "the host's MQTT client",
+            Path::Cli => "`host-shim send --file`",
+            Path::Pipelined => "native rumqttc, pipelined",
         }
     }
 }
@@ -972,14 +843,8 @@ struct Row {
 }
 
 fn median(samples: &[Sample]) -> f64 {
-    let mut rates: Vec<f64> = samples.iter().map(Sample::rate).collect();
-    rates.sort_by(f64::total_cmp);
-    let mid = rates.len() / 2;
-    if rates.len() % 2 == 0 {
-        (rates[mid - 1] + rates[mid]) / 2.0
-    } else {
-        rates[mid]
-    }
+    let rates: Vec<f64> = samples.iter().map(Sample::rate).collect();
+    figures::median(&rates)
 }
 
 /// Half the range of the rates, as a percentage of the median.
@@ -988,18 +853,6 @@ fn spread(samples: &[Sample]) -> f64 {
     let max = rates.iter().copied().fold(f64::MIN, f64::max);
     let min = rates.iter().copied().fold(f64::MAX, f64::min);
     (max - min) / 2.0 / median(samples) * 100.0
-}
-
-fn thousands(rate: f64) -> String {
-    let digits = format!("{:.0}", rate.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn report(paths: &[Path], rows: &[Row]) -> String {
@@ -1079,44 +932,35 @@ fn report(paths: &[Path], rows: &[Row]) -> String {
 }
 
 fn median_cpu(samples: &[Sample]) -> f64 {
-    let mut values: Vec<f64> = samples.iter().filter_map(Sample::cpu_per_message).collect();
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 0 => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-        n => values[n / 2],
-    }
+    let values: Vec<f64> = samples.iter().filter_map(Sample::cpu_per_message).collect();
+    figures::median(&values)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Some(options) = Options::parse()? else {
-        return Ok(());
-    };
+/// Runs the cases; prints their table and returns their figures.
+pub async fn run(options: &Options) -> anyhow::Result<Vec<Figure>> {
     // Kept alive for the whole run.
-    let mosquitto = match options.broker.as_deref() {
-        Some("mosquitto") => Some(
+    let mosquitto = match options.broker.as_str() {
+        "mosquitto" => Some(
             e2e::BrokerProcess::mosquitto(&[])
                 .await
                 .context("starting Mosquitto with its default configuration")?,
         ),
         _ => None,
     };
-    let builtin = match &options.broker {
-        Some(_) => None,
-        None => {
+    let builtin = match options.broker.as_str() {
+        "builtin" => {
             let config = BrokerConfig {
                 max_inflight: options.receive_max.max(100),
                 ..BrokerConfig::ephemeral()
             };
             Some(broker::start(config).await?)
         }
+        _ => None,
     };
-    let url = match (&builtin, &mosquitto, &options.broker) {
-        (Some(b), _, _) => b.url(),
-        (None, Some(m), _) => format!("mqtt://{}", m.addr()),
-        (None, None, Some(url)) => url.clone(),
-        (None, None, None) => unreachable!("a broker is started when none is given"),
+    let url = match (&builtin, &mosquitto) {
+        (Some(b), _) => b.url(),
+        (None, Some(m)) => format!("mqtt://{}", m.addr()),
+        (None, None) => options.broker.clone(),
     };
 
     let (host, _) = host_port(&url)?;
@@ -1134,11 +978,12 @@ async fn main() -> anyhow::Result<()> {
         payload: Bytes::from(vec![b'x'; options.payload]),
         url: url.clone(),
         options: options.clone(),
+        live_feed: mosquitto.is_some(),
     };
 
     let mut cases = Vec::new();
-    for (enabled, op) in [(options.send, Op::Send), (options.listen, Op::Listen)] {
-        if enabled {
+    for op in [Op::Send, Op::Listen] {
+        if options.ops.contains(&op) {
             cases.extend(options.qos.iter().map(|&qos| Case { op, qos }));
         }
     }
@@ -1169,6 +1014,7 @@ async fn main() -> anyhow::Result<()> {
         runtime: bench.runtime.clone(),
         payload: bench.payload.clone(),
         url: url.clone(),
+        live_feed: bench.live_feed,
     };
     for &case in &cases {
         for &path in &options.paths {
@@ -1216,5 +1062,57 @@ async fn main() -> anyhow::Result<()> {
     if let Some(broker) = builtin {
         broker.shutdown().await;
     }
-    Ok(())
+    let broker_name = if mosquitto.is_some() {
+        "Mosquitto (defaults)"
+    } else if options.broker == "builtin" {
+        "built-in broker"
+    } else {
+        "external broker"
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|row| figure(row, broker_name, mosquitto.is_some()))
+        .collect())
+}
+
+/// A row as a report figure: its first path next to its last, held to
+/// 0.9 of the last when that is the native client.
+fn figure(row: &Row, broker: &str, live_feed: bool) -> Option<Figure> {
+    let [(ours_path, ours), .., (their_path, theirs)] = &row.samples[..] else {
+        return None;
+    };
+    let section = match row.case.op {
+        Op::Send => "send",
+        Op::Listen => "listen",
+    };
+    let lost = |samples: &[Sample]| samples.iter().map(|s| s.lost).max().unwrap_or(0);
+    let feed = match row.case.op {
+        Op::Listen if row.case.qos == 0 || live_feed => ", fed live",
+        _ => "",
+    };
+    let mut case = format!(
+        "QoS {} on {broker}{feed}: {}",
+        row.case.qos,
+        ours_path.label()
+    );
+    if lost(ours) + lost(theirs) > 0 {
+        let _ = write!(
+            case,
+            " (lost, worst run: {} / {})",
+            lost(ours),
+            lost(theirs)
+        );
+    }
+    let figure = Figure::versus(
+        section,
+        case,
+        Measure::Rate(median(ours)),
+        their_path.label(),
+        Measure::Rate(median(theirs)),
+    );
+    Some(if matches!(their_path, Path::Native | Path::Pipelined) {
+        figure.goal(Goal::AtLeast(0.9))
+    } else {
+        figure
+    })
 }
