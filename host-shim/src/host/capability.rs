@@ -14,23 +14,22 @@
 //! will topic that does not fails the call, as an `invalid-config` error.
 
 use super::bindings::mqtt_connector::connector::{logging, mqtt, types};
+use super::policy::Policy;
 use crate::mqtt::MqttClient;
 use connector::model;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 connector::wit_conversions!(types = types, mqtt = mqtt);
 
-/// Decides whether a guest may connect to a broker URL.
-pub type BrokerPolicy = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
 /// Per-store state of the MQTT capability.
 ///
-/// Deny by default: [`MqttCtx::new`] lets the guest connect to no broker at
-/// all; [`MqttCtx::allow_broker`] or [`MqttCtx::allow_any_broker`] open it.
+/// Deny by default: [`MqttCtx::new`] lets the guest connect to no broker
+/// and name no file; [`MqttCtx::policy`] says what it may.
 pub struct MqttCtx {
-    policy: Option<BrokerPolicy>,
+    policy: Policy,
+    /// Clients the guest holds now, against the policy's limit.
+    clients: usize,
     /// Name used in the guest's log lines.
     log_name: String,
     /// Time spent in host calls since [`MqttCtx::reset_host_time`], so a
@@ -46,25 +45,21 @@ impl Default for MqttCtx {
 }
 
 impl MqttCtx {
-    /// A context that denies every broker. Guest log lines are named
-    /// `connector`.
+    /// A context that denies every broker and file. Guest log lines are
+    /// named `connector`.
     pub fn new() -> Self {
         MqttCtx {
-            policy: None,
+            policy: Policy::closed(),
+            clients: 0,
             log_name: "connector".to_owned(),
             host_time: Duration::ZERO,
         }
     }
 
-    /// Lets the guest connect to the brokers for whose URL `allowed` is true.
-    pub fn allow_broker(mut self, allowed: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        self.policy = Some(Arc::new(allowed));
+    /// Lets the guest reach what `policy` allows.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
-    }
-
-    /// Lets the guest connect to any broker.
-    pub fn allow_any_broker(self) -> Self {
-        self.allow_broker(|_| true)
     }
 
     /// Names the guest's log lines (for example after the operation).
@@ -139,26 +134,29 @@ impl mqtt::HostClient for MqttCtxView<'_> {
         options: mqtt::ConnectOptions,
     ) -> wasmtime::Result<Result<Resource<MqttClient>, types::Error>> {
         let started = Instant::now();
-        let allowed = self
-            .ctx
-            .policy
-            .as_ref()
-            .is_some_and(|allow| allow(&options.url));
-        if !allowed {
-            return Ok(Err(model::Error::new(
-                model::ErrorCode::NotAuthorized,
-                format!("the host does not allow connecting to {}", options.url),
-            )
-            .into()));
-        }
         let options = match model::ConnectOptions::try_from(options) {
             Ok(options) => options,
             Err(e) => return Ok(Err(e.into())),
         };
+        let refusal = self.ctx.policy.refusal(&options).or_else(|| {
+            let limit = self.ctx.policy.clients_limit();
+            (self.ctx.clients >= limit)
+                .then(|| format!("the host allows at most {limit} clients at once"))
+        });
+        if let Some(why) = refusal {
+            tracing::warn!(operation = %self.ctx.log_name, "refused to the connector: {why}");
+            return Ok(Err(
+                model::Error::new(model::ErrorCode::NotAuthorized, why).into()
+            ));
+        }
         let result = MqttClient::connect(options).await;
         self.count_host_time(started);
         match result {
-            Ok(client) => Ok(Ok(self.table.push(client)?)),
+            Ok(client) => {
+                let handle = self.table.push(client)?;
+                self.ctx.clients += 1;
+                Ok(Ok(handle))
+            }
             Err(e) => Ok(Err(e.into())),
         }
     }
@@ -266,6 +264,7 @@ impl mqtt::HostClient for MqttCtxView<'_> {
     async fn drop(&mut self, handle: Resource<MqttClient>) -> wasmtime::Result<()> {
         // The client's event loop ends when its last handle goes.
         self.table.delete(handle)?;
+        self.ctx.clients = self.ctx.clients.saturating_sub(1);
         Ok(())
     }
 }
@@ -408,5 +407,63 @@ mod tests {
         let wit = types::Document::from(document.clone());
         assert_eq!(wit.properties[0].value, types::Value::Integer(1));
         assert_eq!(connector::document::Document::from(wit), document);
+    }
+
+    /// A guest's connect call, as any guest may make it, under `policy`.
+    async fn connect_under(
+        policy: Policy,
+        options: mqtt::ConnectOptions,
+    ) -> Result<(), types::Error> {
+        let mut ctx = MqttCtx::new().policy(policy);
+        let mut table = ResourceTable::new();
+        let mut view = MqttCtxView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
+        mqtt::HostClient::connect(&mut view, options)
+            .await
+            .expect("no trap")
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn a_guest_reaches_only_what_the_policy_allows() {
+        // Another broker: refused before any connection is tried.
+        let e = connect_under(
+            Policy::closed().allow_broker("mqtt://allowed.example:1883"),
+            wit_options(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, types::ErrorCode::NotAuthorized);
+        assert!(e.message.contains("mqtt://127.0.0.1:1883"), "{}", e.message);
+
+        // The allowed broker, but a file the host was not told about.
+        let mut options = wit_options();
+        options.url = "mqtts://127.0.0.1:8883".into();
+        options.tls = Some(mqtt::TlsOptions {
+            ca_file: Some("/etc/passwd".into()),
+            client_cert_file: None,
+            client_key_file: None,
+            alpn: Vec::new(),
+        });
+        let e = connect_under(
+            Policy::closed().allow_broker("mqtts://127.0.0.1:8883"),
+            options,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, types::ErrorCode::NotAuthorized);
+        assert!(e.message.contains("/etc/passwd"), "{}", e.message);
+
+        // No client at all allowed.
+        let e = connect_under(
+            Policy::closed().allow_any_broker().max_clients(0),
+            wit_options(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, types::ErrorCode::NotAuthorized);
+        assert!(e.message.contains("at most 0 clients"), "{}", e.message);
     }
 }

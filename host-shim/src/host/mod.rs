@@ -11,6 +11,9 @@
 //!   ([`connector::wit_conversions!`]).
 //! - `runtime`: the component compiled once ([`Runtime`]), and the Send and
 //!   Listen operations, each in its own store under memory and time limits.
+//! - [`policy`]: what a guest may reach through the host ([`Policy`]):
+//!   by default the broker and TLS files of the connection its operation
+//!   was opened with, nothing else.
 //! - [`cache`]: compiled components kept on disk ([`CodeCache`]), so a
 //!   command compiles the connector once per machine rather than once per
 //!   run.
@@ -46,6 +49,7 @@
 mod bindings;
 pub mod cache;
 pub mod capability;
+pub mod policy;
 mod runtime;
 
 pub use bindings::exports::mqtt_connector::connector::operations::{
@@ -55,6 +59,7 @@ pub use bindings::mqtt_connector::connector::types::{Document, Property, Qos, Va
 pub use cache::{CodeCache, CodeOrigin};
 pub use connector::model::{Error, ErrorCode};
 pub use connector::validate::Problem;
+pub use policy::Policy;
 pub use runtime::{
     Limits, Listener, OperationError, Runtime, RuntimeError, Sender, EMBEDDED_COMPONENT,
 };

@@ -10,6 +10,7 @@ use super::bindings::mqtt_connector::connector::types::Document;
 use super::bindings::{Connector, ConnectorPre};
 use super::cache::{CodeCache, CodeOrigin};
 use super::capability::{self, MqttCtx, MqttCtxView, MqttView};
+use super::policy::Policy;
 use connector::model::Error;
 use connector::validate::Problem;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,9 @@ pub struct Runtime {
     pre: ConnectorPre<HostState>,
     limits: Limits,
     origin: CodeOrigin,
+    /// The embedder's policy for every operation; `None`: each operation
+    /// gets its connection's ([`Policy::for_connection`]).
+    policy: Option<Policy>,
 }
 
 impl Runtime {
@@ -204,7 +208,23 @@ impl Runtime {
             pre,
             limits,
             origin,
+            policy: None,
         })
+    }
+
+    /// The same runtime with `policy` for every operation, instead of each
+    /// operation's connection deciding which broker and files its guest may
+    /// reach.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// What the guest of an operation opened with `connection` may reach.
+    fn policy_for(&self, connection: &str) -> Policy {
+        self.policy
+            .clone()
+            .unwrap_or_else(|| Policy::for_connection(connection))
     }
 
     /// The limits every instance runs under.
@@ -217,20 +237,25 @@ impl Runtime {
         self.origin
     }
 
-    async fn instantiate(&self, log_name: &str) -> wasmtime::Result<(Store<HostState>, Connector)> {
+    async fn instantiate(
+        &self,
+        log_name: &str,
+        policy: Policy,
+    ) -> wasmtime::Result<(Store<HostState>, Connector)> {
         let state = HostState {
             // WASI denies network, files and environment by default; the
             // guest reaches brokers only through the MQTT capability.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            mqtt: MqttCtx::new().allow_any_broker().log_name(log_name),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
+                .table_elements(policy.table_elements_limit())
                 .instances(4)
                 // A clear trap at the limit, rather than an allocation
                 // failure the guest reports as `unreachable`.
                 .trap_on_grow_failure(true)
                 .build(),
+            mqtt: MqttCtx::new().policy(policy).log_name(log_name),
             guest_time: self.limits.guest_time,
             call_started: Instant::now(),
         };
@@ -262,7 +287,7 @@ impl Runtime {
     ///
     /// When the guest traps.
     pub async fn describe(&self) -> Result<Metadata, RuntimeError> {
-        let (mut store, connector) = self.instantiate("describe").await?;
+        let (mut store, connector) = self.instantiate("describe", Policy::closed()).await?;
         begin_call(&mut store);
         connector
             .mqtt_connector_connector_operations()
@@ -282,7 +307,7 @@ impl Runtime {
         kind: Option<OperationKind>,
         config: &str,
     ) -> Result<Vec<Problem>, RuntimeError> {
-        let (mut store, connector) = self.instantiate("validate").await?;
+        let (mut store, connector) = self.instantiate("validate", Policy::closed()).await?;
         begin_call(&mut store);
         let problems = connector
             .mqtt_connector_connector_operations()
@@ -423,9 +448,10 @@ impl Operation {
                 OperationKind::Send => "send",
                 OperationKind::Listen => "listen",
             };
+            let policy = self.runtime.policy_for(&self.connection);
             let (mut store, connector) = self
                 .runtime
-                .instantiate(name)
+                .instantiate(name, policy)
                 .await
                 .map_err(|e| OperationError::Trap(format!("{e:#}")))?;
             begin_call(&mut store);

@@ -2,7 +2,7 @@
 //! the call with a trap, and the host carries on.
 
 use crate::common::*;
-use host_shim::host::{Limits, OperationError};
+use host_shim::host::{ErrorCode, Limits, OperationError, Policy};
 use serde_json::json;
 use std::time::Duration;
 
@@ -116,4 +116,46 @@ async fn time_limit_traps_and_the_host_carries_on() -> anyhow::Result<()> {
     close_listener(listener).await?;
     close_sender(sender).await?;
     Ok(())
+}
+
+/// An embedder's policy is the guest's whole world: a runtime told to
+/// allow one broker refuses the connector a connection to another, and a
+/// connection naming a TLS file the policy does not list, with
+/// `not-authorized` and what was refused, before any byte is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedder_s_policy_bounds_brokers_and_files() -> anyhow::Result<()> {
+    let target = Target::start(BrokerKind::Builtin, Version::V5).await?;
+    let rt = runtime().with_policy(Policy::closed().allow_broker("mqtt://elsewhere.example:1883"));
+    let refused = open_sender(&rt, &target.connection(), json!({"topic": "p/t"})).await;
+    let e = connector_error(refused);
+    assert_eq!(e.code, ErrorCode::NotAuthorized, "{e}");
+    assert!(e.message.contains(target.url()), "{e}");
+
+    let rt = runtime().with_policy(Policy::closed().allow_any_broker());
+    let connection = json!({
+        "url": target.url().replacen("mqtt://", "mqtts://", 1),
+        "tls": {"ca_file": "/etc/ssl/private/host.key"}
+    });
+    let refused = open_sender(&rt, &connection.to_string(), json!({"topic": "p/t"})).await;
+    let e = connector_error(refused);
+    assert_eq!(e.code, ErrorCode::NotAuthorized, "{e}");
+    assert!(e.message.contains("/etc/ssl/private/host.key"), "{e}");
+
+    // Without a policy of its own, the runtime allows the connection's
+    // broker: the same sender opens and sends.
+    let mut sender = open_sender(&runtime(), &target.connection(), json!({"topic": "p/t"})).await?;
+    send_ok(&mut sender, &[doc("allowed")]).await?;
+    close_sender(sender).await?;
+    Ok(())
+}
+
+/// The connector's error of a failed open.
+fn connector_error<T>(opened: anyhow::Result<T>) -> host_shim::host::Error {
+    let Err(e) = opened else {
+        panic!("the open must be refused");
+    };
+    match e.downcast::<OperationError>() {
+        Ok(OperationError::Connector(e)) => e,
+        other => panic!("expected the connector's error, got {other:?}"),
+    }
 }
