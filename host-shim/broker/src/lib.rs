@@ -69,6 +69,8 @@
 //!     lingering read after a close.
 //!   - `server/connection.rs`: one task per connection, writing.
 //! - `types`: small types the modules share.
+//! - `fuzzing` (feature `fuzzing`): the entry points of the `cargo fuzz`
+//!   targets in `fuzz/`, over the codec and the core.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
 //!   loopback over the management API, for `host-shim retained`.
 
@@ -76,6 +78,8 @@ pub mod admin;
 mod codec;
 pub mod config;
 mod core;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod retained;
 mod server;
 mod session;
