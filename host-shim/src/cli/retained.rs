@@ -73,7 +73,8 @@ pub enum RetainedCommand {
     /// Print how many retained messages the built-in broker holds
     Count(AdminArgs),
     /// Take the retained messages of any broker, through the connector
-    Snapshot(SnapshotArgs),
+    // Boxed: the connection flags make it several times the others' size.
+    Snapshot(Box<SnapshotArgs>),
 }
 
 /// Where the admin endpoint is, and its token.
