@@ -544,3 +544,73 @@ fn help_teaches_within_80_columns_and_flags_get_suggestions() {
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("--topic"), "{}", out.stderr);
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_flag_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = host_shim(&["completions", shell]);
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        for flag in ["will-topic", "retained-only", "results"] {
+            assert!(out.stdout.contains(flag), "{shell} lacks {flag}");
+        }
+    }
+    let out = host_shim(&["completions", "tcsh"]);
+    assert_eq!(out.code, Some(2));
+
+    let out = host_shim(&["man"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with(".ie") || out.stdout.contains(".TH host-shim"));
+    for text in [
+        "host\\-shim send",
+        "host\\-shim listen",
+        "will\\-topic",
+        "retained\\-only",
+    ] {
+        assert!(out.stdout.contains(text), "the man page lacks {text}");
+    }
+}
+
+#[test]
+fn help_gives_the_real_qos_default_and_h_is_the_host() {
+    for sub in ["send", "listen"] {
+        let out = host_shim(&[sub, "--help"]);
+        assert!(out.stdout.contains("[default: 1]"), "{sub}: {}", out.stdout);
+        assert!(
+            !out.stdout.contains("2 [default: 0]"),
+            "{sub}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("-h, --host <HOST>"),
+            "{sub}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("Exit status: 0"),
+            "{sub}: {}",
+            out.stdout
+        );
+    }
+    // -h takes a host, so it is never help: without a topic, an error.
+    let out = host_shim(&["sub", "-h", "127.0.0.1"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("-t FILTER"), "{}", out.stderr);
+}
+
+#[test]
+fn listen_config_file_problems_name_the_file_and_the_key() {
+    let config = temp_file(
+        "typo.listen.json",
+        br#"{"subscriptons": [{"filter": "a"}]}"#,
+    );
+    let out = host_shim(&["listen", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains(&config.display().to_string()) && !out.stderr.contains("or --config"),
+        "{}",
+        out.stderr
+    );
+    // The misspelt key, with the one it should be.
+    assert!(out.stderr.contains("/subscriptons: "), "{}", out.stderr);
+    assert!(out.stderr.contains("\"subscriptions\""), "{}", out.stderr);
+}

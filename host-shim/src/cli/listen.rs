@@ -100,18 +100,16 @@ impl ListenArgs {
         if self.retained_only {
             config.insert("retained".to_owned(), Json::from("only"));
         }
-        if !config.contains_key("subscriptions") {
-            match &self.config {
-                Some(path) => anyhow::bail!(
-                    "nothing to listen to: {} has no \"subscriptions\"; add them there \
-                     or give -t FILTER",
-                    path.display()
-                ),
-                None => anyhow::bail!("nothing to listen to: give -t FILTER or --config FILE"),
-            }
+        if !config.contains_key("subscriptions") && self.config.is_none() {
+            anyhow::bail!("nothing to listen to: give -t FILTER or --config FILE");
         }
         let config = Json::Object(config);
-        ensure_valid(ConfigKind::Listen, "listen", &config)?;
+        // A file's problems (a misspelt key, say) name the file.
+        let checked = ensure_valid(ConfigKind::Listen, "listen", &config);
+        match &self.config {
+            Some(path) => checked.with_context(|| format!("in {}", path.display()))?,
+            None => checked?,
+        }
         Ok(config)
     }
 
