@@ -142,6 +142,7 @@ fn subscribed(
         }
     }
     let _ = listener.kill();
+    let _ = listener.wait();
     panic!("the listener never subscribed");
 }
 
