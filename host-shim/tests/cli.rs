@@ -154,7 +154,16 @@ fn the_quickstart_flow_passes_and_prints_the_retained_document() {
     assert_eq!(documents[0]["topic"], "users/settings/user01");
     assert_eq!(documents[0]["retained"], true);
     assert_eq!(documents[0]["payload"], r#"{"account_type":"standard"}"#);
-    assert!(out.stdout.contains("passed"), "{}", out.stdout);
+    // stdout holds the documents and nothing else, for `| jq`.
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(out.stderr.contains("passed"), "{}", out.stderr);
+
+    let out = host_shim(&["run", "examples/quickstart.flow.json", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: Json = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["failed"], Json::Null);
+    assert_eq!(report["documents"][0]["topic"], "users/settings/user01");
 }
 
 #[test]
@@ -171,18 +180,28 @@ fn an_unmet_expectation_exits_1_and_says_what_differed() {
     let out = host_shim(&["run", flow.to_str().unwrap()]);
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("FAILED: step 1 (listen)"),
+        out.stderr.contains("FAILED: step 1 (listen)"),
         "{}",
-        out.stdout
+        out.stderr
     );
     assert!(
-        out.stdout.contains(r#"expected payloads ["b"], got ["a"]"#),
+        out.stderr.contains(r#"expected payloads ["b"], got ["a"]"#),
         "{}",
-        out.stdout
+        out.stderr
     );
     assert!(
-        !out.stdout.contains("step 2"),
+        !out.stderr.contains("step 2"),
         "the flow stops at the failed step"
+    );
+    let out = host_shim(&["run", flow.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let report: Json = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["failed"]["step"], 1);
+    assert_eq!(report["failed"]["kind"], "listen");
+    assert_eq!(
+        report["failed"]["differences"][0],
+        r#"expected payloads ["b"], got ["a"]"#
     );
 
     let invalid = temp_file(
