@@ -634,3 +634,44 @@ fn the_same_command_lines_as_mosquitto_give_the_same_results() {
         assert_eq!((ours.code, theirs.code), (Some(TIMED_OUT), Some(TIMED_OUT)));
     }
 }
+
+#[test]
+fn a_retained_send_dropped_by_a_311_broker_hints_at_retain_supported() {
+    let config = temp_file("tagoio.json", br#"{"profile": "tagoio"}"#);
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()]);
+    let port = broker.port();
+    let out = host_shim(&["pub", "-p", &port, "-V", "311", "-t", "t", "-m", "x", "-r"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("document 0: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: ") && out.stderr.contains("\"retain_supported\": false"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("sent 0, failed 1 "), "{}", out.stderr);
+    // With it, the connector refuses the retained send itself, and says why.
+    let connection = temp_file("no-retain.json", br#"{"retain_supported": false}"#);
+    let out = host_shim(&[
+        "pub",
+        "-p",
+        &port,
+        "-V",
+        "311",
+        "-t",
+        "t",
+        "-m",
+        "x",
+        "-r",
+        "--connection",
+        connection.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not support retained"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("hint: "), "{}", out.stderr);
+    // Not retained: sent.
+    pub_(&port, &["-V", "311", "-t", "t", "-m", "x"]);
+}

@@ -68,12 +68,17 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     None
 }
 
-/// A hint for a document that failed on a retained send: a 3.1.1 broker
-/// without retained messages cannot say so and closes the connection.
-pub fn retained_send_hint(error: &ConnectorError, retained: bool) -> Option<&'static str> {
+/// A hint for a document that failed on a retained send over MQTT 3.1.1:
+/// a 3.1.1 broker without retained messages cannot say so and closes the
+/// connection (a 5.0 broker says so, and the connector's error does too).
+pub fn retained_send_hint(
+    error: &ConnectorError,
+    retained: bool,
+    v311: bool,
+) -> Option<&'static str> {
     let lost = error.code == ErrorCode::ConnectionFailed
         || error.message.contains("connection to the broker was lost");
-    (retained && lost).then_some(
+    (retained && v311 && lost).then_some(
         "a 3.1.1 broker without retained messages drops the connection on a \
          retained send: if this broker has none, set \"retain_supported\": \
          false in the --connection file, or send without -r",
@@ -107,9 +112,10 @@ mod tests {
             ErrorCode::ConnectionFailed,
             "the connection to the broker was lost before the broker acknowledged it",
         );
-        assert!(retained_send_hint(&lost, true)
+        assert!(retained_send_hint(&lost, true, true)
             .unwrap()
             .contains("retain_supported"));
-        assert_eq!(retained_send_hint(&lost, false), None);
+        assert_eq!(retained_send_hint(&lost, false, true), None);
+        assert_eq!(retained_send_hint(&lost, true, false), None);
     }
 }

@@ -8,6 +8,7 @@ use clap::{ArgGroup, Args};
 use connector::model::Error as ConnectorError;
 use host_shim::flow::ConfigKind;
 use host_shim::host::Document;
+use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
 use std::io::{BufRead, BufReader, Read as _, Write};
 use std::path::{Path, PathBuf};
@@ -243,6 +244,7 @@ struct Tally {
 struct Report<W: Write> {
     results: Option<W>,
     retained: bool,
+    v311: bool,
     hinted: bool,
     tally: Tally,
 }
@@ -262,7 +264,7 @@ impl<W: Write> Report<W> {
                 let error = e.clone().for_document(index);
                 eprintln!("{error}");
                 if !self.hinted {
-                    if let Some(hint) = exit::retained_send_hint(e, self.retained) {
+                    if let Some(hint) = exit::retained_send_hint(e, self.retained, self.v311) {
                         eprintln!("hint: {hint}");
                         self.hinted = true;
                     }
@@ -338,6 +340,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                 .results
                 .then(|| std::io::BufWriter::new(std::io::stdout().lock())),
             retained,
+            v311: connection["mqtt_version"] == MqttVersion::V311.as_str(),
             hinted: false,
             tally: Tally::default(),
         };
