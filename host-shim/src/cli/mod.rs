@@ -24,6 +24,8 @@ pub mod format;
 pub mod listen;
 pub mod logging;
 pub mod progress;
+#[cfg(test)]
+mod readme;
 pub mod retained;
 pub mod run;
 pub mod schema;
