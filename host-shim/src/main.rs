@@ -60,8 +60,8 @@ enum Command {
     Retained(cli::retained::RetainedArgs),
     /// Print a shell completion script (bash, zsh, fish, ...)
     Completions(cli::docs::CompletionsArgs),
-    /// Print the man page (roff), for `host-shim man | man -l -`
-    Man,
+    /// Print a man page (roff), for `host-shim man | man -l -`
+    Man(cli::docs::ManArgs),
 }
 
 /// `host-shim broker`.
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions(args) => cli::docs::completions(&args, Cli::command()),
-        Command::Man => cli::docs::man(Cli::command()),
+        Command::Man(args) => cli::docs::man(&args, Cli::command()),
         Command::Run(args) => cli::run::run(args),
         Command::Send(args) => cli::send::run(args),
         Command::Listen(args) => cli::listen::run(args),
@@ -315,7 +315,15 @@ mod tests {
         // Built, so that the subcommands get `-h` as the host from the root.
         cmd.build();
         for sub in [
-            "run", "send", "listen", "broker", "schema", "validate", "retained",
+            "run",
+            "send",
+            "listen",
+            "broker",
+            "schema",
+            "validate",
+            "retained",
+            "completions",
+            "man",
         ] {
             let help = cmd
                 .find_subcommand_mut(sub)

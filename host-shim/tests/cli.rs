@@ -578,15 +578,39 @@ fn completions_and_man_page_come_from_the_flag_definitions() {
 
     let out = host_shim(&["man"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.starts_with(".ie") || out.stdout.contains(".TH host-shim"));
-    for text in [
-        "host\\-shim send",
-        "host\\-shim listen",
-        "will\\-topic",
-        "retained\\-only",
-    ] {
-        assert!(out.stdout.contains(text), "the man page lacks {text}");
+    assert!(out.stdout.contains(".TH host-shim 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("host\\-shim\\-send(1)"),
+        "{}",
+        out.stdout
+    );
+    for (sub, flag) in [("send", "will\\-topic"), ("listen", "retained\\-only")] {
+        let out = host_shim(&["man", sub]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!(".TH host-shim-{sub} 1")),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(flag), "the {sub} page lacks {flag}");
     }
+    let out = host_shim(&["man", "nope"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("one of: run, send"), "{}", out.stderr);
+
+    let dir = std::env::temp_dir().join(format!("host-shim-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = host_shim(&["man", "--out-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for page in [
+        "host-shim.1",
+        "host-shim-send.1",
+        "host-shim-retained-snapshot.1",
+    ] {
+        assert!(dir.join(page).is_file(), "no {page}");
+    }
+    assert!(!dir.join("host-shim-help.1").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
