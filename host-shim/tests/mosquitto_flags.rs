@@ -55,6 +55,22 @@ fn pub_retained_then_sub_prints_topic_and_payload() {
     let url = broker.url.clone();
     let out = host_shim(&["sub", "-L", &url, "-t", "a/b", "-C", "1", "-W", "5", "-v"]);
     assert_eq!(out.stdout, "a/b hi\n", "{}", out.stderr);
+    // -L may name the topic, as for mosquitto_sub -L.
+    let out = host_shim(&[
+        "sub",
+        "-L",
+        &format!("{url}/a/+"),
+        "-C",
+        "1",
+        "-W",
+        "5",
+        "-v",
+    ]);
+    assert_eq!(out.stdout, "a/b hi\n", "{}", out.stderr);
+    let out = host_shim(&["pub", "-L", &format!("{url}/a/c"), "-m", "via -L", "-r"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = sub(&broker.port(), &["-t", "a/c", "-C", "1", "-W", "5", "-v"]);
+    assert_eq!(out.stdout, "a/c via -L\n", "{}", out.stderr);
     // -L with -p is refused: which port would it be?
     let out = host_shim(&["sub", "-L", &url, "-p", "1", "-t", "a"]);
     assert_eq!(out.code, Some(2), "{}", out.stderr);

@@ -32,7 +32,7 @@ pub struct ConnectionArgs {
     /// Broker port (mosquitto -p) [default: 1883, 8883 with TLS]
     #[arg(short = 'p', long, value_name = "PORT", conflicts_with = "url")]
     pub port: Option<u16>,
-    /// Broker URL: mqtt://HOST:PORT or mqtts://HOST:PORT
+    /// Broker URL: mqtt[s]://HOST:PORT, or with /TOPIC as mosquitto -L
     #[arg(short = 'L', long, value_name = "URL")]
     pub url: Option<String>,
     /// User name to authenticate with (mosquitto -u)
@@ -125,7 +125,25 @@ fn set_in(config: &mut Map<String, Json>, object: &str, key: &str, value: Json) 
     }
 }
 
+/// Splits Mosquitto's `-L mqtt://HOST:PORT/TOPIC` into the broker's URL
+/// and the topic (`None` without one; a lone final `/` is no topic).
+fn split_url(url: &str) -> (&str, Option<&str>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url, None);
+    };
+    match url[scheme_end..].find('/').map(|i| scheme_end + i) {
+        Some(slash) if slash + 1 < url.len() => (&url[..slash], Some(&url[slash + 1..])),
+        _ => (url, None),
+    }
+}
+
 impl ConnectionArgs {
+    /// The topic `-L URL` names after the broker's address, as
+    /// `mosquitto_pub -L` and `mosquitto_sub -L` take it.
+    pub fn url_topic(&self) -> Option<&str> {
+        self.url.as_deref().and_then(|url| split_url(url).1)
+    }
+
     /// Whether a TLS flag was given.
     fn tls_flags(&self) -> bool {
         self.cafile.is_some() || self.cert.is_some() || self.key.is_some()
@@ -151,7 +169,8 @@ impl ConnectionArgs {
             set_in(&mut config, "tls", "client_key_file", path_text(path));
         }
         if let Some(url) = &self.url {
-            config.insert("url".to_owned(), Json::from(url.as_str()));
+            let (url, _topic) = split_url(url);
+            config.insert("url".to_owned(), Json::from(url));
         } else if self.host.is_some() || self.port.is_some() || !config.contains_key("url") {
             let tls = self.tls_flags() || config.get("tls").is_some_and(Json::is_object);
             let (scheme, default_port) = if tls {
@@ -244,6 +263,16 @@ mod tests {
         let c = config(&["-L", "mqtt://10.0.0.1:1"]).unwrap();
         assert_eq!(c["url"], "mqtt://10.0.0.1:1");
         assert!(config(&["-L", "mqtt://a", "-p", "1"]).is_err());
+    }
+
+    #[test]
+    fn a_url_may_name_the_topic_as_mosquitto_l() {
+        assert_eq!(split_url("mqtt://h:1/a/b"), ("mqtt://h:1", Some("a/b")));
+        assert_eq!(split_url("mqtt://[::1]:1/#"), ("mqtt://[::1]:1", Some("#")));
+        assert_eq!(split_url("mqtt://h:1/"), ("mqtt://h:1/", None));
+        assert_eq!(split_url("mqtt://h"), ("mqtt://h", None));
+        let c = config(&["-L", "mqtt://10.0.0.1:1/a/b"]).unwrap();
+        assert_eq!(c["url"], "mqtt://10.0.0.1:1");
     }
 
     #[test]

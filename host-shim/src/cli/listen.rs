@@ -79,9 +79,12 @@ impl ListenArgs {
             Some(path) => read_object(path)?,
             None => Map::new(),
         };
-        if !self.topic.is_empty() {
-            let subscriptions = self
-                .topic
+        let mut filters: Vec<&str> = self.topic.iter().map(String::as_str).collect();
+        if filters.is_empty() {
+            filters.extend(self.connection.url_topic());
+        }
+        if !filters.is_empty() {
+            let subscriptions = filters
                 .iter()
                 .map(|filter| serde_json::json!({ "filter": filter }))
                 .collect();

@@ -90,8 +90,8 @@ impl SendArgs {
             Some(path) => read_object(path)?,
             None => Map::new(),
         };
-        if let Some(topic) = &self.topic {
-            config.insert("topic".to_owned(), Json::from(topic.as_str()));
+        if let Some(topic) = self.topic.as_deref().or(self.connection.url_topic()) {
+            config.insert("topic".to_owned(), Json::from(topic));
         }
         if let Some(qos) = self.qos {
             config.insert("qos".to_owned(), Json::from(qos));
