@@ -406,7 +406,19 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::LineReader;
+    use super::{summary, LineReader, Tally};
+    use std::time::Duration;
+
+    #[test]
+    fn the_summary_counts_and_gives_the_rate() {
+        let tally = Tally { sent: 3, failed: 1 };
+        assert_eq!(
+            summary(&tally, Duration::from_secs(2)),
+            "sent 3, failed 1 (4 documents in 2.00 s, 2/s)"
+        );
+        let one = Tally { sent: 1, failed: 0 };
+        assert!(summary(&one, Duration::ZERO).starts_with("sent 1, failed 0 (1 document in"));
+    }
 
     /// Every line of `bytes`, read as `send --file` reads them.
     fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
