@@ -107,6 +107,14 @@ mod tests {
     }
 
     #[test]
+    fn the_help_lists_these_codes() {
+        let help = exit_status_help!();
+        for code in [SOME_FAILED, USAGE, CONNECTION_FAILED, TIMED_OUT] {
+            assert!(help.contains(&format!(" {code} ")), "{code} in {help}");
+        }
+    }
+
+    #[test]
     fn a_lost_connection_on_a_retained_send_hints_at_retain_supported() {
         let lost = ConnectorError::new(
             ErrorCode::ConnectionFailed,

@@ -1,7 +1,9 @@
-//! The subcommands that run the connector: `run`, `send`, `listen`,
-//! `schema`, `validate` and `retained`, one file each, and what they share:
-//! loading JSON files, the connection and component flags (`connection`),
-//! exit codes and hints (`exit`), and stdout handling.
+//! The subcommands: `run`, `send`, `listen`, `schema`, `validate` and
+//! `retained`, one file each, `completions` and `man` (`docs`), and what
+//! they share: the connection flags (`connection`), exit codes and hints
+//! (`exit`), `listen`'s output formats (`format`), the log filter
+//! (`logging`), the progress line (`progress`), loading JSON files and
+//! stdout handling (here). `readme` tests the README's command lines.
 //!
 //! Each command takes its low-level arguments (what clap parsed), settles
 //! them into the configuration JSON the connector takes, checks it with the
