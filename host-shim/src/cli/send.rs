@@ -2,6 +2,7 @@
 //! connector's Send operation; prints a summary and each failure on stderr,
 //! or one JSON line per document with `--results`.
 
+use super::progress::Progress;
 use super::{ensure_valid, exit, read_object, show_progress, ConnectionArgs};
 use anyhow::Context as _;
 use clap::{ArgGroup, Args};
@@ -28,9 +29,9 @@ const LINGER: Duration = Duration::from_millis(20);
 /// `host-shim send` (alias `pub`).
 #[derive(Debug, Args)]
 #[command(after_long_help = concat!("\
-Prints a summary on stderr (sent, failed, rate) and one line per failed
-document, `document N: reason`, N counting from 0; --results prints one JSON
-line per document on stdout instead:
+Prints a summary on stderr (sent, failed, rate) after one line per failed
+document, `document N: reason`, N counting from 0; --results also prints
+one JSON line per document on stdout:
   {\"document\":0,\"ok\":true}
   {\"document\":1,\"ok\":false,\"error\":\"...\"}
 
@@ -243,6 +244,7 @@ struct Tally {
 /// `--results`, and a line on stderr for each failure.
 struct Report<W: Write> {
     results: Option<W>,
+    progress: Progress,
     retained: bool,
     v311: bool,
     hinted: bool,
@@ -262,10 +264,10 @@ impl<W: Write> Report<W> {
                 // The connector counts within the batch; the user counts
                 // within the whole input.
                 let error = e.clone().for_document(index);
-                eprintln!("{error}");
+                self.progress.eprintln(&error.to_string());
                 if !self.hinted {
                     if let Some(hint) = exit::retained_send_hint(e, self.retained, self.v311) {
-                        eprintln!("hint: {hint}");
+                        self.progress.eprintln(&format!("hint: {hint}"));
                         self.hinted = true;
                     }
                 }
@@ -332,13 +334,13 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             }
             Input::Lines(input) => read_lines(input),
         };
-        let progress = super::progress::Progress::new(show_progress(), "sent");
         // Written out once per batch: stdout is line-buffered even into a
         // pipe, which would cost a write per document.
         let mut report = Report {
             results: args
                 .results
                 .then(|| std::io::BufWriter::new(std::io::stdout().lock())),
+            progress: Progress::new(show_progress(), "sent"),
             retained,
             v311: connection["mqtt_version"] == MqttVersion::V311.as_str(),
             hinted: false,
@@ -385,12 +387,12 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             if result.is_ok() {
                 result = report.flush().map_err(Into::into);
             }
-            progress.set(read as u64);
+            report.progress.set(read as u64);
             if result.is_err() {
                 break;
             }
         }
-        progress.finish();
+        report.progress.finish();
         let flushed = report.flush();
         sender.close().await;
         result?;
