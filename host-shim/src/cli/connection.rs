@@ -7,7 +7,7 @@
 use super::{ensure_valid_with_hint, read_object, runtime};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
 use clap::Args;
-use host_shim::flow::ConfigKind;
+use host_shim::flow::{ConfigKind, Problem};
 use host_shim::host::Runtime;
 use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
@@ -101,6 +101,23 @@ fn mqtt_version_parser() -> impl clap::builder::TypedValueParser<Value = MqttVer
             .unwrap_or(&name)
             .parse::<MqttVersion>()
     })
+}
+
+/// The flags that set what a connection problem is about, for a user who
+/// gave flags rather than a file.
+fn flag_hint(problem: &Problem) -> Option<&'static str> {
+    match problem.pointer.as_str() {
+        "/url" if problem.message.contains("credentials") => {
+            Some("on the command line: -u USER -P PASSWORD")
+        }
+        "/url" => Some("on the command line: -h HOST -p PORT, or -L URL"),
+        "/clean_start" | "/client_id" => Some("on the command line: -i ID, with -c"),
+        "/will" | "/will/topic" => Some("on the command line: --will-topic TOPIC"),
+        "/tls" | "/tls/client_cert_file" | "/tls/client_key_file" | "/tls/ca_file" => {
+            Some("on the command line: --cafile, --cert FILE --key FILE")
+        }
+        _ => None,
+    }
 }
 
 /// Brackets an IPv6 address for a URL.
@@ -219,10 +236,7 @@ impl ConnectionArgs {
             set_in(&mut config, "will", "retain", Json::from(true));
         }
         let config = Json::Object(config);
-        ensure_valid_with_hint(ConfigKind::Connection, "connection", &config, |problem| {
-            (problem.pointer == "/url" && problem.message.contains("credentials"))
-                .then_some("on the command line: -u USER -P PASSWORD")
-        })?;
+        ensure_valid_with_hint(ConfigKind::Connection, "connection", &config, flag_hint)?;
         Ok(config)
     }
 
@@ -313,8 +327,18 @@ mod tests {
     }
 
     #[test]
-    fn credentials_in_the_url_point_to_the_flags() {
+    fn problems_point_to_the_flags() {
         let err = format!("{:#}", config(&["-L", "mqtt://u:p@h:1"]).unwrap_err());
         assert!(err.contains("-u USER -P PASSWORD"), "{err}");
+        let err = format!("{:#}", config(&["-V", "311", "-c"]).unwrap_err());
+        assert!(
+            err.contains("/clean_start: ") && err.contains("-i ID"),
+            "{err}"
+        );
+        let err = format!("{:#}", config(&["--will-payload", "x"]).unwrap_err());
+        assert!(
+            err.contains("/will/topic: ") && err.contains("--will-topic"),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! or one JSON line per document with `--results`.
 
 use super::progress::Progress;
-use super::{ensure_valid, exit, read_object, show_progress, ConnectionArgs};
+use super::{ensure_valid_with_hint, exit, read_object, show_progress, ConnectionArgs};
 use anyhow::Context as _;
 use clap::{ArgGroup, Args};
 use connector::model::Error as ConnectorError;
@@ -101,7 +101,9 @@ impl SendArgs {
             config.insert("retained".to_owned(), Json::from(true));
         }
         let config = Json::Object(config);
-        ensure_valid(ConfigKind::Send, "send", &config)?;
+        ensure_valid_with_hint(ConfigKind::Send, "send", &config, |problem| {
+            (problem.pointer == "/topic").then_some("on the command line: -t TOPIC")
+        })?;
         Ok(config)
     }
 
