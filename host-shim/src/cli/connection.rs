@@ -7,6 +7,7 @@
 use super::{ensure_valid_with_hint, read_object, runtime};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
 use clap::Args;
+use connector::url::{BrokerUrl, DEFAULT_PORT, DEFAULT_TLS_PORT};
 use host_shim::flow::{ConfigKind, Problem};
 use host_shim::host::Runtime;
 use mqtt_topic::MqttVersion;
@@ -15,10 +16,6 @@ use std::path::PathBuf;
 
 /// The host when neither a flag nor a file names one.
 const DEFAULT_HOST: &str = "localhost";
-/// The port of `mqtt://` when `-p` is not given.
-const DEFAULT_PORT: u16 = 1883;
-/// The port of `mqtts://` (TLS flags or a `tls` object) when `-p` is not given.
-const DEFAULT_TLS_PORT: u16 = 8883;
 /// The session expiry `-c` asks for on MQTT 5.0, as `mosquitto_sub -c`:
 /// the session outlives the connection for good.
 const PERSISTENT_SESSION_EXPIRY: u32 = u32::MAX;
@@ -120,15 +117,6 @@ fn flag_hint(problem: &Problem) -> Option<&'static str> {
     }
 }
 
-/// Brackets an IPv6 address for a URL.
-fn url_host(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
-}
-
 /// Sets `key` of the object at `config[object]`, creating the object.
 fn set_in(config: &mut Map<String, Json>, object: &str, key: &str, value: Json) {
     let entry = config
@@ -161,6 +149,31 @@ impl ConnectionArgs {
         self.url.as_deref().and_then(|url| split_url(url).1)
     }
 
+    /// The broker's address from `-h` and `-p` over the file's URL (when
+    /// it is valid): a part no flag gives comes from the file, then from the
+    /// defaults, `localhost` and the port of the scheme; TLS flags or a
+    /// `tls` object make it `mqtts://`.
+    fn url_over(&self, file_url: Option<&str>, config: &Map<String, Json>) -> BrokerUrl {
+        let file = file_url.and_then(|url| BrokerUrl::parse(url).ok());
+        let tls = self.tls_flags()
+            || config.get("tls").is_some_and(Json::is_object)
+            || file.as_ref().is_some_and(|url| url.tls);
+        let default_port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
+        let file_port = file
+            .as_ref()
+            .filter(|url| url.tls == tls)
+            .map(|url| url.port);
+        BrokerUrl {
+            tls,
+            host: self
+                .host
+                .clone()
+                .or_else(|| file.map(|url| url.host))
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            port: self.port.or(file_port).unwrap_or(default_port),
+        }
+    }
+
     /// Whether a TLS flag was given.
     fn tls_flags(&self) -> bool {
         self.cafile.is_some() || self.cert.is_some() || self.key.is_some()
@@ -189,18 +202,8 @@ impl ConnectionArgs {
             let (url, _topic) = split_url(url);
             config.insert("url".to_owned(), Json::from(url));
         } else if self.host.is_some() || self.port.is_some() || !config.contains_key("url") {
-            let tls = self.tls_flags() || config.get("tls").is_some_and(Json::is_object);
-            let (scheme, default_port) = if tls {
-                ("mqtts", DEFAULT_TLS_PORT)
-            } else {
-                ("mqtt", DEFAULT_PORT)
-            };
-            let host = url_host(self.host.as_deref().unwrap_or(DEFAULT_HOST));
-            let port = self.port.unwrap_or(default_port);
-            config.insert(
-                "url".to_owned(),
-                Json::from(format!("{scheme}://{host}:{port}")),
-            );
+            let url = self.url_over(config.get("url").and_then(Json::as_str), &config);
+            config.insert("url".to_owned(), Json::from(url.to_string()));
         }
         if let Some(version) = self.mqtt_version {
             config.insert("mqtt_version".to_owned(), Json::from(version.as_str()));
@@ -277,6 +280,37 @@ mod tests {
         let c = config(&["-L", "mqtt://10.0.0.1:1"]).unwrap();
         assert_eq!(c["url"], "mqtt://10.0.0.1:1");
         assert!(config(&["-L", "mqtt://a", "-p", "1"]).is_err());
+    }
+
+    #[test]
+    fn host_and_port_flags_override_the_file_url_part_by_part() {
+        let dir = std::env::temp_dir().join(format!("host-shim-conn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("connection.json");
+        std::fs::write(
+            &file,
+            r#"{"url": "mqtt://broker.example:1999", "username": "u"}"#,
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--connection", file]).unwrap();
+        assert_eq!(
+            (c["url"].as_str(), c["username"].as_str()),
+            (Some("mqtt://broker.example:1999"), Some("u"))
+        );
+        let c = config(&["--connection", file, "-p", "2"]).unwrap();
+        assert_eq!(c["url"], "mqtt://broker.example:2");
+        let c = config(&["--connection", file, "-h", "10.0.0.1", "-u", "v"]).unwrap();
+        assert_eq!(
+            (c["url"].as_str(), c["username"].as_str()),
+            (Some("mqtt://10.0.0.1:1999"), Some("v"))
+        );
+        // TLS flags: the file's plain port is not a TLS one.
+        let c = config(&["--connection", file, "-h", "h", "--cafile", "ca.pem"]).unwrap();
+        assert_eq!(c["url"], "mqtts://h:8883");
+        let c = config(&["--connection", file, "-L", "mqtt://other:1"]).unwrap();
+        assert_eq!(c["url"], "mqtt://other:1");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
