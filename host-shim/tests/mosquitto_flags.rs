@@ -508,7 +508,7 @@ fn connect_carries_version_id_keepalive_session_credentials_and_will() {
 #[test]
 fn tls_flags_on_a_plain_port_fail_with_a_hint() {
     let broker = Broker::start();
-    let ca = support::workspace().join("host-shim/tests/data/test-ca.pem");
+    let ca = support::workspace().join("host-shim/tests/data/tls/ca.pem");
     let out = host_shim(&[
         "pub",
         "-h",
@@ -690,4 +690,64 @@ fn a_retained_send_dropped_by_a_311_broker_hints_at_retain_supported() {
     assert!(!out.stderr.contains("hint: "), "{}", out.stderr);
     // Not retained: sent.
     pub_(&port, &["-V", "311", "-t", "t", "-m", "x"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_flags_reach_a_broker_that_requires_a_client_certificate() {
+    if !e2e::BrokerProcess::mosquitto_installed() {
+        eprintln!("mosquitto is not installed: skipped");
+        return;
+    }
+    let tls = support::workspace().join("host-shim/tests/data/tls");
+    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let broker = e2e::BrokerProcess::mosquitto(&[
+        &format!("cafile {ca}"),
+        &format!("certfile {}", file("server.pem")),
+        &format!("keyfile {}", file("server.key")),
+        "require_certificate true",
+    ])
+    .await
+    .expect("mosquitto starts with TLS");
+    let port = broker.port().to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            host_shim(&args)
+        })
+    };
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["pub", "-h", "localhost", "-p", &port, "-t", "tls/t"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // The CA, the client certificate and its key: accepted, over TLS.
+    let out = run(with(&[
+        "--cafile", &ca, "--cert", &cert, "--key", &key, "-m", "secure", "-r",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut args = with(&["--cafile", &ca, "--cert", &cert, "--key", &key]);
+    args[0] = "sub".into();
+    args.extend(["-C", "1", "-W", "10", "-v"].map(String::from));
+    let out = run(args).await.unwrap();
+    assert_eq!(out.stdout, "tls/t secure\n", "{}", out.stderr);
+    // Without the client certificate, the broker refuses the handshake.
+    let out = run(with(&["--cafile", &ca, "-m", "x"])).await.unwrap();
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: the broker wants a client"),
+        "{}",
+        out.stderr
+    );
+    // Without the CA, the broker's certificate is not trusted.
+    let out = run(with(&["--cert", &cert, "--key", &key, "-m", "x"]))
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("--cafile FILE"), "{}", out.stderr);
 }

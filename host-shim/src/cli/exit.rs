@@ -57,9 +57,24 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
              127.0.0.1:1883",
         );
     }
-    if error.code == ErrorCode::ConnectionFailed
-        && (message.contains("tls") || message.contains("certificate"))
-    {
+    if error.code != ErrorCode::ConnectionFailed {
+        return None;
+    }
+    if message.contains("unknownissuer") || message.contains("invalid peer certificate") {
+        return Some(
+            "the broker's certificate is not signed by a certificate authority \
+             trusted here: give the broker's CA with --cafile FILE",
+        );
+    }
+    if message.contains("certificaterequired") {
+        return Some("the broker wants a client certificate: give --cert FILE --key FILE");
+    }
+    // A plain MQTT port answers a TLS handshake by closing or resetting.
+    let tls = message.contains("tls") || message.contains("mqtts://");
+    let cut = ["eof", "reset", "corrupt"]
+        .iter()
+        .any(|m| message.contains(m));
+    if tls && cut {
         return Some(
             "mqtts:// and the TLS flags need a TLS port (8883 by convention); \
              for a plain port use mqtt:// and no --cafile / --cert / --key",
@@ -104,6 +119,24 @@ mod tests {
         assert_eq!(code(&err), ExitCode::from(USAGE));
         assert_eq!(hint(&err), None);
         assert_eq!(code(&anyhow::anyhow!("usage")), ExitCode::from(USAGE));
+    }
+
+    #[test]
+    fn tls_failures_get_the_hint_of_their_cause() {
+        let hint_for = |message: &str| {
+            let error = ConnectorError::new(ErrorCode::ConnectionFailed, message);
+            hint(&anyhow::Error::new(OperationError::Connector(error)))
+        };
+        let plain = hint_for("cannot connect to mqtts://h:1883: TLS: I/O: tls handshake eof");
+        assert!(plain.unwrap().contains("plain port"));
+        let reset = hint_for("cannot connect: TLS: I/O: Connection reset by peer (os error 104)");
+        assert!(reset.unwrap().contains("plain port"));
+        let issuer = hint_for("TLS: I/O: invalid peer certificate: UnknownIssuer");
+        assert!(issuer.unwrap().contains("--cafile"));
+        let required = hint_for("IO: received fatal alert: CertificateRequired");
+        assert!(required.unwrap().contains("--cert FILE --key FILE"));
+        let plain_reset = hint_for("cannot connect to mqtt://h:1: connection reset by peer");
+        assert_eq!(plain_reset, None);
     }
 
     #[test]
