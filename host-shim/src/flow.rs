@@ -44,7 +44,7 @@ pub use check::{check, config_problems, ConfigKind};
 pub use connector::validate::Problem;
 pub use run::{
     document_line, run, to_document, to_received, DocumentError, Outcome, RunError, RunOptions,
-    StepError, ValueError,
+    RunOutput, StepError, ValueError,
 };
 
 use base64::Engine as _;

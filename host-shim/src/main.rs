@@ -2,32 +2,41 @@
 //!
 //! Each subcommand has its own argument struct (`broker` here, the others
 //! in `cli/`); `main` parses, sets up logging on stderr (filtered by
-//! `RUST_LOG`, default `warn`), runs the command and turns an error into
-//! `host-shim: {error chain}` and exit code 2. A closed stdout ends a
+//! `RUST_LOG` or `-d`, default `warn`), runs the command and turns an error
+//! into `host-shim: {error chain}`, a hint when one fits, and exit code 2
+//! (3 when the broker could not be reached). A closed stdout ends a
 //! command quietly with exit code 0, as `host-shim listen ... | head` wants.
 
 mod cli;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory as _, Parser, Subcommand};
 use host_shim::broker_settings::broker_config_from_text;
 use mqtt_broker::{self as broker, BrokerConfig};
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 /// Runs the MQTT connector locally.
+// `-h` is the host, as for mosquitto_pub and mosquitto_sub: help is
+// `--help` only, on every subcommand.
 #[derive(Debug, Parser)]
 #[command(
     name = "host-shim",
     version,
+    disable_help_flag = true,
     after_help = "Start here: host-shim run examples/quickstart.flow.json"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print help
+    #[arg(long, global = true, action = ArgAction::Help, display_order = 1000)]
+    help: Option<bool>,
+    /// Debug log on stderr, as RUST_LOG=debug (mosquitto -d)
+    #[arg(short = 'd', long, global = true, display_order = 999)]
+    debug: bool,
 }
 
 /// The subcommands.
@@ -35,9 +44,11 @@ struct Cli {
 enum Command {
     /// Run a flow file: steps that send and listen, checked as they go
     Run(cli::run::RunArgs),
-    /// Send documents to a broker through the connector
+    /// Send documents through the connector (mosquitto_pub)
+    #[command(visible_alias = "pub")]
     Send(cli::send::SendArgs),
-    /// Listen to a broker through the connector; one JSON line per document
+    /// Listen through the connector (mosquitto_sub)
+    #[command(visible_alias = "sub")]
     Listen(cli::listen::ListenArgs),
     /// Run the built-in MQTT 3.1.1 + 5.0 broker until Ctrl-C or SIGTERM
     Broker(BrokerArgs),
@@ -47,6 +58,10 @@ enum Command {
     Validate(cli::validate::ValidateArgs),
     /// List, get or delete retained messages; snapshot any broker's
     Retained(cli::retained::RetainedArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions(cli::docs::CompletionsArgs),
+    /// Print a man page (roff), for `host-shim man | man -l -`
+    Man(cli::docs::ManArgs),
 }
 
 /// `host-shim broker`.
@@ -99,9 +114,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        .with_env_filter(cli::logging::filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+            cli.debug,
+        ))
         .init();
 
     match run(cli) {
@@ -109,13 +125,18 @@ fn main() -> ExitCode {
         Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("host-shim: {err:#}");
-            ExitCode::from(2)
+            if let Some(hint) = cli::exit::hint(&err) {
+                eprintln!("hint: {hint}");
+            }
+            cli::exit::code(&err)
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Completions(args) => cli::docs::completions(&args, Cli::command()),
+        Command::Man(args) => cli::docs::man(&args, Cli::command()),
         Command::Run(args) => cli::run::run(args),
         Command::Send(args) => cli::send::run(args),
         Command::Listen(args) => cli::listen::run(args),
@@ -290,10 +311,19 @@ mod tests {
 
     #[test]
     fn help_lines_fit_in_80_columns() {
-        use clap::CommandFactory;
         let mut cmd = Cli::command();
+        // Built, so that the subcommands get `-h` as the host from the root.
+        cmd.build();
         for sub in [
-            "run", "send", "listen", "broker", "schema", "validate", "retained",
+            "run",
+            "send",
+            "listen",
+            "broker",
+            "schema",
+            "validate",
+            "retained",
+            "completions",
+            "man",
         ] {
             let help = cmd
                 .find_subcommand_mut(sub)

@@ -6,161 +6,15 @@
 
 use serde_json::Value as Json;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_host-shim");
+mod support;
 
-/// The longest any one command may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// The binary, with a code cache of this test process's own: the first run
-/// compiles the connector, the others read it back.
-fn command() -> Command {
-    let mut command = Command::new(BIN);
-    command.env(
-        "XDG_CACHE_HOME",
-        std::env::temp_dir().join(format!("host-shim-cli-test-{}/cache", std::process::id())),
-    );
-    command
-}
-
-/// Runs the binary with `args` and `stdin`, killing it after the timeout.
-fn host_shim_with_input(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command()
-        .args(args)
-        .current_dir(workspace())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("host-shim {args:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let bytes = |rx: mpsc::Receiver<Vec<u8>>| {
-        String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
-            .into_owned()
-    };
-    Output {
-        code: status.code(),
-        stdout: bytes(stdout),
-        stderr: bytes(stderr),
-    }
-}
-
-fn host_shim(args: &[&str]) -> Output {
-    host_shim_with_input(args, b"")
-}
-
-fn drain(mut from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = from.read_to_end(&mut all);
-        let _ = tx.send(all);
-    });
-    rx
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A file in a directory of this test process, removed with the directory.
-fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("host-shim-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
-}
-
-/// `host-shim broker` on a free port, killed when dropped.
-struct Broker {
-    child: Child,
-    url: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Broker::start_with(&[])
-    }
-
-    /// `host-shim broker` with extra arguments.
-    fn start_with(extra: &[&str]) -> Broker {
-        let mut child = command()
-            .args(["broker", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the broker starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the broker did not announce its address");
-            }
-        };
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        assert!(url.starts_with("mqtt://127.0.0.1:"), "{url}");
-        Broker { child, url }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn json_lines(stdout: &str) -> Vec<Json> {
-    stdout
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
-        .collect()
-}
+use support::{
+    command, host_shim, host_shim_with_input, json_lines, temp_file, Broker, COMMAND_TIMEOUT,
+};
 
 #[test]
 fn schema_prints_each_kind_as_json() {
@@ -300,7 +154,16 @@ fn the_quickstart_flow_passes_and_prints_the_retained_document() {
     assert_eq!(documents[0]["topic"], "users/settings/user01");
     assert_eq!(documents[0]["retained"], true);
     assert_eq!(documents[0]["payload"], r#"{"account_type":"standard"}"#);
-    assert!(out.stdout.contains("passed"), "{}", out.stdout);
+    // stdout holds the documents and nothing else, for `| jq`.
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(out.stderr.contains("passed"), "{}", out.stderr);
+
+    let out = host_shim(&["run", "examples/quickstart.flow.json", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: Json = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["failed"], Json::Null);
+    assert_eq!(report["documents"][0]["topic"], "users/settings/user01");
 }
 
 #[test]
@@ -317,18 +180,28 @@ fn an_unmet_expectation_exits_1_and_says_what_differed() {
     let out = host_shim(&["run", flow.to_str().unwrap()]);
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("FAILED: step 1 (listen)"),
+        out.stderr.contains("FAILED: step 1 (listen)"),
         "{}",
-        out.stdout
+        out.stderr
     );
     assert!(
-        out.stdout.contains(r#"expected payloads ["b"], got ["a"]"#),
+        out.stderr.contains(r#"expected payloads ["b"], got ["a"]"#),
         "{}",
-        out.stdout
+        out.stderr
     );
     assert!(
-        !out.stdout.contains("step 2"),
+        !out.stderr.contains("step 2"),
         "the flow stops at the failed step"
+    );
+    let out = host_shim(&["run", flow.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let report: Json = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["failed"]["step"], 1);
+    assert_eq!(report["failed"]["kind"], "listen");
+    assert_eq!(
+        report["failed"]["differences"][0],
+        r#"expected payloads ["b"], got ["a"]"#
     );
 
     let invalid = temp_file(
@@ -371,8 +244,13 @@ fn send_and_listen_round_trip_on_both_versions() {
         ]);
         assert_eq!(
             (out.code, out.stdout.as_str()),
-            (Some(0), "ok\n"),
+            (Some(0), ""),
             "{version}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.starts_with("sent 1, failed 0 "),
+            "{}",
             out.stderr
         );
 
@@ -419,8 +297,13 @@ fn send_and_listen_round_trip_on_both_versions() {
         ]);
         assert_eq!(
             (out.code, out.stdout.as_str()),
-            (Some(0), "ok\nok\n"),
+            (Some(0), ""),
             "{version}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.starts_with("sent 2, failed 0 "),
+            "{}",
             out.stderr
         );
         let out = host_shim(&[
@@ -471,8 +354,13 @@ fn send_and_listen_round_trip_on_both_versions() {
         );
         assert_eq!(
             (out.code, out.stdout.as_str()),
-            (Some(0), "ok\n"),
+            (Some(0), ""),
             "{version}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.starts_with("sent 1, failed 0 "),
+            "{}",
             out.stderr
         );
         let out = host_shim(&[
@@ -508,7 +396,7 @@ fn send_from_standard_input_sends_each_line_as_it_comes() {
             "--qos",
             "1",
         ])
-        .args(["--file", "-"])
+        .args(["--file", "-", "--results"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -526,14 +414,15 @@ fn send_from_standard_input_sends_each_line_as_it_comes() {
     });
     // Standard input stays open throughout: each outcome must come while
     // the command still waits for more lines.
-    for line in ["first", "second"] {
+    for (n, line) in ["first", "second"].into_iter().enumerate() {
         writeln!(stdin, "{line}").unwrap();
         stdin.flush().unwrap();
         let outcome = lines.recv_timeout(COMMAND_TIMEOUT);
         if outcome.is_err() {
             let _ = child.kill();
         }
-        assert_eq!(outcome.as_deref(), Ok("ok"), "after {line:?}");
+        let expected = format!(r#"{{"document":{n},"ok":true}}"#);
+        assert_eq!(outcome.as_deref(), Ok(expected.as_str()), "after {line:?}");
         assert!(child.try_wait().unwrap().is_none(), "still reading");
     }
     drop(stdin);
@@ -571,19 +460,39 @@ fn send_file_outcomes_stay_with_their_lines_across_batches() {
         "2",
         "--file",
         file.to_str().unwrap(),
+        "--results",
     ]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 1202);
-    for (n, line) in lines.iter().enumerate() {
+    let results = json_lines(&out.stdout);
+    assert_eq!(results.len(), 1202);
+    for (n, result) in results.iter().enumerate() {
+        assert_eq!(result["document"], n, "line {n}");
         if refused.contains(&n) {
-            let prefix = format!("document {n}: ");
-            assert!(line.starts_with(&prefix), "line {n}: {line}");
-            assert!(line.contains("maximum packet size"), "line {n}: {line}");
+            assert_eq!(result["ok"], false, "line {n}: {result}");
+            let error = result["error"].as_str().unwrap_or_default();
+            assert!(error.contains("maximum packet size"), "line {n}: {result}");
         } else {
-            assert_eq!(*line, "ok", "line {n}");
+            assert_eq!(result["ok"], true, "line {n}: {result}");
         }
     }
+    // On stderr: a line per failure, naming the document, then the summary.
+    let failures: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("document "))
+        .collect();
+    assert_eq!(failures.len(), refused.len(), "{}", out.stderr);
+    for (line, n) in failures.iter().zip(refused) {
+        let prefix = format!("document {n}: ");
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(line.contains("maximum packet size"), "{line}");
+    }
+    assert!(
+        out.stderr
+            .contains("sent 1195, failed 7 (1202 documents in "),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -611,6 +520,7 @@ fn listen_stops_at_its_timeout() {
 #[test]
 fn send_errors_exit_2_with_the_reason() {
     let broker = Broker::start();
+    // A broker that cannot be reached is exit 3, with a hint.
     let out = host_shim(&[
         "send",
         "--url",
@@ -620,8 +530,10 @@ fn send_errors_exit_2_with_the_reason() {
         "--message",
         "x",
     ]);
-    assert_eq!(out.code, Some(2), "{}", out.stdout);
+    assert_eq!(out.code, Some(3), "{}", out.stdout);
     assert!(out.stderr.starts_with("host-shim: "), "{}", out.stderr);
+    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+    assert!(out.stderr.contains("host-shim broker"), "{}", out.stderr);
     let out = host_shim(&[
         "send",
         "--url",
@@ -650,4 +562,98 @@ fn help_teaches_within_80_columns_and_flags_get_suggestions() {
     let out = host_shim(&["send", "--topik", "a"]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("--topic"), "{}", out.stderr);
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_flag_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = host_shim(&["completions", shell]);
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        for flag in ["will-topic", "retained-only", "results"] {
+            assert!(out.stdout.contains(flag), "{shell} lacks {flag}");
+        }
+    }
+    let out = host_shim(&["completions", "tcsh"]);
+    assert_eq!(out.code, Some(2));
+
+    let out = host_shim(&["man"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(".TH host-shim 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("host\\-shim\\-send(1)"),
+        "{}",
+        out.stdout
+    );
+    for (sub, flag) in [("send", "will\\-topic"), ("listen", "retained\\-only")] {
+        let out = host_shim(&["man", sub]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!(".TH host-shim-{sub} 1")),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(flag), "the {sub} page lacks {flag}");
+    }
+    let out = host_shim(&["man", "nope"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("one of: run, send"), "{}", out.stderr);
+
+    let dir = std::env::temp_dir().join(format!("host-shim-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = host_shim(&["man", "--out-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for page in [
+        "host-shim.1",
+        "host-shim-send.1",
+        "host-shim-retained-snapshot.1",
+    ] {
+        assert!(dir.join(page).is_file(), "no {page}");
+    }
+    assert!(!dir.join("host-shim-help.1").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_gives_the_real_qos_default_and_h_is_the_host() {
+    for sub in ["send", "listen"] {
+        let out = host_shim(&[sub, "--help"]);
+        assert!(out.stdout.contains("[default: 1]"), "{sub}: {}", out.stdout);
+        assert!(
+            !out.stdout.contains("2 [default: 0]"),
+            "{sub}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("-h, --host <HOST>"),
+            "{sub}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("Exit status: 0"),
+            "{sub}: {}",
+            out.stdout
+        );
+    }
+    // -h takes a host, so it is never help: without a topic, an error.
+    let out = host_shim(&["sub", "-h", "127.0.0.1"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("-t FILTER"), "{}", out.stderr);
+}
+
+#[test]
+fn listen_config_file_problems_name_the_file_and_the_key() {
+    let config = temp_file(
+        "typo.listen.json",
+        br#"{"subscriptons": [{"filter": "a"}]}"#,
+    );
+    let out = host_shim(&["listen", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains(&config.display().to_string()) && !out.stderr.contains("or --config"),
+        "{}",
+        out.stderr
+    );
+    // The misspelt key, with the one it should be.
+    assert!(out.stderr.contains("/subscriptons: "), "{}", out.stderr);
+    assert!(out.stderr.contains("\"subscriptions\""), "{}", out.stderr);
 }

@@ -62,12 +62,12 @@ impl Run {
             .collect()
     }
 
-    /// Fails unless stdout has a line that is exactly `line`.
+    /// Fails unless the log (stderr) has a line that is exactly `line`.
     fn has_line(&self, line: &str) {
         assert!(
-            self.stdout.lines().any(|l| l == line),
-            "no line {line:?} in stdout:\n{}",
-            self.stdout
+            self.stderr.lines().any(|l| l == line),
+            "no line {line:?} in stderr:\n{}",
+            self.stderr
         );
     }
 }
@@ -118,15 +118,21 @@ fn run_example(name: &str) -> Run {
         run.stderr
     );
     assert!(
-        run.stdout
+        run.stderr
             .lines()
             .next()
             .is_some_and(|l| l.starts_with("built-in broker on mqtt://127.0.0.1:")),
         "examples run on the built-in broker on loopback:\n{}",
-        run.stdout
+        run.stderr
     );
     assert!(
-        run.stdout.lines().any(|l| l.starts_with("passed: ")),
+        run.stderr.lines().any(|l| l.starts_with("passed: ")),
+        "{}",
+        run.stderr
+    );
+    // stdout is the documents alone.
+    assert!(
+        run.stdout.lines().all(|l| l.starts_with('{')),
         "{}",
         run.stdout
     );
@@ -222,11 +228,11 @@ fn retain_unsupported() {
     let run = run_example("retain-unsupported.flow.json");
     run.has_line("step 1 send: 1 ok, 1 failed");
     assert!(
-        run.stdout.contains(
+        run.stderr.contains(
             "document 0: the broker does not support retained messages (Retain Available = 0"
         ),
         "{}",
-        run.stdout
+        run.stderr
     );
     run.has_line("step 2 send: 1 ok");
     let warning = run

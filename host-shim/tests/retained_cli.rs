@@ -267,11 +267,31 @@ fn list_get_delete_and_count_through_the_admin_endpoint() {
     let out = host_shim(&["retained", "list", "--admin", &admin]);
     assert_eq!(topics(&json_lines(&out.stdout)), ["a/1", "a/3", "b"]);
 
-    // The endpoint's own error, passed on.
+    // A bad filter or topic, with the reason.
     let out = host_shim(&["retained", "list", "--admin", &admin, "--filter", "a/#/b"]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.starts_with("host-shim: "), "{}", out.stderr);
     assert!(out.stderr.contains("a/#/b"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("'#' must be the last level"),
+        "{}",
+        out.stderr
+    );
+    for verb in ["get", "delete"] {
+        let out = host_shim(&["retained", verb, "a/+", "--admin", &admin]);
+        assert_eq!(out.code, Some(2), "{verb}");
+        assert!(out.stderr.contains("wildcards"), "{verb}: {}", out.stderr);
+    }
+    let out = host_shim(&[
+        "retained",
+        "list",
+        "--admin",
+        &admin,
+        "--filter",
+        "$share/g/a",
+    ]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("$share/GROUP/"), "{}", out.stderr);
 }
 
 #[test]

@@ -1,87 +1,47 @@
-//! The subcommands that run the connector: `run`, `send`, `listen`,
-//! `schema`, `validate` and `retained`, one file each, and what they share:
-//! loading JSON files, the connection and component flags, and stdout
-//! handling.
+//! The subcommands: `run`, `send`, `listen`, `schema`, `validate` and
+//! `retained`, one file each, `completions` and `man` (`docs`), and what
+//! they share: the connection flags (`connection`), exit codes and hints
+//! (`exit`), `listen`'s output formats (`format`), the log filter
+//! (`logging`), the progress line (`progress`), loading JSON files and
+//! stdout handling (here). `readme` tests the README's command lines.
 //!
 //! Each command takes its low-level arguments (what clap parsed), settles
 //! them into the configuration JSON the connector takes, checks it with the
 //! connector's own validation, and only then connects.
 
+/// The exit codes as the help of `send` and `listen` lists them (a macro,
+/// for `concat!` in their `after_long_help`); the values are `exit`'s.
+macro_rules! exit_status_help {
+    () => {
+        "Exit status: 0 all sent / done, 1 some documents failed, 2 usage or
+configuration error, 3 connection failed, 27 listen timed out (-W) before
+its count (-C)."
+    };
+}
+
+pub mod connection;
+pub mod docs;
+pub mod exit;
+pub mod format;
 pub mod listen;
+pub mod logging;
+pub mod progress;
+#[cfg(test)]
+mod readme;
 pub mod retained;
 pub mod run;
 pub mod schema;
 pub mod send;
 pub mod validate;
 
+pub use connection::ConnectionArgs;
+
 use anyhow::Context as _;
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
-use clap::Args;
-use host_shim::flow::{config_problems, ConfigKind};
+use host_shim::flow::{config_problems, ConfigKind, Problem};
 use host_shim::host::{CodeCache, Limits, Runtime};
-use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
 use std::io::{IsTerminal as _, Read as _};
-use std::path::{Path, PathBuf};
-
-/// The flags that say which broker to reach and how.
-#[derive(Debug, Clone, Args)]
-pub struct ConnectionArgs {
-    /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// JSON file of connection settings; the flags override it
-    #[arg(long, value_name = "FILE")]
-    pub connection: Option<PathBuf>,
-    /// MQTT protocol version to speak [default: 5]
-    #[arg(long, value_name = "VERSION", value_parser = mqtt_version_parser())]
-    pub mqtt_version: Option<MqttVersion>,
-    /// Connector component (.wasm) to run instead of the built-in one
-    #[arg(long, value_name = "FILE")]
-    pub component: Option<PathBuf>,
-}
-
-/// `--mqtt-version`: the names configurations use (`3.1.1`, `5`), listed in
-/// the help, and the aliases `311` and `5.0`, read by
-/// [`MqttVersion`]'s own parser.
-fn mqtt_version_parser() -> impl clap::builder::TypedValueParser<Value = MqttVersion> {
-    PossibleValuesParser::new([
-        PossibleValue::new(MqttVersion::V311.as_str()).alias("311"),
-        PossibleValue::new(MqttVersion::V5.as_str()).alias("5.0"),
-    ])
-    .try_map(|name| name.parse::<MqttVersion>())
-}
-
-impl ConnectionArgs {
-    /// The connection configuration: the file, then the flags over it,
-    /// checked by the connector.
-    pub fn connection_config(&self) -> anyhow::Result<Json> {
-        let mut config = match &self.connection {
-            Some(path) => read_object(path)?,
-            None => Map::new(),
-        };
-        if let Some(url) = &self.url {
-            config.insert("url".to_owned(), Json::from(url.as_str()));
-        }
-        if !config.contains_key("url") {
-            anyhow::bail!("no broker to connect to: give --url URL or --connection FILE");
-        }
-        if let Some(version) = self.mqtt_version {
-            config.insert(PROTOCOL_KEY.to_owned(), Json::from(version.as_str()));
-        }
-        let config = Json::Object(config);
-        ensure_valid(ConfigKind::Connection, "connection", &config)?;
-        Ok(config)
-    }
-
-    /// The connector to run: the built-in one, or `--component FILE`.
-    pub fn runtime(&self) -> anyhow::Result<Runtime> {
-        runtime(self.component.as_deref())
-    }
-}
-
-/// The connection configuration key of the protocol version.
-const PROTOCOL_KEY: &str = "mqtt_version";
+use std::path::Path;
 
 /// The connector: the component built into the shim, or one from a file,
 /// compiled once and then read from the user's code cache.
@@ -101,13 +61,26 @@ pub fn runtime(component: Option<&Path>) -> anyhow::Result<Runtime> {
 /// Fails with every problem, one per line, when the connector finds the
 /// configuration invalid.
 pub fn ensure_valid(kind: ConfigKind, what: &str, config: &Json) -> anyhow::Result<()> {
+    ensure_valid_with_hint(kind, what, config, |_| None)
+}
+
+/// [`ensure_valid`], with a hint after the problems `hint` has one for.
+pub fn ensure_valid_with_hint(
+    kind: ConfigKind,
+    what: &str,
+    config: &Json,
+    hint: impl Fn(&Problem) -> Option<&'static str>,
+) -> anyhow::Result<()> {
     let problems = config_problems(kind, config);
     if problems.is_empty() {
         return Ok(());
     }
     let lines: Vec<String> = problems
         .iter()
-        .map(|p| format!("\n  {}", p.line()))
+        .map(|p| match hint(p) {
+            Some(hint) => format!("\n  {} ({hint})", p.line()),
+            None => format!("\n  {}", p.line()),
+        })
         .collect();
     anyhow::bail!("invalid {what} configuration:{}", lines.concat())
 }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use host_shim::flow::{document_line, ConfigKind};
 use mqtt_broker::admin::{AdminCount, AdminDeleted, AdminEntry, AdminErrorBody, AdminPage};
+use mqtt_topic::{TopicFilter, TopicName};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -73,7 +74,8 @@ pub enum RetainedCommand {
     /// Print how many retained messages the built-in broker holds
     Count(AdminArgs),
     /// Take the retained messages of any broker, through the connector
-    Snapshot(SnapshotArgs),
+    // Boxed: the connection flags make it several times the others' size.
+    Snapshot(Box<SnapshotArgs>),
 }
 
 /// Where the admin endpoint is, and its token.
@@ -181,9 +183,33 @@ fn escape(text: &str) -> String {
     utf8_percent_encode(text, ESCAPE).to_string()
 }
 
+/// Checks a listing's filter here, where the reason can be given: the
+/// endpoint only says that it refused it.
+fn check_filter(filter: &str) -> anyhow::Result<()> {
+    let parsed = filter
+        .parse::<TopicFilter>()
+        .map_err(|e| anyhow::anyhow!("invalid topic filter {filter:?}: {e}"))?;
+    if parsed.shared().is_some() {
+        anyhow::bail!(
+            "invalid topic filter {filter:?}: retained messages are listed by topic \
+             filter, not by a shared subscription's; leave out $share/GROUP/"
+        );
+    }
+    Ok(())
+}
+
+/// Checks a topic name here, where the reason can be given.
+fn check_topic(topic: &str) -> anyhow::Result<()> {
+    topic
+        .parse::<TopicName>()
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("invalid topic name {topic:?}: {e}"))
+}
+
 fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let endpoint = args.admin.endpoint()?;
     let filter = args.filter.as_deref().unwrap_or("#");
+    check_filter(filter)?;
+    let endpoint = args.admin.endpoint()?;
     let page_size = args.page_size.unwrap_or(100);
     let mut stdout = std::io::stdout().lock();
     let mut cursor: Option<String> = None;
@@ -207,6 +233,7 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
+    check_topic(&args.topic)?;
     let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("GET", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {
@@ -217,6 +244,7 @@ fn get(args: &TopicArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn delete(args: &TopicArgs) -> anyhow::Result<ExitCode> {
+    check_topic(&args.topic)?;
     let endpoint = args.admin.endpoint()?;
     let answer = endpoint.call("DELETE", &format!("/retained/{}", escape(&args.topic)))?;
     if answer.status == 404 {

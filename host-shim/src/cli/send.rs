@@ -1,16 +1,20 @@
-//! `host-shim send`: publishes documents through the connector's Send
-//! operation and prints one outcome per document.
+//! `host-shim send` (alias `pub`): publishes documents through the
+//! connector's Send operation; prints a summary and each failure on stderr,
+//! or one JSON line per document with `--results`.
 
-use super::{ensure_valid, read_object, show_progress, ConnectionArgs};
+use super::progress::Progress;
+use super::{ensure_valid_with_hint, exit, read_object, show_progress, ConnectionArgs};
 use anyhow::Context as _;
-use clap::Args;
+use clap::{ArgGroup, Args};
+use connector::model::Error as ConnectorError;
 use host_shim::flow::ConfigKind;
 use host_shim::host::Document;
+use mqtt_topic::MqttVersion;
 use serde_json::{Map, Value as Json};
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read as _, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Documents go to the connector in batches of this many: one call across
@@ -22,36 +26,59 @@ const BATCH: usize = 500;
 /// a stream (`tail -f log | host-shim send --file -`) leaves promptly.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// `host-shim send`.
+/// `host-shim send` (alias `pub`).
 #[derive(Debug, Args)]
-#[command(after_long_help = "\
-Prints `ok` or the error, naming the document, for each document in order;
-exits 1 when any failed.
+#[command(after_long_help = concat!("\
+Prints a summary on stderr (sent, failed, rate) after one line per failed
+document, `document N: reason`, N counting from 0; --results also prints
+one JSON line per document on stdout:
+  {\"document\":0,\"ok\":true}
+  {\"document\":1,\"ok\":false,\"error\":\"...\"}
 
-Examples:
-  host-shim send --url mqtt://localhost:1883 --topic users/settings/user01 \\
-      --qos 1 --retain --message '{\"account_type\":\"standard\"}'
-  host-shim send --url mqtt://localhost:1883 --topic sensors/t1 --file a.txt
-  host-shim send --url mqtt://localhost:1883 --topic sensors/t1 --retain \\
-      --message ''     (an empty retained message clears the topic)")]
+Examples (mosquitto_pub's flags work the same):
+  host-shim pub -h 127.0.0.1 -p 1883 -t users/settings/user01 -q 1 -r \\
+      -m '{\"account_type\":\"standard\"}'
+  host-shim send -t sensors/t1 --file a.txt     (one document per line)
+  tail -f log | host-shim send -t logs -l       (each line as it comes)
+  host-shim send -t sensors/t1 -r -n            (clears the retained message)
+
+", exit_status_help!()))]
+#[command(group = ArgGroup::new("source").args(
+    ["message", "message_file", "file", "stdin_line", "stdin_file", "null_message"]
+))]
 pub struct SendArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    /// Topic to publish to
-    #[arg(long, value_name = "TOPIC")]
+    /// Topic to publish to (mosquitto -t)
+    #[arg(short = 't', long, value_name = "TOPIC")]
     pub topic: Option<String>,
-    /// QoS to publish at: 0, 1 or 2 [default: 0]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
+    /// QoS to publish at: 0, 1 or 2 (mosquitto -q) [default: 1]
+    #[arg(short = 'q', long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: Option<u8>,
-    /// Set the RETAIN flag: the broker keeps the message for new subscribers
-    #[arg(long)]
+    /// Retain: the broker keeps it for new subscribers (mosquitto -r)
+    #[arg(short = 'r', long)]
     pub retain: bool,
-    /// Send one document with this text as its payload
-    #[arg(long, value_name = "TEXT", conflicts_with = "file")]
+    /// Send one document with this payload (mosquitto -m)
+    #[arg(short = 'm', long, value_name = "TEXT")]
     pub message: Option<String>,
-    /// Send one document per line of FILE; - reads standard input
+    /// Send the whole of FILE as one document (mosquitto -f)
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub message_file: Option<PathBuf>,
+    /// Send each line of FILE as a document; - for standard input
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Send each line of standard input as it comes (mosquitto -l)
+    #[arg(short = 'l', long)]
+    pub stdin_line: bool,
+    /// Send all of standard input as one document (mosquitto -s)
+    #[arg(short = 's', long)]
+    pub stdin_file: bool,
+    /// Send one document with an empty payload (mosquitto -n)
+    #[arg(short = 'n', long)]
+    pub null_message: bool,
+    /// Print one JSON line per document: its index and outcome
+    #[arg(long)]
+    pub results: bool,
     /// JSON file of a whole Send configuration; the flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -64,8 +91,8 @@ impl SendArgs {
             Some(path) => read_object(path)?,
             None => Map::new(),
         };
-        if let Some(topic) = &self.topic {
-            config.insert("topic".to_owned(), Json::from(topic.as_str()));
+        if let Some(topic) = self.topic.as_deref().or(self.connection.url_topic()) {
+            config.insert("topic".to_owned(), Json::from(topic));
         }
         if let Some(qos) = self.qos {
             config.insert("qos".to_owned(), Json::from(qos));
@@ -74,28 +101,57 @@ impl SendArgs {
             config.insert("retained".to_owned(), Json::from(true));
         }
         let config = Json::Object(config);
-        ensure_valid(ConfigKind::Send, "send", &config)?;
+        ensure_valid_with_hint(ConfigKind::Send, "send", &config, |problem| {
+            (problem.pointer == "/topic").then_some("on the command line: -t TOPIC")
+        })?;
         Ok(config)
     }
 
-    /// Where the payloads come from: `--message`, or the lines of `--file`
-    /// (opened now, so a missing file fails before connecting).
+    /// Where the payloads come from (a file is opened now, so a missing
+    /// file fails before connecting).
     fn input(&self) -> anyhow::Result<Input> {
-        match (&self.message, &self.file) {
-            (Some(message), _) => Ok(Input::Message(message.as_bytes().to_vec())),
-            (None, Some(path)) if path.as_os_str() == "-" => {
-                Ok(Input::Lines(Box::new(BufReader::new(std::io::stdin()))))
+        let lines = |path: &Path| -> anyhow::Result<Input> {
+            if path.as_os_str() == "-" {
+                return Ok(Input::Lines(Box::new(BufReader::new(std::io::stdin()))));
             }
-            (None, Some(path)) => {
-                let file = std::fs::File::open(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Ok(Input::Lines(Box::new(BufReader::new(file))))
-            }
-            (None, None) => anyhow::bail!(
-                "nothing to send: give --message TEXT, or --file FILE (- for standard input)"
-            ),
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(Input::Lines(Box::new(BufReader::new(file))))
+        };
+        if let Some(message) = &self.message {
+            Ok(Input::Message(message.as_bytes().to_vec()))
+        } else if let Some(path) = &self.message_file {
+            let bytes = if path.as_os_str() == "-" {
+                read_stdin()?
+            } else {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+            };
+            Ok(Input::Message(bytes))
+        } else if let Some(path) = &self.file {
+            lines(path)
+        } else if self.stdin_line {
+            lines(Path::new("-"))
+        } else if self.stdin_file {
+            Ok(Input::Message(read_stdin()?))
+        } else if self.null_message {
+            Ok(Input::Message(Vec::new()))
+        } else {
+            anyhow::bail!(
+                "nothing to send: give -m TEXT, -f FILE, --file FILE (a document \
+                 per line), -l (a document per line of standard input), -s \
+                 (standard input as one document) or -n (an empty document)"
+            )
         }
     }
+}
+
+/// All of standard input, as bytes.
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    Ok(bytes)
 }
 
 /// The payloads to send.
@@ -179,19 +235,99 @@ async fn next_batch(lines: &mut mpsc::Receiver<Line>) -> anyhow::Result<Vec<Vec<
         .context("cannot read the input")
 }
 
+/// What a send did, for its summary.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    failed: usize,
+}
+
+/// Writes the outcome of each document: a JSON line on `results` for
+/// `--results`, and a line on stderr for each failure.
+struct Report<W: Write> {
+    results: Option<W>,
+    progress: Progress,
+    retained: bool,
+    v311: bool,
+    hinted: bool,
+    tally: Tally,
+}
+
+impl<W: Write> Report<W> {
+    fn outcome(
+        &mut self,
+        index: usize,
+        outcome: &Result<(), ConnectorError>,
+    ) -> std::io::Result<()> {
+        match outcome {
+            Ok(()) => self.tally.sent += 1,
+            Err(e) => {
+                self.tally.failed += 1;
+                // The connector counts within the batch; the user counts
+                // within the whole input.
+                let error = e.clone().for_document(index);
+                self.progress.eprintln(&error.to_string());
+                if !self.hinted {
+                    if let Some(hint) = exit::retained_send_hint(e, self.retained, self.v311) {
+                        self.progress.eprintln(&format!("hint: {hint}"));
+                        self.hinted = true;
+                    }
+                }
+            }
+        }
+        if let Some(results) = &mut self.results {
+            let line = match outcome {
+                Ok(()) => serde_json::json!({ "document": index, "ok": true }),
+                Err(e) => {
+                    let mut line = serde_json::json!({
+                        "document": index, "ok": false, "error": e.message,
+                    });
+                    if let Some(code) = e.reason_code {
+                        line["reason_code"] = Json::from(code);
+                    }
+                    line
+                }
+            };
+            writeln!(results, "{line}")?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.results {
+            Some(results) => results.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The one-line summary: how many were sent and failed, and the rate.
+fn summary(tally: &Tally, elapsed: Duration) -> String {
+    let total = tally.sent + tally.failed;
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { total as f64 / secs } else { 0.0 };
+    let noun = if total == 1 { "document" } else { "documents" };
+    format!(
+        "sent {}, failed {} ({total} {noun} in {secs:.2} s, {rate:.0}/s)",
+        tally.sent, tally.failed
+    )
+}
+
 /// Runs `host-shim send`: exit 0 when every document was sent, 1 when some
-/// failed.
+/// failed, 3 when the broker could not be reached.
 pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection.connection_config()?;
     let config = args.send_config()?;
     let input = args.input()?;
     let runtime = args.connection.runtime()?;
+    let retained = config["retained"] == Json::Bool(true);
 
     super::tokio()?.block_on(async {
         let mut sender = runtime
             .open_sender(&connection.to_string(), &config.to_string())
             .await
             .context("cannot open the sender")?;
+        let started = Instant::now();
         let mut lines = match input {
             Input::Message(message) => {
                 let (tx, rx) = mpsc::channel(1);
@@ -200,12 +336,19 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             }
             Input::Lines(input) => read_lines(input),
         };
-        let progress = show_progress();
         // Written out once per batch: stdout is line-buffered even into a
         // pipe, which would cost a write per document.
-        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut sent = 0usize;
-        let mut failed = 0usize;
+        let mut report = Report {
+            results: args
+                .results
+                .then(|| std::io::BufWriter::new(std::io::stdout().lock())),
+            progress: Progress::new(show_progress(), "sent"),
+            retained,
+            v311: connection["mqtt_version"] == MqttVersion::V311.as_str(),
+            hinted: false,
+            tally: Tally::default(),
+        };
+        let mut read = 0usize;
         let mut result = Ok(());
         loop {
             let payloads = match next_batch(&mut lines).await {
@@ -216,7 +359,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             };
-            let first = sent;
+            let first = read;
             let count = payloads.len();
             let documents: Vec<Document> = payloads
                 .into_iter()
@@ -234,18 +377,9 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             };
-            sent += count;
+            read += count;
             for (i, outcome) in outcomes.iter().enumerate() {
-                let written = match outcome {
-                    Ok(()) => writeln!(stdout, "ok"),
-                    Err(e) => {
-                        failed += 1;
-                        // The connector counts within the batch; the user
-                        // counts within the whole input.
-                        writeln!(stdout, "{}", e.clone().for_document(first + i))
-                    }
-                };
-                if let Err(e) = written {
+                if let Err(e) = report.outcome(first + i, outcome) {
                     result = Err(e.into());
                     break;
                 }
@@ -253,33 +387,42 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             // A batch's outcomes show as soon as they are known, for whoever
             // reads a stream's results as they come.
             if result.is_ok() {
-                result = stdout.flush().map_err(Into::into);
+                result = report.flush().map_err(Into::into);
             }
-            if progress && sent > BATCH {
-                eprint!("\rsent {sent}");
-            }
+            report.progress.set(read as u64);
             if result.is_err() {
                 break;
             }
         }
-        if progress && sent > BATCH {
-            eprintln!();
-        }
-        let flushed = stdout.flush();
+        report.progress.finish();
+        let flushed = report.flush();
         sender.close().await;
         result?;
         flushed?;
-        Ok(if failed == 0 {
+        eprintln!("{}", summary(&report.tally, started.elapsed()));
+        Ok(if report.tally.failed == 0 {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(1)
+            ExitCode::from(exit::SOME_FAILED)
         })
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::LineReader;
+    use super::{summary, LineReader, Tally};
+    use std::time::Duration;
+
+    #[test]
+    fn the_summary_counts_and_gives_the_rate() {
+        let tally = Tally { sent: 3, failed: 1 };
+        assert_eq!(
+            summary(&tally, Duration::from_secs(2)),
+            "sent 3, failed 1 (4 documents in 2.00 s, 2/s)"
+        );
+        let one = Tally { sent: 1, failed: 0 };
+        assert!(summary(&one, Duration::ZERO).starts_with("sent 1, failed 0 (1 document in"));
+    }
 
     /// Every line of `bytes`, read as `send --file` reads them.
     fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {

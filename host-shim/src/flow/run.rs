@@ -132,19 +132,32 @@ impl Outcome {
     }
 }
 
-/// Runs `flow`, printing each step's outcome and each received document (as
-/// a JSON line) to `out`.
+/// Where a flow's run writes: the received documents apart from the rest,
+/// so that a reader of the documents gets nothing else.
+pub struct RunOutput<'a> {
+    /// Each received document, as a JSON line.
+    pub documents: &'a mut dyn Write,
+    /// The broker's address, each step's outcome, and the verdict.
+    pub log: &'a mut dyn Write,
+}
+
+/// Runs `flow`, printing each received document (as a JSON line) to
+/// `out.documents` and each step's outcome to `out.log`.
 ///
 /// # Errors
 ///
-/// When the broker cannot start, `out` cannot be written, or a step fails in
-/// a way its expectations do not allow for and that is not a difference to
-/// report (a named listener that is not open, for example).
+/// When the broker cannot start, the output cannot be written, or a step
+/// fails in a way its expectations do not allow for and that is not a
+/// difference to report (a named listener that is not open, for example).
 pub async fn run(
     flow: &Flow,
     options: &RunOptions,
-    out: &mut dyn Write,
+    out: RunOutput<'_>,
 ) -> Result<Outcome, RunError> {
+    let RunOutput {
+        documents,
+        log: out,
+    } = out;
     let builtin = options.url.is_none()
         && (flow.broker.is_some()
             || !flow
@@ -180,6 +193,7 @@ pub async fn run(
         senders: HashMap::new(),
         listeners: HashMap::new(),
         out,
+        documents,
     };
     let mut outcome = Outcome {
         steps_run: 0,
@@ -228,7 +242,10 @@ struct Runner<'a> {
     connection: Map<String, Json>,
     senders: HashMap<String, Sender>,
     listeners: HashMap<String, Listener>,
+    /// The log: step outcomes.
     out: &'a mut dyn Write,
+    /// The received documents.
+    documents: &'a mut dyn Write,
 }
 
 impl Runner<'_> {
@@ -288,7 +305,8 @@ impl Runner<'_> {
                 let timeout = receive
                     .timeout_ms
                     .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-                let (received, error) = collect(listener, receive.count, timeout, self.out).await?;
+                let (received, error) =
+                    collect(listener, receive.count, timeout, self.documents).await?;
                 let label = format!("receive {}", receive.name);
                 self.report_listen(
                     i,
@@ -310,7 +328,7 @@ impl Runner<'_> {
                 let (received, error) = match opened {
                     Ok(mut listener) => {
                         let collected =
-                            collect(&mut listener, listen.count, timeout, self.out).await;
+                            collect(&mut listener, listen.count, timeout, self.documents).await;
                         listener.close().await;
                         collected?
                     }
