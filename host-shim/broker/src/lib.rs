@@ -25,6 +25,12 @@
 //!   - `config/mod.rs`: every key with its default, the profiles, JSON.
 //!   - `config/check.rs`: the value ranges checked at start.
 //!   - `config/password.rs`: the `password_file` format.
+//!   - `config/acl.rs`: the `acl_file` format.
+//! - `auth`: who may connect (accounts and `allow_anonymous`) and where
+//!   they may publish and subscribe (the ACL).
+//!   - `auth/secret.rs`: one password, kept as a digest and compared in
+//!     constant time (`mosquitto_passwd`'s hashes).
+//!   - `auth/acl.rs`: ACL rules and what they grant one client.
 //! - `codec`: between a connection's bytes and the 5.0 packets the core
 //!   works with.
 //!   - `codec/mod.rs`: framing (check, parse, advance), the fixed header,
@@ -73,6 +79,7 @@
 //!   loopback over the management API, for `host-shim retained`.
 
 pub mod admin;
+mod auth;
 mod codec;
 pub mod config;
 mod core;
@@ -83,9 +90,10 @@ mod trie;
 mod types;
 
 pub use self::core::Stats;
+pub use auth::HashError;
 pub use config::{
-    broker_schema, BrokerConfig, ConfigError, PasswordFileError, Profile, RetainConfig,
-    RetainStorage, User,
+    broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
+    RetainConfig, RetainStorage, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{start, AdminError, BrokerAdmin, BrokerHandle, StartError, MAX_PAGE_SIZE};

@@ -7,6 +7,7 @@
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
 
+use super::auth::Grants;
 use super::types::SubOptions;
 use bytes::Bytes;
 use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
@@ -113,6 +114,9 @@ pub struct Session {
     pub topic_alias_max: u16,
     /// Topic aliases given to the client on this connection.
     pub out_aliases: HashMap<Bytes, u16>,
+    /// What the ACL lets the client of the current (or last) connection do;
+    /// `None` without an ACL: anything.
+    pub grants: Option<Arc<Grants>>,
     next_pkid: u16,
 }
 
@@ -135,8 +139,19 @@ impl Session {
             pending_will: None,
             topic_alias_max: 0,
             out_aliases: HashMap::new(),
+            grants: None,
             next_pkid: 0,
         }
+    }
+
+    /// Whether the ACL lets the client receive a message on `topic`.
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.grants.as_ref().is_none_or(|g| g.may_read(topic))
+    }
+
+    /// Whether the ACL lets the client publish to `topic`.
+    pub fn may_write(&self, topic: &str) -> bool {
+        self.grants.as_ref().is_none_or(|g| g.may_write(topic))
     }
 
     /// A packet identifier not used by any message in flight, or `None` when

@@ -6,7 +6,8 @@
 //! - this file: the keys, their defaults, the profiles, reading JSON, and
 //!   [`ConfigError`];
 //! - `check`: the value ranges the broker relies on, checked at start;
-//! - `password`: the `password_file` format.
+//! - `password`: the `password_file` format;
+//! - `acl`: the `acl_file` format.
 //!
 //! # Profiles
 //!
@@ -74,9 +75,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod acl;
 mod check;
 mod password;
 
+pub(crate) use acl::read_acl_file;
+pub use acl::AclFileError;
 pub(crate) use check::check;
 pub(crate) use password::read_password_file;
 pub use password::PasswordFileError;
@@ -112,6 +116,22 @@ pub enum ConfigError {
         path: PathBuf,
         /// The line and what is wrong with it.
         error: PasswordFileError,
+    },
+    /// The ACL file cannot be read.
+    #[error("cannot read acl_file {}: {error}", path.display())]
+    AclFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A line of the ACL file is wrong.
+    #[error("acl_file {}: {error}", path.display())]
+    AclFile {
+        /// The file.
+        path: PathBuf,
+        /// The line and what is wrong with it.
+        error: AclFileError,
     },
 }
 
@@ -173,12 +193,28 @@ pub struct BrokerConfig {
     /// `["test/nosubscribe"]`, the filter interoperability suites use to
     /// check that a refused subscription is reported.
     pub deny_subscribe: Vec<String>,
-    /// Let clients connect without a username. Default true.
+    /// Let clients connect without a username. Default true. When false and
+    /// no account is configured (`users`, `password_file`) nobody can
+    /// connect, and the broker says so at start. When true and no account
+    /// is configured, user names and passwords are not checked (as in
+    /// Mosquitto).
     pub allow_anonymous: bool,
-    /// Accounts accepted, inline. Default none.
+    /// Accounts accepted, inline, with plain-text passwords. Default none.
     pub users: Vec<User>,
-    /// A file of `username:password` lines, one account each. Default none.
+    /// A password file in Mosquitto's format, one `username:password` line
+    /// an account, the password hashed by `mosquitto_passwd` (`$7$`
+    /// PBKDF2-SHA512 or `$6$` SHA-512), so Mosquitto's files work as they
+    /// are. A password without such a prefix is taken as plain text, with a
+    /// warning at start. Default none.
     pub password_file: Option<PathBuf>,
+    /// An access control file in Mosquitto's format (`user NAME`, `topic
+    /// [read|write|readwrite|deny] FILTER`, `pattern ...` with `%c` and
+    /// `%u`): with one, a client may publish, subscribe and receive only
+    /// where a rule allows it. Refused subscriptions get SUBACK 0x87 (5.0) or
+    /// 0x80 (3.1.1); refused PUBLISHes PUBACK/PUBREC 0x87 (5.0) or are
+    /// dropped (3.1.1); a will to a topic the client may not write refuses
+    /// the CONNECT (Not authorized). Default none: everything is allowed.
+    pub acl_file: Option<PathBuf>,
     /// Retained message options.
     pub retain: RetainConfig,
 }
@@ -289,6 +325,7 @@ impl Default for BrokerConfig {
             allow_anonymous: true,
             users: Vec::new(),
             password_file: None,
+            acl_file: None,
             retain: RetainConfig::default(),
         }
     }
@@ -396,6 +433,7 @@ struct ConfigFile {
     allow_anonymous: Option<bool>,
     users: Option<Vec<User>>,
     password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
     #[serde(default)]
     retain: RetainFile,
 }
@@ -452,6 +490,9 @@ impl From<ConfigFile> for BrokerConfig {
         );
         if file.password_file.is_some() {
             config.password_file = file.password_file;
+        }
+        if file.acl_file.is_some() {
+            config.acl_file = file.acl_file;
         }
         let retain = file.retain;
         overlay!(

@@ -53,6 +53,23 @@ impl Broker {
             connect.client_id.clone()
         };
 
+        let username = login.as_ref().map(|l| l.username.as_str());
+        let grants = self.auth.grants(&client_id, username);
+        if let (Some(grants), Some(will)) = (&grants, &will) {
+            if !grants.may_write(will.topic.as_str()) {
+                // The ACL is checked when the will is set, as Mosquitto
+                // does: a client cannot leave a message where it may not
+                // publish.
+                tracing::debug!(
+                    client_id,
+                    topic = will.topic.as_str(),
+                    "will refused by the ACL"
+                );
+                self.refuse_connect(conn, ConnectReturnCode::NotAuthorized);
+                return;
+            }
+        }
+
         let expiry_interval = if v5 {
             props
                 .session_expiry_interval
@@ -121,6 +138,7 @@ impl Broker {
             // MQTT-3.1.3-9 (5.0): a new connection before the will delay
             // passed means the will is not sent.
             session.pending_will = None;
+            session.grants = grants;
         }
         self.conns.insert(
             conn,
@@ -179,7 +197,7 @@ impl Broker {
         if v5 && props.max_packet_size == Some(0) {
             return Err(ConnectReturnCode::ProtocolError);
         }
-        if let Some(code) = self.authenticate(login) {
+        if let Some(code) = self.auth.authenticate(login) {
             return Err(code);
         }
         let Some(will) = will else {
@@ -210,22 +228,6 @@ impl Broker {
             }),
         );
         self.actions.push_back(Action::Close(conn));
-    }
-
-    fn authenticate(&self, login: Option<&Login>) -> Option<ConnectReturnCode> {
-        match login {
-            None if !self.config.allow_anonymous => Some(ConnectReturnCode::NotAuthorized),
-            None => None,
-            Some(_) if self.config.users.is_empty() => None,
-            Some(login) => {
-                let known = self
-                    .config
-                    .users
-                    .iter()
-                    .any(|u| u.username == login.username && u.password == login.password);
-                (!known).then_some(ConnectReturnCode::BadUserNamePassword)
-            }
-        }
     }
 
     /// The keep alive a 5.0 client must use: its own, unless above the

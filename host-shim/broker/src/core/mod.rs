@@ -113,6 +113,7 @@ mod tests;
 
 use self::retained::RetainedCursor;
 use self::timers::Timer;
+use super::auth::Auth;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
@@ -186,6 +187,7 @@ struct Conn {
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
+    auth: Auth,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, Session>,
     by_client_id: HashMap<String, SessionId>,
@@ -223,6 +225,7 @@ impl Broker {
         };
         retained.load(loaded, now, wall);
         let mut broker = Broker {
+            auth: Auth::inline(&config),
             config,
             conns: HashMap::new(),
             sessions: HashMap::new(),
@@ -242,6 +245,13 @@ impl Broker {
         };
         broker.schedule_sweep(now);
         broker
+    }
+
+    /// The accounts to check CONNECTs against, in place of the inline
+    /// `users` of the configuration.
+    pub(crate) fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// A packet (or the CONNECT) decoded from connection `conn`.

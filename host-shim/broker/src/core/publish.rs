@@ -78,6 +78,24 @@ impl Broker {
         }
 
         let pkid = publish.pkid;
+        let allowed = self.session_mut(session).may_write(topic.as_str());
+        if !allowed && version == MqttVersion::V5 {
+            // Refused, and the QoS flow ends here (MQTT-3.3.4-8).
+            match publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    let mut ack = PubAck::new(pkid, None);
+                    ack.reason = PubAckReason::NotAuthorized;
+                    self.send(conn, Packet::PubAck(ack));
+                }
+                QoS::ExactlyOnce => {
+                    let mut rec = PubRec::new(pkid, None);
+                    rec.reason = PubRecReason::NotAuthorized;
+                    self.send(conn, Packet::PubRec(rec));
+                }
+            }
+            return;
+        }
         match publish.qos {
             QoS::ExactlyOnce => {
                 let receive_maximum = usize::from(self.config.receive_maximum);
@@ -99,7 +117,13 @@ impl Broker {
         }
 
         let qos = publish.qos;
-        let delivered = self.publish_message(now, session, &topic, publish);
+        // 3.1.1 cannot say no: a refused message is acknowledged as usual
+        // and dropped, as Mosquitto does.
+        let delivered = if allowed {
+            self.publish_message(now, session, &topic, publish)
+        } else {
+            0
+        };
 
         match qos {
             QoS::AtMostOnce => {}
@@ -223,6 +247,13 @@ impl Broker {
                 retain |= o.retain_as_published;
                 ids.extend(o.subscription_id);
                 i += 1;
+            }
+            if !self
+                .sessions
+                .get(&session)
+                .is_some_and(|s| s.may_read(topic.as_str()))
+            {
+                continue;
             }
             let queued = Queued {
                 qos: min_qos(message.publish.qos, granted),

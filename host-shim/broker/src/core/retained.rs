@@ -217,12 +217,20 @@ impl Broker {
         let mut found = std::mem::take(&mut self.retained_scratch);
         found.clear();
         let start_seq = cursor.start_seq;
+        let grants = session.grants.clone();
         self.retained.walk(
             cursor.filter.as_str(),
             cursor.after.as_deref(),
             now,
             budget,
-            &mut |m| m.seq <= start_seq,
+            // Messages the ACL does not let the client read are skipped
+            // like ones stored after the SUBSCRIBE.
+            &mut |m| {
+                m.seq <= start_seq
+                    && grants.as_ref().is_none_or(|g| {
+                        std::str::from_utf8(&m.publish.topic).is_ok_and(|t| g.may_read(t))
+                    })
+            },
             &mut found,
         );
         let finished = found.len() < budget;

@@ -46,6 +46,7 @@ impl Broker {
         }
 
         let Subscribe { pkid, filters, .. } = subscribe;
+        let grants = self.session_mut(session_id).grants.clone();
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained_for = Vec::new();
         for filter in filters {
@@ -54,6 +55,12 @@ impl Broker {
                 Err(SubscribeReasonCode::Unspecified)
             } else {
                 self.check_filter(filter.path)
+                    .and_then(|path| match &grants {
+                        Some(grants) if !grants.may_subscribe(path.match_filter()) => {
+                            Err(SubscribeReasonCode::NotAuthorized)
+                        }
+                        _ => Ok(path),
+                    })
             };
             let code = match checked {
                 Err(code) => code,

@@ -4,6 +4,7 @@
 use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
 use super::router::{Router, EVENT_CAPACITY};
+use crate::auth::Auth;
 use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
 use crate::retained::{DiskStore, RetainedStoreError};
@@ -40,8 +41,8 @@ impl From<ConfigError> for StartError {
 
 /// Starts a broker on the current tokio runtime.
 ///
-/// The accounts of `password_file` are added to `users` before the broker
-/// starts.
+/// The accounts of `password_file` are read before the broker starts, next
+/// to the inline `users`.
 ///
 /// # Errors
 ///
@@ -62,12 +63,10 @@ impl From<ConfigError> for StartError {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     config::check(&config)?;
-    if let Some(path) = &config.password_file {
-        let accounts = config::read_password_file(path, &config.users)?;
-        config.users.extend(accounts);
-    }
+    let auth = Auth::load(&config)?;
+    auth.warn_at_start(&config);
 
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await
@@ -104,7 +103,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now());
+    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now()).with_auth(auth);
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

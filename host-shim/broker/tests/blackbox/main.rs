@@ -7,8 +7,10 @@
 //! the normative statements they check: `MQTT-x.y.z-n` ids from the 3.1.1
 //! ("v311") and 5.0 ("v5") specifications.
 
+mod acl;
 mod admin;
 mod admin_http;
+mod auth;
 mod connection;
 mod flow;
 mod interop;
