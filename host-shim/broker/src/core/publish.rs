@@ -51,6 +51,12 @@ impl Broker {
                     return;
                 }
             },
+            // 5.0 section 3.3.2.3.4: a zero-length Topic Name without a
+            // Topic Alias is a Protocol Error (3.1.1: an invalid topic).
+            None if publish.topic.is_empty() && version == MqttVersion::V5 => {
+                self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
+                return;
+            }
             _ => match TopicName::from_bytes(&publish.topic) {
                 Ok(topic) => {
                     if let Some(alias) = alias {

@@ -16,6 +16,7 @@ mod flow;
 mod interop;
 mod limits;
 mod malformed;
+mod properties;
 mod qos;
 mod retained;
 mod retained_delivery;
