@@ -173,9 +173,18 @@ pub struct BrokerConfig {
     /// Default 100000.
     pub max_queued_messages: usize,
     /// Highest keep alive accepted, in seconds; a 5.0 client asking for more
-    /// is told this value as Server Keep Alive (a 3.1.1 client cannot be
-    /// told, so its own value holds). 0 means no limit. Default 60.
+    /// is told this value as Server Keep Alive; a 3.1.1 client, which cannot
+    /// be told, is refused with CONNACK 0x02 (Identifier rejected), as
+    /// Mosquitto does. A keep alive of 0 (none) is accepted. 0 means no
+    /// limit. Default 60.
     pub max_keep_alive: u16,
+    /// Seconds a packet may take to arrive once its first bytes have: a
+    /// connection that starts a packet and does not finish it in time is
+    /// closed (counted, and logged at most once every 10 s), so unfinished
+    /// packets cannot hold memory and connection slots. While packets keep
+    /// completing the time counts from the last one. 0 is no limit. Default
+    /// 60.
+    pub packet_timeout: u32,
     /// Highest session expiry interval honoured, in seconds. Default
     /// 4294967295 (the 5.0 "never expires" value).
     pub max_session_expiry: u32,
@@ -315,6 +324,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             max_queued_messages: 100_000,
             max_keep_alive: 60,
+            packet_timeout: 60,
             max_session_expiry: u32::MAX,
             topic_alias_maximum: 64,
             maximum_qos: 2,
@@ -423,6 +433,7 @@ struct ConfigFile {
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
     max_keep_alive: Option<u16>,
+    packet_timeout: Option<u32>,
     max_session_expiry: Option<u32>,
     topic_alias_maximum: Option<u16>,
     maximum_qos: Option<u8>,
@@ -478,6 +489,7 @@ impl From<ConfigFile> for BrokerConfig {
             max_inflight,
             max_queued_messages,
             max_keep_alive,
+            packet_timeout,
             max_session_expiry,
             topic_alias_maximum,
             maximum_qos,

@@ -111,7 +111,7 @@ impl Broker {
 
         let keep_alive = match version {
             MqttVersion::V5 => self.effective_keep_alive(connect.keep_alive),
-            // A 3.1.1 client cannot be told another value, so its own holds.
+            // Within `max_keep_alive`: checked above.
             MqttVersion::V311 => Duration::from_secs(u64::from(connect.keep_alive)),
         };
         let window = usize::from(
@@ -185,6 +185,12 @@ impl Broker {
         let v5 = version == MqttVersion::V5;
         // MQTT-3.1.3-8 (3.1.1): an empty id needs a clean session.
         if !v5 && connect.client_id.is_empty() && !connect.clean_start {
+            return Err(ConnectReturnCode::ClientIdentifierNotValid);
+        }
+        let max_keep_alive = self.config.max_keep_alive;
+        if !v5 && max_keep_alive > 0 && connect.keep_alive > max_keep_alive {
+            // 3.1.1 cannot be told a Server Keep Alive: as Mosquitto does,
+            // a longer keep alive is refused with 0x02 Identifier rejected.
             return Err(ConnectReturnCode::ClientIdentifierNotValid);
         }
         if v5 && props.authentication_method.is_some() {

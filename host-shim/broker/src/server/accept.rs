@@ -2,6 +2,7 @@
 //! `max_connections` at a time, with a backoff when accepting fails.
 
 use super::connection::Connection;
+use super::reader::ReadLimits;
 use super::router::Event;
 use crate::core::ConnId;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tracing::{debug, error, warn};
 pub(super) struct Acceptor {
     pub(super) listener: TcpListener,
     pub(super) limit: Arc<Semaphore>,
-    pub(super) max_packet_size: u32,
+    pub(super) limits: ReadLimits,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     pub(super) done: mpsc::Sender<()>,
@@ -51,7 +52,7 @@ impl Acceptor {
                     debug!(conn, %peer, "connection accepted");
                     let task = Connection {
                         conn,
-                        max_packet_size: self.max_packet_size,
+                        limits: self.limits,
                         events: self.events.clone(),
                         shutdown: self.shutdown.clone(),
                         _done: self.done.clone(),

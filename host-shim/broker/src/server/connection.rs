@@ -2,7 +2,7 @@
 //! side to the router (see `reader`), then encodes and writes what the
 //! router sends back, until the broker closes the connection or forgets it.
 
-use super::reader::Reader;
+use super::reader::{ReadLimits, Reader};
 use super::router::{Event, Outbound};
 use crate::codec;
 use crate::core::ConnId;
@@ -32,7 +32,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// runs its writer.
 pub(super) struct Connection {
     pub(super) conn: ConnId,
-    pub(super) max_packet_size: u32,
+    pub(super) limits: ReadLimits,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     /// Held, never used: see [`BrokerHandle::shutdown`](super::BrokerHandle::shutdown).
@@ -66,7 +66,7 @@ impl Connection {
         let version = Arc::new(OnceLock::new());
         // Dropped when this task ends, which tells the reader.
         let (_writing, writer_gone) = oneshot::channel::<()>();
-        let reader = Reader::new(conn, rd, self.max_packet_size, version.clone(), writer_gone);
+        let reader = Reader::new(conn, rd, self.limits, version.clone(), writer_gone);
         let opened = Event::Opened {
             reader,
             outbound: out_tx,

@@ -130,6 +130,9 @@ pub(super) struct Router {
     store_failing: bool,
     /// Failed writes of retained messages to disk.
     write_errors: u64,
+    /// Connections closed for a packet not finished in time.
+    packet_timeouts: u64,
+    packet_timeout_log: RateLimitedLog,
 }
 
 /// What the router remembers of a batch of events until their actions are
@@ -153,6 +156,8 @@ impl Router {
             disk,
             store_failing: false,
             write_errors: 0,
+            packet_timeouts: 0,
+            packet_timeout_log: RateLimitedLog::default(),
         }
     }
 
@@ -236,6 +241,7 @@ impl Router {
         debug!(
             stats = ?core.stats(),
             retained_write_errors = self.write_errors,
+            packet_timeouts = self.packet_timeouts,
             "router stopped"
         );
         // Close the retained store's file before `_done` goes, so once
@@ -304,6 +310,20 @@ impl Router {
                 self.transport_ended(core, conn, batch);
                 return 1;
             }
+            Wake::PacketTimeout => {
+                self.packet_timeouts += 1;
+                self.packet_timeout_log.log(|suppressed| {
+                    warn!(
+                        conn,
+                        total = self.packet_timeouts,
+                        suppressed,
+                        "closed: a packet started and did not finish within packet_timeout"
+                    )
+                });
+                self.transport_ended(core, conn, batch);
+                self.reads.linger(reader);
+                return 1;
+            }
             Wake::WriterGone => {
                 // The writer failed, was stopped, or closed the connection;
                 // in the first two cases the core has not heard of it yet.
@@ -331,6 +351,7 @@ impl Router {
                 let handled = self.decode(core, &mut reader, batch);
                 match handled {
                     Some(handled) => {
+                        reader.decoded(handled);
                         self.reads.arm(reader);
                         handled.max(1)
                     }
@@ -562,6 +583,31 @@ impl Router {
                 }
             }
         }
+    }
+}
+
+/// At most one log line per [`LOG_INTERVAL`] for an event that a client can
+/// make happen at will; the lines skipped are counted in the next one.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// The shortest time between two lines of a [`RateLimitedLog`].
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl RateLimitedLog {
+    /// Calls `log` with the number of lines skipped since the last one, or
+    /// skips it when the last line is too recent.
+    fn log(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + LOG_INTERVAL) {
+            self.suppressed += 1;
+            return;
+        }
+        self.last = Some(now);
+        log(std::mem::take(&mut self.suppressed));
     }
 }
 

@@ -3,13 +3,14 @@
 
 use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
+use super::reader::ReadLimits;
 use super::router::{Router, EVENT_CAPACITY};
 use crate::auth::Auth;
 use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
 use crate::retained::{DiskStore, RetainedStoreError};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -97,7 +98,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let accept = Acceptor {
         listener,
         limit: Arc::new(Semaphore::new(config.max_connections)),
-        max_packet_size: config.max_packet_size,
+        limits: ReadLimits {
+            max_packet_size: config.max_packet_size,
+            packet_timeout: (config.packet_timeout > 0)
+                .then(|| Duration::from_secs(u64::from(config.packet_timeout))),
+        },
         events: events_tx,
         shutdown: shutdown_rx.clone(),
         done: done_tx.clone(),

@@ -299,3 +299,69 @@ async fn shutdown_disconnects_clients_0x8b() -> Result<()> {
     c4.inbox.ended().await?;
     Ok(())
 }
+
+/// 3.1.1 cannot be told a Server Keep Alive, so a keep alive above
+/// `max_keep_alive` is refused with return code 0x02 (Identifier rejected),
+/// as Mosquitto does; at most the limit, or 0, is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v4_keep_alive_above_the_maximum_is_refused() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_keep_alive: 30,
+        ..config()
+    })
+    .await?;
+    for (keep_alive, want) in [(31, 2), (u16::MAX, 2), (30, 0), (0, 0)] {
+        let connect = RawConnect {
+            keep_alive,
+            ..RawConnect::v4("ka-max")
+        };
+        let (mut raw, connack) = Raw::handshake(&broker, &connect).await?;
+        assert_eq!(connack.connack_code(), want, "keep alive {keep_alive}");
+        if want != 0 {
+            raw.closed().await?;
+        }
+    }
+    broker.shutdown().await
+}
+
+/// A packet whose first bytes came but whose rest does not is not waited
+/// for forever: after `packet_timeout` the connection is closed, while a
+/// connection whose packets complete stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_packet_closes_after_packet_timeout() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        packet_timeout: 1,
+        ..config()
+    })
+    .await?;
+    let idle = RawConnect {
+        keep_alive: 0,
+        ..RawConnect::v4("pt-stuck")
+    };
+    let mut stuck = Raw::connected(&broker, &idle).await?;
+    let mut steady = Raw::connected(
+        &broker,
+        &RawConnect {
+            client_id: "pt-steady".to_owned(),
+            ..idle.clone()
+        },
+    )
+    .await?;
+    // A QoS 0 PUBLISH announcing 100 bytes, of which 20 are sent.
+    let mut partial = vec![0x30, 100, 0, 4];
+    partial.extend_from_slice(b"pt/x");
+    partial.extend_from_slice(&[b'p'; 14]);
+    stuck.send(&partial).await?;
+    let frames = stuck
+        .closed_within(std::time::Duration::from_secs(10))
+        .await?;
+    assert!(frames.is_empty(), "{frames:?}");
+
+    // Complete packets, more than the timeout apart, keep a connection.
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        steady.send(&[0xC0, 0x00]).await?;
+        assert_eq!(steady.recv().await?.kind(), kind::PINGRESP);
+    }
+    broker.shutdown().await
+}
