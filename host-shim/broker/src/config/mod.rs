@@ -172,6 +172,17 @@ pub struct BrokerConfig {
     /// window). Messages over the limit are dropped, counted and logged.
     /// Default 100000.
     pub max_queued_messages: usize,
+    /// Most bytes queued for one connection and not yet written to its
+    /// socket (replies and messages). Above it the broker stops reading the
+    /// client's socket until the queue is back under half, drops live QoS 0
+    /// messages for it, and closes the connection if it stays above for
+    /// `slow_client_timeout`; each episode is counted and logged (at most
+    /// once every 10 s). A single larger packet is still sent. Default
+    /// 16 MiB.
+    pub max_outbound_bytes: usize,
+    /// Seconds a connection may stay above `max_outbound_bytes` before it
+    /// is closed. Default 10.
+    pub slow_client_timeout: u32,
     /// Highest keep alive accepted, in seconds; a 5.0 client asking for more
     /// is told this value as Server Keep Alive; a 3.1.1 client, which cannot
     /// be told, is refused with CONNACK 0x02 (Identifier rejected), as
@@ -323,6 +334,8 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_inflight: 100,
             max_queued_messages: 100_000,
+            max_outbound_bytes: 16 * 1024 * 1024,
+            slow_client_timeout: 10,
             max_keep_alive: 60,
             packet_timeout: 60,
             max_session_expiry: u32::MAX,
@@ -432,6 +445,8 @@ struct ConfigFile {
     receive_maximum: Option<u16>,
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
+    max_outbound_bytes: Option<usize>,
+    slow_client_timeout: Option<u32>,
     max_keep_alive: Option<u16>,
     packet_timeout: Option<u32>,
     max_session_expiry: Option<u32>,
@@ -488,6 +503,8 @@ impl From<ConfigFile> for BrokerConfig {
             receive_maximum,
             max_inflight,
             max_queued_messages,
+            max_outbound_bytes,
+            slow_client_timeout,
             max_keep_alive,
             packet_timeout,
             max_session_expiry,

@@ -17,6 +17,7 @@ pub(super) struct Acceptor {
     pub(super) listener: TcpListener,
     pub(super) limit: Arc<Semaphore>,
     pub(super) limits: ReadLimits,
+    pub(super) outbound_limit: usize,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     pub(super) done: mpsc::Sender<()>,
@@ -53,6 +54,7 @@ impl Acceptor {
                     let task = Connection {
                         conn,
                         limits: self.limits,
+                        outbound_limit: self.outbound_limit,
                         events: self.events.clone(),
                         shutdown: self.shutdown.clone(),
                         _done: self.done.clone(),

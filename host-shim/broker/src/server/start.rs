@@ -94,7 +94,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
             (Some(disk), loaded)
         }
     };
-    let router = Router::new(config.max_queued_messages, disk);
+    let router = Router::new(
+        config.max_queued_messages,
+        config.max_outbound_bytes,
+        Duration::from_secs(u64::from(config.slow_client_timeout)),
+        disk,
+    );
     let accept = Acceptor {
         listener,
         limit: Arc::new(Semaphore::new(config.max_connections)),
@@ -103,6 +108,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
             packet_timeout: (config.packet_timeout > 0)
                 .then(|| Duration::from_secs(u64::from(config.packet_timeout))),
         },
+        outbound_limit: config.max_outbound_bytes,
         events: events_tx,
         shutdown: shutdown_rx.clone(),
         done: done_tx.clone(),

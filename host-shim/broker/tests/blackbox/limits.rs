@@ -365,3 +365,46 @@ async fn unfinished_packet_closes_after_packet_timeout() -> Result<()> {
     }
     broker.shutdown().await
 }
+
+/// A client that sends PINGREQs and never reads the PINGRESPs cannot make
+/// the broker queue replies without bound: over `max_outbound_bytes` the
+/// broker stops reading it, and after `slow_client_timeout` closes it, while
+/// other clients are served all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::with(BrokerConfig {
+        max_outbound_bytes: 64 * 1024,
+        slow_client_timeout: 1,
+        ..config()
+    })
+    .await?;
+    let idle = RawConnect {
+        keep_alive: 0,
+        ..RawConnect::v4("never-reads")
+    };
+    let mut stream = tokio::net::TcpStream::connect(broker.addr()).await?;
+    stream.write_all(&idle.encode()).await?;
+    // PINGREQs, 1 MiB at a time, until the broker closes the connection;
+    // the kernel's buffers take a few MiB before the broker's queue grows.
+    let flood = async {
+        let pings = [0xC0u8, 0x00].repeat(512 * 1024);
+        let mut sent = 0usize;
+        loop {
+            if stream.write_all(&pings).await.is_err() {
+                return sent;
+            }
+            sent += pings.len();
+        }
+    };
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(60), flood)
+        .await
+        .map_err(|_| anyhow::anyhow!("the broker never closed a client that does not read"))?;
+    println!("closed after {} MiB of PINGREQs", sent / (1024 * 1024));
+
+    // The broker still serves everyone else.
+    let mut other = Raw::connected(&broker, &RawConnect::v4("reads")).await?;
+    other.send(&[0xC0, 0x00]).await?;
+    assert_eq!(other.recv().await?.kind(), kind::PINGRESP);
+    broker.shutdown().await
+}
