@@ -75,6 +75,8 @@
 //!     lingering read after a close.
 //!   - `server/connection.rs`: one task per connection, writing.
 //! - `types`: small types the modules share.
+//! - `log_limit`: log lines for events clients can cause at will, at most
+//!   one per interval.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
 //!   loopback over the management API, for `host-shim retained`.
 
@@ -83,6 +85,7 @@ mod auth;
 mod codec;
 pub mod config;
 mod core;
+mod log_limit;
 mod retained;
 mod server;
 mod session;

@@ -116,6 +116,7 @@ use self::timers::Timer;
 use super::auth::Auth;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
+use super::log_limit::LogLimit;
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
 use super::session::{Session, Will};
 use super::trie::{Match, SubscriptionTrie};
@@ -207,6 +208,16 @@ pub struct Broker {
     retained_scratch: Vec<Arc<RetainedMessage>>,
     /// One moment on both clocks, to turn `Instant`s into wall-clock time.
     clock: (Instant, SystemTime),
+    /// The log lines of events clients cause at will, rate-limited.
+    logs: Logs,
+}
+
+/// The rate-limited log lines of the core, one limit each.
+#[derive(Debug, Default)]
+struct Logs {
+    queue_full: LogLimit,
+    retained_too_large: LogLimit,
+    retained_full: LogLimit,
 }
 
 impl Broker {
@@ -242,6 +253,7 @@ impl Broker {
             cursors: HashMap::new(),
             retained_scratch: Vec::new(),
             clock: (now, wall),
+            logs: Logs::default(),
         };
         broker.schedule_sweep(now);
         broker

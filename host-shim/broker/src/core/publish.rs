@@ -302,11 +302,16 @@ impl Broker {
         }
         if session.enqueue(queued, limit).is_err() {
             self.stats.dropped_queue_full += 1;
-            tracing::warn!(
-                client_id = %session.client_id,
-                limit,
-                "session queue full: message dropped"
-            );
+            let total = self.stats.dropped_queue_full;
+            self.logs.queue_full.log(now, |suppressed| {
+                tracing::warn!(
+                    client_id = %session.client_id,
+                    limit,
+                    total,
+                    suppressed,
+                    "session queue full: message dropped"
+                )
+            });
         }
     }
 

@@ -68,12 +68,17 @@ impl Broker {
         }
         if limits.max_payload_bytes > 0 && publish.payload.len() > limits.max_payload_bytes {
             self.stats.retained_refused_too_large += 1;
-            tracing::warn!(
-                topic,
-                bytes = publish.payload.len(),
-                limit = limits.max_payload_bytes,
-                "retained message not stored: payload over retain.max_payload_bytes"
-            );
+            let total = self.stats.retained_refused_too_large;
+            self.logs.retained_too_large.log(now, |suppressed| {
+                tracing::warn!(
+                    topic,
+                    bytes = publish.payload.len(),
+                    limit = limits.max_payload_bytes,
+                    total,
+                    suppressed,
+                    "retained message not stored: payload over retain.max_payload_bytes"
+                )
+            });
             return;
         }
         let max = limits.max_messages;
@@ -83,11 +88,16 @@ impl Broker {
             self.retained.purge_expired(now);
             if self.retained.len() >= max {
                 self.stats.retained_refused_full += 1;
-                tracing::warn!(
-                    topic,
-                    limit = max,
-                    "retained message not stored: retain.max_messages reached"
-                );
+                let total = self.stats.retained_refused_full;
+                self.logs.retained_full.log(now, |suppressed| {
+                    tracing::warn!(
+                        topic,
+                        limit = max,
+                        total,
+                        suppressed,
+                        "retained message not stored: retain.max_messages reached"
+                    )
+                });
                 return;
             }
         }

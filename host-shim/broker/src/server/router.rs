@@ -10,6 +10,7 @@ use super::handle::{AdminError, AdminRequest};
 use super::reader::{Reader, Reads, Wake};
 use crate::codec::{self, DecodeError, Frame};
 use crate::core::{Action, Broker, ConnId};
+use crate::log_limit::LogLimit;
 use crate::retained::{DiskStore, RetainedStoreError};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -153,7 +154,7 @@ pub(super) struct Router {
     /// staying over it.
     slow_episodes: u64,
     slow_closed: u64,
-    slow_log: RateLimitedLog,
+    slow_log: LogLimit,
     conns: HashMap<ConnId, ConnEntry>,
     /// The read side of every connection.
     reads: Reads,
@@ -166,7 +167,7 @@ pub(super) struct Router {
     write_errors: u64,
     /// Connections closed for a packet not finished in time.
     packet_timeouts: u64,
-    packet_timeout_log: RateLimitedLog,
+    packet_timeout_log: LogLimit,
 }
 
 /// What the router remembers of a batch of events until their actions are
@@ -196,14 +197,14 @@ impl Router {
             episodes: Episodes::default(),
             slow_episodes: 0,
             slow_closed: 0,
-            slow_log: RateLimitedLog::default(),
+            slow_log: LogLimit::default(),
             conns: HashMap::new(),
             reads: Reads::new(),
             disk,
             store_failing: false,
             write_errors: 0,
             packet_timeouts: 0,
-            packet_timeout_log: RateLimitedLog::default(),
+            packet_timeout_log: LogLimit::default(),
         }
     }
 
@@ -381,7 +382,8 @@ impl Router {
             }
             Wake::PacketTimeout => {
                 self.packet_timeouts += 1;
-                self.packet_timeout_log.log(|suppressed| {
+                let now = Instant::now().into_std();
+                self.packet_timeout_log.log(now, |suppressed| {
                     warn!(
                         conn,
                         total = self.packet_timeouts,
@@ -687,7 +689,7 @@ impl Router {
         self.episodes.start(now.into_std(), conn);
         self.slow_episodes += 1;
         let (queued, total, grace) = (entry.budget.queued(), self.slow_episodes, self.slow_grace);
-        self.slow_log.log(|suppressed| {
+        self.slow_log.log(now.into_std(), |suppressed| {
             warn!(
                 conn,
                 queued,
@@ -726,7 +728,7 @@ impl Router {
             entry.parked = None;
             self.slow_closed += 1;
             let (queued, total) = (entry.budget.queued(), self.slow_closed);
-            self.slow_log.log(|suppressed| {
+            self.slow_log.log(now, |suppressed| {
                 warn!(
                     conn,
                     queued,
@@ -737,31 +739,6 @@ impl Router {
             });
             self.transport_ended(core, conn, batch);
         }
-    }
-}
-
-/// At most one log line per [`LOG_INTERVAL`] for an event that a client can
-/// make happen at will; the lines skipped are counted in the next one.
-#[derive(Debug, Default)]
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-/// The shortest time between two lines of a [`RateLimitedLog`].
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-impl RateLimitedLog {
-    /// Calls `log` with the number of lines skipped since the last one, or
-    /// skips it when the last line is too recent.
-    fn log(&mut self, log: impl FnOnce(u64)) {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now < last + LOG_INTERVAL) {
-            self.suppressed += 1;
-            return;
-        }
-        self.last = Some(now);
-        log(std::mem::take(&mut self.suppressed));
     }
 }
 
