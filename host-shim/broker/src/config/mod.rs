@@ -172,6 +172,11 @@ pub struct BrokerConfig {
     /// window). Messages over the limit are dropped, counted and logged.
     /// Default 100000.
     pub max_queued_messages: usize,
+    /// Most bytes (topic and payload) of the messages queued for one
+    /// session, beside `max_queued_messages`: whichever is reached first
+    /// drops further messages (counted, logged at most once every 10 s).
+    /// 0 is no limit. Default 128 MiB.
+    pub max_queued_bytes: usize,
     /// Most bytes queued for one connection and not yet written to its
     /// socket (replies and messages). Above it the broker stops reading the
     /// client's socket until the queue is back under half, drops live QoS 0
@@ -334,6 +339,7 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_inflight: 100,
             max_queued_messages: 100_000,
+            max_queued_bytes: 128 * 1024 * 1024,
             max_outbound_bytes: 16 * 1024 * 1024,
             slow_client_timeout: 10,
             max_keep_alive: 60,
@@ -445,6 +451,7 @@ struct ConfigFile {
     receive_maximum: Option<u16>,
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
     max_outbound_bytes: Option<usize>,
     slow_client_timeout: Option<u32>,
     max_keep_alive: Option<u16>,
@@ -503,6 +510,7 @@ impl From<ConfigFile> for BrokerConfig {
             receive_maximum,
             max_inflight,
             max_queued_messages,
+            max_queued_bytes,
             max_outbound_bytes,
             slow_client_timeout,
             max_keep_alive,

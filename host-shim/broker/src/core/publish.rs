@@ -4,7 +4,7 @@
 
 use super::retained::Step;
 use super::{Action, Broker, ConnId};
-use crate::session::{Inflight, Message, Queued};
+use crate::session::{Inflight, Message, QueueLimits, Queued};
 use crate::types::SessionId;
 use bytes::Bytes;
 use mqtt_topic::{MqttVersion, TopicName};
@@ -278,7 +278,10 @@ impl Broker {
 
     /// Sends a message to a session now if it can, else queues it.
     pub(super) fn deliver(&mut self, now: Instant, session_id: SessionId, queued: Queued) {
-        let limit = self.config.max_queued_messages;
+        let limits = QueueLimits {
+            messages: self.config.max_queued_messages,
+            bytes: self.config.max_queued_bytes,
+        };
         // Behind a retained delivery in progress, live messages wait their
         // turn, so that a topic's retained message comes before what was
         // published on it later (MQTT-4.6.0-5 in 5.0, 4.6.0-6 in 3.1.1).
@@ -300,13 +303,14 @@ impl Broker {
             self.transmit(now, session_id, queued);
             return;
         }
-        if session.enqueue(queued, limit).is_err() {
+        if session.enqueue(queued, limits).is_err() {
             self.stats.dropped_queue_full += 1;
             let total = self.stats.dropped_queue_full;
             self.logs.queue_full.log(now, |suppressed| {
                 tracing::warn!(
                     client_id = %session.client_id,
-                    limit,
+                    max_messages = limits.messages,
+                    max_bytes = limits.bytes,
                     total,
                     suppressed,
                     "session queue full: message dropped"

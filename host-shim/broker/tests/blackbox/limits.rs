@@ -144,6 +144,37 @@ async fn max_queued_messages_bounds_offline_queue() -> Result<()> {
     broker.shutdown().await
 }
 
+/// `max_queued_bytes = 1000`: an offline session queues messages up to
+/// 1000 bytes of topic and payload, whatever their number; the rest are
+/// dropped, the queued ones delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_queued_bytes_bounds_offline_queue() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_queued_bytes: 1000,
+        ..config()
+    })
+    .await?;
+    let mut opts = v4_opts(&broker, "qbytes-sub");
+    opts.set_clean_session(false);
+    let mut sub = V4::connect(opts.clone()).await?;
+    sub.subscribe("qbytes/t", 1).await?;
+    sub.disconnect().await?;
+
+    // 8 + 292 = 300 bytes each: three fit in 1000, the fourth does not.
+    let mut publ = V4::connect(v4_opts(&broker, "qbytes-pub")).await?;
+    for i in 0..6u8 {
+        publ.publish("qbytes/t", 1, false, &[b'0' + i; 292]).await?;
+    }
+    let mut sub = V4::connect(opts).await?;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(sub.next_publish().await?.payload[0]);
+    }
+    sub.no_publish().await?;
+    assert_eq!(got, b"012", "the first three, in order; the rest dropped");
+    broker.shutdown().await
+}
+
 /// 5.0: a message larger than the client's Maximum Packet Size is not sent
 /// to it (MQTT-3.1.2-24) but discarded as if delivered (MQTT-3.1.2-25): the
 /// connection stays up and later messages arrive.
