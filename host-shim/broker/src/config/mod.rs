@@ -214,6 +214,16 @@ pub struct BrokerConfig {
     pub shared_subscriptions: bool,
     /// Accept 5.0 subscription identifiers. Default true.
     pub subscription_identifiers: bool,
+    /// Most subscriptions one session may hold; a SUBSCRIBE adding one more
+    /// gets 0x97 Quota exceeded (5.0) or 0x80 (3.1.1) for that filter
+    /// (replacing an existing subscription is always allowed). 0 is no
+    /// limit. Default 10000.
+    pub max_subscriptions: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter: a
+    /// PUBLISH or will to a deeper topic is refused as an invalid topic
+    /// (5.0: 0x90), a deeper filter gets SUBACK 0x8F (5.0) or 0x80 (3.1.1).
+    /// 0 is no limit. Default 128.
+    pub max_topic_levels: usize,
     /// Topic filters whose subscription is refused (SUBACK 0x80). Default
     /// `["test/nosubscribe"]`, the filter interoperability suites use to
     /// check that a refused subscription is reported.
@@ -350,6 +360,8 @@ impl Default for BrokerConfig {
             wildcard_subscriptions: true,
             shared_subscriptions: true,
             subscription_identifiers: true,
+            max_subscriptions: 10_000,
+            max_topic_levels: 128,
             deny_subscribe: vec!["test/nosubscribe".to_owned()],
             allow_anonymous: true,
             users: Vec::new(),
@@ -462,6 +474,8 @@ struct ConfigFile {
     wildcard_subscriptions: Option<bool>,
     shared_subscriptions: Option<bool>,
     subscription_identifiers: Option<bool>,
+    max_subscriptions: Option<usize>,
+    max_topic_levels: Option<usize>,
     deny_subscribe: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     users: Option<Vec<User>>,
@@ -521,6 +535,8 @@ impl From<ConfigFile> for BrokerConfig {
             wildcard_subscriptions,
             shared_subscriptions,
             subscription_identifiers,
+            max_subscriptions,
+            max_topic_levels,
             deny_subscribe,
             allow_anonymous,
             users,

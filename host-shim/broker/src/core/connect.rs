@@ -212,6 +212,9 @@ impl Broker {
         let Ok(topic) = TopicName::from_bytes(&will.topic) else {
             return Err(ConnectReturnCode::TopicNameInvalid);
         };
+        if self.too_many_levels(topic.as_str()) {
+            return Err(ConnectReturnCode::TopicNameInvalid);
+        }
         if will.qos as u8 > self.config.maximum_qos {
             // MQTT-3.2.2-12 (5.0).
             return Err(ConnectReturnCode::QoSNotSupported);

@@ -72,6 +72,11 @@ impl Broker {
                 }
             },
         };
+        if self.too_many_levels(topic.as_str()) {
+            // Beyond `max_topic_levels`: a topic this broker does not take.
+            self.disconnect(now, conn, DisconnectReasonCode::TopicNameInvalid);
+            return;
+        }
         if publish.qos as u8 > self.config.maximum_qos {
             // MQTT-3.2.2-11 (5.0).
             self.disconnect(now, conn, DisconnectReasonCode::QoSNotSupported);

@@ -439,3 +439,75 @@ async fn a_client_that_never_reads_is_closed() -> Result<()> {
     assert_eq!(other.recv().await?.kind(), kind::PINGRESP);
     broker.shutdown().await
 }
+
+/// `max_subscriptions = 3`: a fourth subscription gets 0x97 Quota exceeded
+/// (5.0) or 0x80 (3.1.1); replacing an existing one is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_subscriptions_caps_each_session() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_subscriptions: 3,
+        ..config()
+    })
+    .await?;
+    for (level, refused) in [(5u8, 0x97u8), (4, 0x80)] {
+        let connect = if level == 5 {
+            RawConnect::v5("subcap")
+        } else {
+            RawConnect::v4("subcap")
+        };
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        let filters = [
+            ("s/1", 1),
+            ("s/2", 1),
+            ("s/3", 1),
+            ("s/1", 1),
+            ("s/4", refused),
+        ];
+        for (pkid, (filter, want)) in (1u16..).zip(filters) {
+            raw.send(&raw_subscribe(level, pkid, filter, 1)).await?;
+            let suback = raw.recv().await?;
+            assert_eq!(suback.kind(), kind::SUBACK);
+            assert_eq!(suback.body.last(), Some(&want), "level {level}, {filter}");
+        }
+    }
+    broker.shutdown().await
+}
+
+/// `max_topic_levels = 3`: a deeper filter gets SUBACK 0x8F (5.0) or 0x80
+/// (3.1.1); a PUBLISH to a deeper topic closes the connection (5.0:
+/// DISCONNECT 0x90 Topic Name invalid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_topic_levels_caps_names_and_filters() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        max_topic_levels: 3,
+        ..config()
+    })
+    .await?;
+    for (level, refused) in [(5u8, 0x8Fu8), (4, 0x80)] {
+        let connect = if level == 5 {
+            RawConnect::v5("levels")
+        } else {
+            RawConnect::v4("levels")
+        };
+        let mut raw = Raw::connected(&broker, &connect).await?;
+        for (pkid, (filter, want)) in
+            (1u16..).zip([("a/b/c", 1), ("a/+/#", 1), ("a/b/c/d", refused)])
+        {
+            raw.send(&raw_subscribe(level, pkid, filter, 1)).await?;
+            let suback = raw.recv().await?;
+            assert_eq!(suback.body.last(), Some(&want), "level {level}, {filter}");
+        }
+        raw.send(&raw_publish(level, "a/b/c/d", 1, 9, false, false, b"x"))
+            .await?;
+        let frames = raw.closed().await?;
+        if level == 5 {
+            assert!(
+                matches!(frames.as_slice(), [f] if f.kind() == kind::DISCONNECT && f.disconnect_reason() == 0x90),
+                "{frames:?}"
+            );
+        } else {
+            assert!(frames.is_empty(), "{frames:?}");
+        }
+    }
+    broker.shutdown().await
+}
