@@ -201,6 +201,15 @@ pub struct BrokerConfig {
     /// completing the time counts from the last one. 0 is no limit. Default
     /// 60.
     pub packet_timeout: u32,
+    /// Seconds a 3.1.1 persistent session (Clean Session 0) is kept after
+    /// its client disconnects, as Mosquitto's option of the same name; 5.0
+    /// clients say their own Session Expiry Interval. 0 is until
+    /// `max_session_expiry` (by default, forever). Default 0.
+    pub persistent_client_expiration: u32,
+    /// Most sessions kept for disconnected clients; beyond it the session
+    /// parked longest is ended (counted, logged at most once every 10 s).
+    /// 0 is no limit. Default 100000.
+    pub max_parked_sessions: usize,
     /// Highest session expiry interval honoured, in seconds. Default
     /// 4294967295 (the 5.0 "never expires" value).
     pub max_session_expiry: u32,
@@ -354,6 +363,8 @@ impl Default for BrokerConfig {
             slow_client_timeout: 10,
             max_keep_alive: 60,
             packet_timeout: 60,
+            persistent_client_expiration: 0,
+            max_parked_sessions: 100_000,
             max_session_expiry: u32::MAX,
             topic_alias_maximum: 64,
             maximum_qos: 2,
@@ -468,6 +479,8 @@ struct ConfigFile {
     slow_client_timeout: Option<u32>,
     max_keep_alive: Option<u16>,
     packet_timeout: Option<u32>,
+    persistent_client_expiration: Option<u32>,
+    max_parked_sessions: Option<usize>,
     max_session_expiry: Option<u32>,
     topic_alias_maximum: Option<u16>,
     maximum_qos: Option<u8>,
@@ -529,6 +542,8 @@ impl From<ConfigFile> for BrokerConfig {
             slow_client_timeout,
             max_keep_alive,
             packet_timeout,
+            persistent_client_expiration,
+            max_parked_sessions,
             max_session_expiry,
             topic_alias_maximum,
             maximum_qos,

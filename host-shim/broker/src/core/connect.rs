@@ -78,8 +78,12 @@ impl Broker {
         } else if connect.clean_start {
             0
         } else {
-            // 3.1.1 persistent sessions have no expiry of their own.
-            self.config.max_session_expiry
+            // 3.1.1 persistent sessions have no expiry of their own:
+            // `persistent_client_expiration` gives them one.
+            match self.config.persistent_client_expiration {
+                0 => self.config.max_session_expiry,
+                secs => secs.min(self.config.max_session_expiry),
+            }
         };
 
         // Session takeover (MQTT-3.1.4-2, 5.0 MQTT-3.1.4-3).

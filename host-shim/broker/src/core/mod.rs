@@ -166,6 +166,9 @@ pub struct Stats {
     /// Retained messages not stored because their payload exceeded
     /// `retain.max_payload_bytes` (they were still delivered).
     pub retained_refused_too_large: u64,
+    /// Parked sessions ended early because `max_parked_sessions` were
+    /// parked.
+    pub sessions_evicted: u64,
 }
 
 /// A transport connection the core knows about.
@@ -210,6 +213,10 @@ pub struct Broker {
     clock: (Instant, SystemTime),
     /// The log lines of events clients cause at will, rate-limited.
     logs: Logs,
+    /// Sessions parked (disconnected, not expired), oldest first, with the
+    /// generation they were parked at; entries for sessions since resumed
+    /// or ended are skipped and pruned.
+    parked: VecDeque<(SessionId, u64)>,
 }
 
 /// The rate-limited log lines of the core, one limit each.
@@ -218,6 +225,7 @@ struct Logs {
     queue_full: LogLimit,
     retained_too_large: LogLimit,
     retained_full: LogLimit,
+    session_evicted: LogLimit,
 }
 
 impl Broker {
@@ -254,6 +262,7 @@ impl Broker {
             retained_scratch: Vec::new(),
             clock: (now, wall),
             logs: Logs::default(),
+            parked: VecDeque::new(),
         };
         broker.schedule_sweep(now);
         broker
