@@ -20,8 +20,9 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 pub(super) struct Budget {
     queued: AtomicUsize,
-    /// Set by the router when the queue went over the budget; taken by the
-    /// writer when it is back under half of it, which then tells the router.
+    /// Set by the router whenever it queues past the budget; taken by the
+    /// writer when the queue is back under half of it, which then tells the
+    /// router. The router alone decides when an episode starts and ends.
     over: AtomicBool,
 }
 
@@ -31,12 +32,13 @@ impl Budget {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// The router queued `cost` more bytes; returns whether that took the
-    /// queue over `limit` (the flag is set before the bytes reach the
-    /// writer, so the writer cannot miss it).
+    /// The router queued `cost` more bytes; returns whether the queue is
+    /// over `limit`. When it is, the writer is asked to say when it is back
+    /// under half (the flag is set before the bytes reach the writer, so the
+    /// writer cannot miss it).
     pub(super) fn charge(&self, cost: usize, limit: usize) -> bool {
         let total = self.queued.fetch_add(cost, Ordering::AcqRel) + cost;
-        if total > limit && !self.over.load(Ordering::Acquire) {
+        if total > limit {
             self.over.store(true, Ordering::Release);
             return true;
         }
@@ -51,9 +53,16 @@ impl Budget {
     }
 }
 
-/// What a packet costs in the queue: about its encoded size. Packets other
-/// than PUBLISH are small and counted as such.
+/// What a packet costs in the queue: the memory it holds there, its
+/// place in the queue included (a small packet is mostly that), so the
+/// budget bounds memory rather than bytes on the wire.
 pub(super) fn packet_cost(packet: &Packet) -> usize {
+    std::mem::size_of::<Packet>() + heap_bytes(packet)
+}
+
+/// The bytes a packet holds outside its place in the queue: a PUBLISH's
+/// topic, payload and properties.
+fn heap_bytes(packet: &Packet) -> usize {
     match packet {
         Packet::Publish(p) => {
             let props = p.properties.as_ref().map_or(0, |props| {
@@ -66,9 +75,9 @@ pub(super) fn packet_cost(packet: &Packet) -> usize {
                     + props.response_topic.as_ref().map_or(0, String::len)
                     + props.content_type.as_ref().map_or(0, String::len)
             });
-            16 + p.topic.len() + p.payload.len() + props
+            p.topic.len() + p.payload.len() + props
         }
-        _ => 16,
+        _ => 0,
     }
 }
 
@@ -108,11 +117,11 @@ mod tests {
     use rumqttc::v5::mqttbytes::QoS;
 
     #[test]
-    fn over_once_and_back_under_half() {
+    fn over_and_back_under_half_once() {
         let budget = Budget::default();
         assert!(!budget.charge(60, 100));
         assert!(budget.charge(60, 100), "over");
-        assert!(!budget.charge(60, 100), "already over: said once");
+        assert!(budget.charge(60, 100), "still over");
         assert_eq!(budget.queued(), 180);
         assert!(!budget.written(100, 100), "80 left: not under half");
         assert!(budget.written(40, 100), "40 left");
@@ -124,7 +133,10 @@ mod tests {
     fn costs_follow_the_payload() {
         let small = Packet::Publish(Publish::new("t", QoS::AtMostOnce, "x", None));
         let big = Packet::Publish(Publish::new("t", QoS::AtMostOnce, vec![0; 1000], None));
-        assert!(packet_cost(&big) >= 1000 && packet_cost(&small) < 32);
-        assert_eq!(packet_cost(&Packet::PingResp(PingResp)), 16);
+        assert_eq!(packet_cost(&big) - packet_cost(&small), 999);
+        assert_eq!(
+            packet_cost(&Packet::PingResp(PingResp)),
+            std::mem::size_of::<Packet>()
+        );
     }
 }

@@ -674,9 +674,10 @@ impl Router {
 }
 
 impl Router {
-    /// Connection `conn`'s outbound queue went over its budget: an episode
-    /// starts, logged and counted; it ends when the writer drains the queue
-    /// (`Drained`) or when [`Router::close_slow`] closes the connection.
+    /// Connection `conn`'s outbound queue is over its budget: unless an
+    /// episode is running, one starts, logged and counted; it ends when the
+    /// writer drains the queue (`Drained`) or when [`Router::close_slow`]
+    /// closes the connection.
     fn went_over(&mut self, conn: ConnId) {
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
