@@ -177,8 +177,9 @@ pub struct BrokerConfig {
     /// drops further messages (counted, logged at most once every 10 s).
     /// 0 is no limit. Default 128 MiB.
     pub max_queued_bytes: usize,
-    /// Most bytes queued for one connection and not yet written to its
-    /// socket (replies and messages). Above it the broker stops reading the
+    /// Most bytes of memory held by what is queued for one connection and
+    /// not yet written to its socket (replies and messages, each counted
+    /// with its place in the queue). Above it the broker stops reading the
     /// client's socket until the queue is back under half, drops live QoS 0
     /// messages for it, and closes the connection if it stays above for
     /// `slow_client_timeout`; each episode is counted and logged (at most
