@@ -75,6 +75,9 @@
 //!     lingering read after a close.
 //!   - `server/connection.rs`: one task per connection, writing.
 //! - `types`: small types the modules share.
+//! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in
+//!   `fuzz/`: the codec over arbitrary bytes, the core over arbitrary
+//!   connection scripts.
 //! - `log_limit`: log lines for events clients can cause at will, at most
 //!   one per interval.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
@@ -85,6 +88,9 @@ mod auth;
 mod codec;
 pub mod config;
 mod core;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod log_limit;
 mod retained;
 mod server;
