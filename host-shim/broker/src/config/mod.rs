@@ -182,12 +182,13 @@ pub struct BrokerConfig {
     /// with its place in the queue). Above it the broker stops reading the
     /// client's socket until the queue is back under half, drops live QoS 0
     /// messages for it, and closes the connection if it stays above for
-    /// `slow_client_timeout`; each episode is counted and logged (at most
+    /// `slow_client_timeout` without reading anything; each episode is counted and logged (at most
     /// once every 10 s). A single larger packet is still sent. Default
     /// 16 MiB.
     pub max_outbound_bytes: usize,
-    /// Seconds a connection may stay above `max_outbound_bytes` before it
-    /// is closed. Default 10.
+    /// Seconds a connection may stay above `max_outbound_bytes`, reading
+    /// nothing, before it is closed (one that reads, however slowly, is
+    /// not). Default 10.
     pub slow_client_timeout: u32,
     /// Highest keep alive accepted, in seconds; a 5.0 client asking for more
     /// is told this value as Server Keep Alive; a 3.1.1 client, which cannot

@@ -6,14 +6,15 @@
 //! what it sends (PINGRESP, PUBACK...), and with what it is sent. Above
 //! `max_outbound_bytes` the router stops reading its socket (so its own
 //! requests add no more replies) and drops live QoS 0 messages for it; if it
-//! is still over after `slow_client_timeout`, the connection is closed. Each
-//! episode is logged (at most once every few seconds across connections)
+//! is still over after `slow_client_timeout` and nothing was written to it
+//! meanwhile, the connection is closed. A client that reads, however slowly,
+//! is not: its grace starts again. Each episode is logged (at most once every few seconds across connections)
 //! and counted.
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// One connection's queued bytes, and whether it is over its budget.
@@ -24,9 +25,17 @@ pub(super) struct Budget {
     /// writer when the queue is back under half of it, which then tells the
     /// router. The router alone decides when an episode starts and ends.
     over: AtomicBool,
+    /// Bytes written since the connection opened: a client over its budget
+    /// that still reads (slowly) is not closed.
+    written: AtomicU64,
 }
 
 impl Budget {
+    /// Bytes written since the connection opened.
+    pub(super) fn written_total(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
     /// Bytes queued and not written yet.
     pub(super) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -48,6 +57,7 @@ impl Budget {
     /// The writer wrote `cost` bytes; returns whether the queue just came
     /// back under half of `limit` after being over it.
     pub(super) fn written(&self, cost: usize, limit: usize) -> bool {
+        self.written.fetch_add(cost as u64, Ordering::AcqRel);
         let left = self.queued.fetch_sub(cost, Ordering::AcqRel) - cost;
         left <= limit / 2 && self.over.swap(false, Ordering::AcqRel)
     }

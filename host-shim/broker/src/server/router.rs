@@ -81,8 +81,10 @@ struct ConnEntry {
     queued_qos0: Arc<AtomicUsize>,
     budget: Arc<Budget>,
     kill: Arc<tokio::sync::Notify>,
-    /// When the queue went over its budget, while it is.
+    /// When the queue went over its budget, while it is, and the bytes
+    /// written to the client by then.
     over_since: Option<Instant>,
+    written_mark: u64,
     /// The reader, not read while the queue is over its budget.
     parked: Option<Reader>,
     /// The core has been told about this connection.
@@ -334,6 +336,7 @@ impl Router {
                         budget,
                         kill,
                         over_since: None,
+                        written_mark: 0,
                         parked: None,
                         in_core: false,
                         closing: false,
@@ -687,6 +690,7 @@ impl Router {
         }
         let now = Instant::now();
         entry.over_since = Some(now);
+        entry.written_mark = entry.budget.written_total();
         self.episodes.start(now.into_std(), conn);
         self.slow_episodes += 1;
         let (queued, total, grace) = (entry.budget.queued(), self.slow_episodes, self.slow_grace);
@@ -696,9 +700,9 @@ impl Router {
                 queued,
                 total,
                 suppressed,
-                "client not reading: {queued} bytes queued for it, over max_outbound_bytes; \
-                 its socket is not read until it catches up, and it is closed if it \
-                 has not within {grace:?}"
+                "client reading too slowly: {queued} bytes queued for it, over \
+                 max_outbound_bytes; its socket is not read until it catches up, and it \
+                 is closed if it reads nothing for {grace:?}"
             )
         });
     }
@@ -709,7 +713,8 @@ impl Router {
     }
 
     /// Closes the connections still over their outbound budget after their
-    /// grace: the connection task is ended at once (its writer may be stuck
+    /// grace with nothing written to them meanwhile (one that reads gets a
+    /// new grace): the connection task is ended at once (its writer may be stuck
     /// on a full socket) and the core told the transport is gone.
     fn close_slow(&mut self, core: &mut Broker, batch: &mut Batch) {
         let now = Instant::now().into_std();
@@ -725,6 +730,15 @@ impl Router {
             if entry.over_since.map(Instant::into_std) != Some(started) {
                 continue;
             }
+            let written = entry.budget.written_total();
+            if written != entry.written_mark {
+                // It reads, if slowly: a new grace from now.
+                entry.written_mark = written;
+                let renewed = Instant::from_std(now);
+                entry.over_since = Some(renewed);
+                self.episodes.start(now, conn);
+                continue;
+            }
             entry.kill.notify_one();
             entry.parked = None;
             self.slow_closed += 1;
@@ -735,7 +749,7 @@ impl Router {
                     queued,
                     total,
                     suppressed,
-                    "closed: not reading, over max_outbound_bytes for slow_client_timeout"
+                    "closed: over max_outbound_bytes and reading nothing for slow_client_timeout"
                 )
             });
             self.transport_ended(core, conn, batch);
@@ -765,6 +779,7 @@ mod tests {
             budget: Arc::default(),
             kill: Arc::default(),
             over_since: None,
+            written_mark: 0,
             parked: None,
             in_core: true,
             closing: false,

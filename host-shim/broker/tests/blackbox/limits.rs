@@ -511,3 +511,53 @@ async fn max_topic_levels_caps_names_and_filters() -> Result<()> {
     }
     broker.shutdown().await
 }
+
+/// A subscriber that reads, if more slowly than messages come, stays
+/// connected over `max_outbound_bytes`: it loses QoS 0 messages instead,
+/// and is closed only if it reads nothing for `slow_client_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_not_closed() -> Result<()> {
+    use std::time::{Duration, Instant};
+    let broker = Broker::with(BrokerConfig {
+        max_outbound_bytes: 64 * 1024,
+        slow_client_timeout: 1,
+        ..config()
+    })
+    .await?;
+    let idle = |id: &str| RawConnect {
+        keep_alive: 0,
+        ..RawConnect::v4(id)
+    };
+    let mut sub = Raw::connected(&broker, &idle("slow-reader")).await?;
+    sub.send(&raw_subscribe(4, 1, "slow/#", 0)).await?;
+    assert_eq!(sub.recv().await?.kind(), kind::SUBACK);
+
+    let mut publisher = Raw::connected(&broker, &idle("fast-writer")).await?;
+    let message = raw_publish(4, "slow/t", 0, 0, false, false, &[b'z'; 8192]);
+    let flood = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            for _ in 0..64 {
+                publisher.send(&message).await?;
+            }
+            tokio::task::yield_now().await;
+        }
+        anyhow::Ok(publisher)
+    });
+    // About 400 KB/s, far below what is published: over the budget all
+    // along, for four times the grace.
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut received = 0;
+    while Instant::now() < until {
+        let frame = sub.recv().await?;
+        assert_eq!(frame.kind(), kind::PUBLISH);
+        received += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _publisher = flood.await??;
+    // Still connected: a PINGREQ is answered once the queue is read out.
+    sub.send(&[0xC0, 0x00]).await?;
+    while sub.recv().await?.kind() != kind::PINGRESP {}
+    assert!(received > 10, "{received}");
+    broker.shutdown().await
+}
