@@ -78,6 +78,8 @@
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in
 //!   `fuzz/`: the codec over arbitrary bytes, the core over arbitrary
 //!   connection scripts.
+//! - `memory`: the gauge of memory held by queued messages, against
+//!   `memory_limit`.
 //! - `log_limit`: log lines for events clients can cause at will, at most
 //!   one per interval.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
@@ -92,6 +94,7 @@ mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 mod log_limit;
+mod memory;
 mod retained;
 mod server;
 mod session;

@@ -8,6 +8,7 @@
 //! no routing and no I/O; the core drives it.
 
 use super::auth::Grants;
+use super::memory::MemoryGauge;
 use super::types::SubOptions;
 use bytes::Bytes;
 use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
@@ -137,7 +138,16 @@ pub struct Session {
     /// What the ACL lets the client of the current (or last) connection do;
     /// `None` without an ACL: anything.
     pub grants: Option<Arc<Grants>>,
+    /// The broker's gauge, which `queued_live_bytes` is part of.
+    pub gauge: MemoryGauge,
     next_pkid: u16,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // What is still queued is freed with the session.
+        self.gauge.sub(self.queued_live_bytes);
+    }
 }
 
 impl Session {
@@ -161,6 +171,7 @@ impl Session {
             topic_alias_max: 0,
             out_aliases: HashMap::new(),
             grants: None,
+            gauge: MemoryGauge::default(),
             next_pkid: 0,
         }
     }
@@ -236,6 +247,7 @@ impl Session {
             }
             self.queued_live += 1;
             self.queued_live_bytes += bytes;
+            self.gauge.add(bytes);
         }
         self.queue.push_back(queued);
         Ok(())
@@ -247,6 +259,7 @@ impl Session {
         if !queued.from_retained {
             self.queued_live -= 1;
             self.queued_live_bytes -= queued.bytes();
+            self.gauge.sub(queued.bytes());
         }
         Some(queued)
     }

@@ -186,6 +186,13 @@ pub struct BrokerConfig {
     /// once every 10 s). A single larger packet is still sent. Default
     /// 16 MiB.
     pub max_outbound_bytes: usize,
+    /// Most bytes held by queued messages across the broker (session
+    /// queues and connections' outbound queues): beyond it new PUBLISHes
+    /// are refused, 5.0 with PUBACK/PUBREC 0x97 Quota exceeded, 3.1.1
+    /// acknowledged and dropped (it cannot be told), counted and logged at
+    /// most once every 10 s. Retained messages are bounded by `retain.*`
+    /// instead. 0 is no limit. Default 0.
+    pub memory_limit: usize,
     /// Seconds a connection may stay above `max_outbound_bytes`, reading
     /// nothing, before it is closed (one that reads, however slowly, is
     /// not). Default 10.
@@ -363,6 +370,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: 128 * 1024 * 1024,
             max_outbound_bytes: 16 * 1024 * 1024,
             slow_client_timeout: 10,
+            memory_limit: 0,
             max_keep_alive: 60,
             packet_timeout: 60,
             persistent_client_expiration: 0,
@@ -479,6 +487,7 @@ struct ConfigFile {
     max_queued_bytes: Option<usize>,
     max_outbound_bytes: Option<usize>,
     slow_client_timeout: Option<u32>,
+    memory_limit: Option<usize>,
     max_keep_alive: Option<u16>,
     packet_timeout: Option<u32>,
     persistent_client_expiration: Option<u32>,
@@ -542,6 +551,7 @@ impl From<ConfigFile> for BrokerConfig {
             max_queued_bytes,
             max_outbound_bytes,
             slow_client_timeout,
+            memory_limit,
             max_keep_alive,
             packet_timeout,
             persistent_client_expiration,

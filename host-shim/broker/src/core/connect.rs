@@ -310,7 +310,9 @@ impl Broker {
         let id = self.next_session;
         self.next_session += 1;
         self.by_client_id.insert(client_id.clone(), id);
-        self.sessions.insert(id, Session::new(client_id, version));
+        let mut session = Session::new(client_id, version);
+        session.gauge = self.gauge.clone();
+        self.sessions.insert(id, session);
         id
     }
 

@@ -117,6 +117,7 @@ use super::auth::Auth;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
 use super::log_limit::LogLimit;
+use super::memory::MemoryGauge;
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
 use super::session::{Session, Will};
 use super::trie::{Match, SubscriptionTrie};
@@ -169,6 +170,8 @@ pub struct Stats {
     /// Parked sessions ended early because `max_parked_sessions` were
     /// parked.
     pub sessions_evicted: u64,
+    /// PUBLISHes refused because `memory_limit` was reached.
+    pub refused_memory_limit: u64,
 }
 
 /// A transport connection the core knows about.
@@ -213,6 +216,9 @@ pub struct Broker {
     clock: (Instant, SystemTime),
     /// The log lines of events clients cause at will, rate-limited.
     logs: Logs,
+    /// Memory held by queued messages, here and in the connections'
+    /// outbound queues, against `memory_limit`.
+    gauge: MemoryGauge,
     /// Sessions parked (disconnected, not expired), oldest first, with the
     /// generation they were parked at; entries for sessions since resumed
     /// or ended are skipped and pruned.
@@ -226,6 +232,7 @@ struct Logs {
     retained_too_large: LogLimit,
     retained_full: LogLimit,
     session_evicted: LogLimit,
+    memory_full: LogLimit,
 }
 
 impl Broker {
@@ -263,9 +270,17 @@ impl Broker {
             clock: (now, wall),
             logs: Logs::default(),
             parked: VecDeque::new(),
+            gauge: MemoryGauge::default(),
         };
         broker.schedule_sweep(now);
         broker
+    }
+
+    /// Counts queued messages in `gauge`, which the shell shares with its
+    /// outbound queues. Called before any session exists.
+    pub(crate) fn with_gauge(mut self, gauge: MemoryGauge) -> Self {
+        self.gauge = gauge;
+        self
     }
 
     /// The accounts to check CONNECTs against, in place of the inline

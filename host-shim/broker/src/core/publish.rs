@@ -89,6 +89,10 @@ impl Broker {
         }
 
         let pkid = publish.pkid;
+        if self.config.memory_limit > 0 && self.gauge.get() > self.config.memory_limit {
+            self.refuse_for_memory(now, conn, version, &publish);
+            return;
+        }
         let allowed = self.session_mut(session).may_write(topic.as_str());
         if !allowed && version == MqttVersion::V5 {
             // Refused, and the QoS flow ends here (MQTT-3.3.4-8).
@@ -149,6 +153,54 @@ impl Broker {
                 let mut rec = PubRec::new(pkid, None);
                 if version == MqttVersion::V5 && delivered == 0 {
                     rec.reason = PubRecReason::NoMatchingSubscribers;
+                }
+                self.send(conn, Packet::PubRec(rec));
+            }
+        }
+    }
+
+    /// A PUBLISH refused because `memory_limit` is reached: 5.0 gets PUBACK
+    /// or PUBREC 0x97 Quota exceeded (QoS 0 is dropped); 3.1.1, which
+    /// cannot be told, is acknowledged as usual and dropped.
+    fn refuse_for_memory(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        version: MqttVersion,
+        publish: &Publish,
+    ) {
+        self.stats.refused_memory_limit += 1;
+        let (total, held, limit) = (
+            self.stats.refused_memory_limit,
+            self.gauge.get(),
+            self.config.memory_limit,
+        );
+        self.logs.memory_full.log(now, |suppressed| {
+            tracing::warn!(
+                held,
+                limit,
+                total,
+                suppressed,
+                "PUBLISH refused: memory_limit reached"
+            )
+        });
+        let v5 = version == MqttVersion::V5;
+        let pkid = publish.pkid;
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let mut ack = PubAck::new(pkid, None);
+                if v5 {
+                    ack.reason = PubAckReason::QuotaExceeded;
+                }
+                self.send(conn, Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                let mut rec = PubRec::new(pkid, None);
+                // 3.1.1 goes on with PUBREL, answered with PUBCOMP as for
+                // any identifier.
+                if v5 {
+                    rec.reason = PubRecReason::QuotaExceeded;
                 }
                 self.send(conn, Packet::PubRec(rec));
             }

@@ -5,6 +5,7 @@ use super::connection::Connection;
 use super::reader::ReadLimits;
 use super::router::Event;
 use crate::core::ConnId;
+use crate::memory::MemoryGauge;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -18,6 +19,7 @@ pub(super) struct Acceptor {
     pub(super) limit: Arc<Semaphore>,
     pub(super) limits: ReadLimits,
     pub(super) outbound_limit: usize,
+    pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     pub(super) done: mpsc::Sender<()>,
@@ -55,6 +57,7 @@ impl Acceptor {
                         conn,
                         limits: self.limits,
                         outbound_limit: self.outbound_limit,
+                        gauge: self.gauge.clone(),
                         events: self.events.clone(),
                         shutdown: self.shutdown.clone(),
                         _done: self.done.clone(),

@@ -11,6 +11,7 @@
 //! is not: its grace starts again. Each episode is logged (at most once every few seconds across connections)
 //! and counted.
 
+use crate::memory::MemoryGauge;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use std::collections::VecDeque;
@@ -20,6 +21,8 @@ use std::time::Instant;
 /// One connection's queued bytes, and whether it is over its budget.
 #[derive(Debug, Default)]
 pub(super) struct Budget {
+    /// The broker's gauge, which `queued` is part of.
+    gauge: MemoryGauge,
     queued: AtomicUsize,
     /// Set by the router whenever it queues past the budget; taken by the
     /// writer when the queue is back under half of it, which then tells the
@@ -30,7 +33,24 @@ pub(super) struct Budget {
     written: AtomicU64,
 }
 
+impl Drop for Budget {
+    fn drop(&mut self) {
+        // What was never written is freed with the connection.
+        self.gauge.sub(self.queued.load(Ordering::Acquire));
+    }
+}
+
 impl Budget {
+    /// An empty budget whose bytes count in `gauge` too.
+    pub(super) fn new(gauge: MemoryGauge) -> Budget {
+        Budget {
+            gauge,
+            queued: AtomicUsize::new(0),
+            over: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+        }
+    }
+
     /// Bytes written since the connection opened.
     pub(super) fn written_total(&self) -> u64 {
         self.written.load(Ordering::Acquire)
@@ -46,6 +66,7 @@ impl Budget {
     /// under half (the flag is set before the bytes reach the writer, so the
     /// writer cannot miss it).
     pub(super) fn charge(&self, cost: usize, limit: usize) -> bool {
+        self.gauge.add(cost);
         let total = self.queued.fetch_add(cost, Ordering::AcqRel) + cost;
         if total > limit {
             self.over.store(true, Ordering::Release);
@@ -58,6 +79,7 @@ impl Budget {
     /// back under half of `limit` after being over it.
     pub(super) fn written(&self, cost: usize, limit: usize) -> bool {
         self.written.fetch_add(cost as u64, Ordering::AcqRel);
+        self.gauge.sub(cost);
         let left = self.queued.fetch_sub(cost, Ordering::AcqRel) - cost;
         left <= limit / 2 && self.over.swap(false, Ordering::AcqRel)
     }

@@ -7,6 +7,7 @@ use super::reader::{ReadLimits, Reader};
 use super::router::{Event, Outbound};
 use crate::codec;
 use crate::core::ConnId;
+use crate::memory::MemoryGauge;
 use bytes::BytesMut;
 use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -37,6 +38,8 @@ pub(super) struct Connection {
     /// `max_outbound_bytes`: the writer tells the router when its queue is
     /// back under half of it.
     pub(super) outbound_limit: usize,
+    /// The broker's gauge of memory held by queued messages.
+    pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     /// Held, never used: see [`BrokerHandle::shutdown`](super::BrokerHandle::shutdown).
@@ -65,7 +68,7 @@ impl Connection {
         let (rd, wr) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let queued_qos0 = Arc::new(AtomicUsize::new(0));
-        let budget = Arc::new(Budget::default());
+        let budget = Arc::new(Budget::new(self.gauge.clone()));
         let kill = Arc::new(Notify::new());
         // Set by the router when it decodes the CONNECT, before the core can
         // answer it.

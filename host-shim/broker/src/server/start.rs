@@ -8,6 +8,7 @@ use super::router::{Router, EVENT_CAPACITY};
 use crate::auth::Auth;
 use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
+use crate::memory::MemoryGauge;
 use crate::retained::{DiskStore, RetainedStoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -100,8 +101,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         Duration::from_secs(u64::from(config.slow_client_timeout)),
         disk,
     );
+    let gauge = MemoryGauge::default();
     let accept = Acceptor {
         listener,
+        gauge: gauge.clone(),
         limit: Arc::new(Semaphore::new(config.max_connections)),
         limits: ReadLimits {
             max_packet_size: config.max_packet_size,
@@ -114,7 +117,9 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now()).with_auth(auth);
+    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now())
+        .with_auth(auth)
+        .with_gauge(gauge);
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

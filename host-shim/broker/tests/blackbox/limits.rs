@@ -561,3 +561,62 @@ async fn a_slow_reader_is_not_closed() -> Result<()> {
     assert!(received > 10, "{received}");
     broker.shutdown().await
 }
+
+/// `memory_limit`: once the messages queued across the broker hold more
+/// than the limit, a 5.0 PUBLISH gets PUBACK 0x97 Quota exceeded instead of
+/// growing the process; when the queue is read out, PUBLISHes are taken
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_refuses_publishes_with_quota_exceeded() -> Result<()> {
+    let broker = Broker::with(BrokerConfig {
+        memory_limit: 2000,
+        ..config()
+    })
+    .await?;
+    let parked = RawConnect {
+        clean: false,
+        session_expiry: Some(300),
+        ..RawConnect::v5("mem-sub")
+    };
+    let mut sub = Raw::connected(&broker, &parked).await?;
+    sub.send(&raw_subscribe(5, 1, "mem/#", 1)).await?;
+    assert_eq!(sub.recv().await?.kind(), kind::SUBACK);
+    sub.send(&raw_disconnect_v5(0)).await?;
+    sub.closed().await?;
+
+    let mut publisher = Raw::connected(&broker, &RawConnect::v5("mem-pub")).await?;
+    let mut codes = Vec::new();
+    for pkid in 1..=10u16 {
+        publisher
+            .send(&raw_publish(
+                5,
+                "mem/t",
+                1,
+                pkid,
+                false,
+                false,
+                &[b'm'; 500],
+            ))
+            .await?;
+        let ack = publisher.recv().await?;
+        assert_eq!(ack.kind(), kind::PUBACK);
+        codes.push(ack.body.get(2).copied().unwrap_or(0));
+    }
+    // 2000 bytes hold four 505-byte messages; the fifth goes over.
+    assert_eq!(&codes[..4], [0, 0, 0, 0], "{codes:?}");
+    assert!(codes[4..].iter().all(|&c| c == 0x97), "{codes:?}");
+
+    // The subscriber takes its queue: memory is freed, PUBLISHes are taken.
+    let mut sub = Raw::connected(&broker, &parked).await?;
+    for _ in 0..4 {
+        let p = sub.recv().await?;
+        assert_eq!(p.kind(), kind::PUBLISH);
+        sub.send(&raw_ack(kind::PUBACK, p.pkid())).await?;
+    }
+    publisher
+        .send(&raw_publish(5, "mem/t", 1, 11, false, false, b"again"))
+        .await?;
+    let ack = publisher.recv().await?;
+    assert_eq!(ack.body.get(2).copied().unwrap_or(0), 0, "{ack:?}");
+    broker.shutdown().await
+}
