@@ -66,7 +66,7 @@ pub enum HashError {
     /// The salt or the hash is not standard base64, or is empty.
     #[error("the {0} is not base64")]
     Base64(&'static str),
-    /// The iteration count is not a number from 1 to [`MAX_ITERATIONS`].
+    /// The iteration count is not a number from 1 to 1,000,000.
     #[error("the iteration count must be a number from 1 to {MAX_ITERATIONS}")]
     Iterations,
     /// A `$6$` hash that is not 64 bytes long.
