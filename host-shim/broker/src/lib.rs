@@ -25,6 +25,12 @@
 //!   - `config/mod.rs`: every key with its default, the profiles, JSON.
 //!   - `config/check.rs`: the value ranges checked at start.
 //!   - `config/password.rs`: the `password_file` format.
+//!   - `config/acl.rs`: the `acl_file` format.
+//! - `auth`: who may connect (accounts and `allow_anonymous`) and where
+//!   they may publish and subscribe (the ACL).
+//!   - `auth/secret.rs`: one password, kept as a digest and compared in
+//!     constant time (`mosquitto_passwd`'s hashes).
+//!   - `auth/acl.rs`: ACL rules and what they grant one client.
 //! - `codec`: between a connection's bytes and the 5.0 packets the core
 //!   works with.
 //!   - `codec/mod.rs`: framing (check, parse, advance), the fixed header,
@@ -69,17 +75,26 @@
 //!     lingering read after a close.
 //!   - `server/connection.rs`: one task per connection, writing.
 //! - `types`: small types the modules share.
-//! - `fuzzing` (feature `fuzzing`): the entry points of the `cargo fuzz`
-//!   targets in `fuzz/`, over the codec and the core.
+//! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in
+//!   `fuzz/`: the codec over arbitrary bytes, the core over arbitrary
+//!   connection scripts.
+//! - `memory`: the gauge of memory held by queued messages, against
+//!   `memory_limit`.
+//! - `log_limit`: log lines for events clients can cause at will, at most
+//!   one per interval.
 //! - [`admin`]: the optional admin endpoint, a small HTTP JSON API on
 //!   loopback over the management API, for `host-shim retained`.
 
 pub mod admin;
+mod auth;
 mod codec;
 pub mod config;
 mod core;
 #[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
+mod log_limit;
+mod memory;
 mod retained;
 mod server;
 mod session;
@@ -87,9 +102,10 @@ mod trie;
 mod types;
 
 pub use self::core::Stats;
+pub use auth::HashError;
 pub use config::{
-    broker_schema, BrokerConfig, ConfigError, PasswordFileError, Profile, RetainConfig,
-    RetainStorage, User,
+    broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
+    RetainConfig, RetainStorage, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{start, AdminError, BrokerAdmin, BrokerHandle, StartError, MAX_PAGE_SIZE};

@@ -50,7 +50,17 @@ pub enum RetainedStoreError {
         /// What went wrong.
         reason: String,
     },
-    /// An entry in the file could not be decoded.
+    /// The file is not a database this broker can read: damaged, truncated
+    /// or of another kind. The reason says what to do.
+    #[error("the retained message store {} is damaged: {reason}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+    /// An entry in the file could not be decoded (logged at start; the entry
+    /// is left out).
     #[error("retained message store {}: entry {topic:?}: {reason}", path.display())]
     Corrupt {
         /// The file.

@@ -7,6 +7,8 @@
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
 
+use super::auth::Grants;
+use super::memory::MemoryGauge;
 use super::types::SubOptions;
 use bytes::Bytes;
 use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
@@ -42,6 +44,24 @@ pub struct Queued {
     /// Retained messages sent because of a new subscription: never dropped
     /// for a full queue, so a wildcard subscriber gets all of them.
     pub from_retained: bool,
+}
+
+impl Queued {
+    /// What the message counts against `max_queued_bytes`: its topic and
+    /// payload.
+    pub fn bytes(&self) -> usize {
+        self.message.publish.topic.len() + self.message.publish.payload.len()
+    }
+}
+
+/// How much a session may queue: messages (`max_queued_messages`) and
+/// bytes (`max_queued_bytes`, 0 for no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most live messages queued.
+    pub messages: usize,
+    /// Most bytes of live messages queued; 0 is no limit.
+    pub bytes: usize,
 }
 
 /// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
@@ -105,6 +125,8 @@ pub struct Session {
     pub queue: VecDeque<Queued>,
     /// How many queued messages count against the queue limit.
     pub queued_live: usize,
+    /// Their bytes (topic and payload), against `max_queued_bytes`.
+    pub queued_live_bytes: usize,
     /// QoS 2 packet identifiers received, PUBREC sent, PUBREL awaited.
     pub incoming_qos2: HashSet<u16>,
     /// A will whose delay runs; the core's timer knows when it is due.
@@ -113,7 +135,19 @@ pub struct Session {
     pub topic_alias_max: u16,
     /// Topic aliases given to the client on this connection.
     pub out_aliases: HashMap<Bytes, u16>,
+    /// What the ACL lets the client of the current (or last) connection do;
+    /// `None` without an ACL: anything.
+    pub grants: Option<Arc<Grants>>,
+    /// The broker's gauge, which `queued_live_bytes` is part of.
+    pub gauge: MemoryGauge,
     next_pkid: u16,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // What is still queued is freed with the session.
+        self.gauge.sub(self.queued_live_bytes);
+    }
 }
 
 impl Session {
@@ -131,12 +165,25 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_live: 0,
+            queued_live_bytes: 0,
             incoming_qos2: HashSet::new(),
             pending_will: None,
             topic_alias_max: 0,
             out_aliases: HashMap::new(),
+            grants: None,
+            gauge: MemoryGauge::default(),
             next_pkid: 0,
         }
+    }
+
+    /// Whether the ACL lets the client receive a message on `topic`.
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.grants.as_ref().is_none_or(|g| g.may_read(topic))
+    }
+
+    /// Whether the ACL lets the client publish to `topic`.
+    pub fn may_write(&self, topic: &str) -> bool {
+        self.grants.as_ref().is_none_or(|g| g.may_write(topic))
     }
 
     /// A packet identifier not used by any message in flight, or `None` when
@@ -187,14 +234,20 @@ impl Session {
         self.inflight.len() < self.window
     }
 
-    /// Queues a message. Live messages beyond `limit` are refused; retained
-    /// messages for a new subscription never are.
-    pub fn enqueue(&mut self, queued: Queued, limit: usize) -> Result<(), QueueFull> {
+    /// Queues a message. Live messages beyond the limits are refused;
+    /// retained messages for a new subscription never are (the core paces
+    /// them).
+    pub fn enqueue(&mut self, queued: Queued, limits: QueueLimits) -> Result<(), QueueFull> {
         if !queued.from_retained {
-            if self.queued_live >= limit {
+            let bytes = queued.bytes();
+            let over_bytes =
+                limits.bytes > 0 && self.queued_live_bytes.saturating_add(bytes) > limits.bytes;
+            if self.queued_live >= limits.messages || over_bytes {
                 return Err(QueueFull);
             }
             self.queued_live += 1;
+            self.queued_live_bytes += bytes;
+            self.gauge.add(bytes);
         }
         self.queue.push_back(queued);
         Ok(())
@@ -205,6 +258,8 @@ impl Session {
         let queued = self.queue.pop_front()?;
         if !queued.from_retained {
             self.queued_live -= 1;
+            self.queued_live_bytes -= queued.bytes();
+            self.gauge.sub(queued.bytes());
         }
         Some(queued)
     }
@@ -300,12 +355,34 @@ mod tests {
     #[test]
     fn queue_limit_applies_to_live_messages_only() {
         let mut s = session();
-        assert_eq!(s.enqueue(queued(false), 1), Ok(()));
-        assert_eq!(s.enqueue(queued(false), 1), Err(QueueFull));
-        assert_eq!(s.enqueue(queued(true), 1), Ok(()));
+        let one = QueueLimits {
+            messages: 1,
+            bytes: 0,
+        };
+        assert_eq!(s.enqueue(queued(false), one), Ok(()));
+        assert_eq!(s.enqueue(queued(false), one), Err(QueueFull));
+        assert_eq!(s.enqueue(queued(true), one), Ok(()));
         assert_eq!(s.queue.len(), 2);
         s.dequeue();
-        assert_eq!(s.enqueue(queued(false), 1), Ok(()));
+        assert_eq!(s.enqueue(queued(false), one), Ok(()));
+    }
+
+    #[test]
+    fn byte_limit_applies_to_live_messages_only() {
+        let mut s = session();
+        let size = queued(false).bytes();
+        let two = QueueLimits {
+            messages: 100,
+            bytes: 2 * size,
+        };
+        assert_eq!(s.enqueue(queued(false), two), Ok(()));
+        assert_eq!(s.enqueue(queued(false), two), Ok(()));
+        assert_eq!(s.enqueue(queued(false), two), Err(QueueFull));
+        assert_eq!(s.enqueue(queued(true), two), Ok(()));
+        assert_eq!(s.queued_live_bytes, 2 * size);
+        s.dequeue();
+        assert_eq!(s.queued_live_bytes, size);
+        assert_eq!(s.enqueue(queued(false), two), Ok(()));
     }
 
     // MQTT-4.3.3-1 / 4.3.3-2 order: PUBLISH -> PUBREC -> PUBREL -> PUBCOMP.

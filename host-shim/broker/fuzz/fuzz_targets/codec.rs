@@ -1,5 +1,8 @@
-//! Arbitrary bytes as one connection's stream into the broker's decoder,
-//! and every packet decoded encoded back.
+//! Arbitrary bytes as one connection's stream: decoded as the broker reads
+//! them, every packet decoded encoded back.
+
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mqtt_broker::fuzzing::codec(data));
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| mqtt_broker::fuzzing::decode_stream(data));

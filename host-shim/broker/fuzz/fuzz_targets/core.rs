@@ -1,5 +1,9 @@
-//! Arbitrary bytes as a script of several connections' traffic, transport
-//! ends, writes and clock moves into the broker's core.
+//! Arbitrary scripts of bytes arriving on four connections, time passing
+//! and connections closing, driven through the codec into the broker core
+//! (see `mqtt_broker::fuzzing::drive_core`).
+
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mqtt_broker::fuzzing::core(data));
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| mqtt_broker::fuzzing::drive_core(data));

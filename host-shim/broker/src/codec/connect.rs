@@ -1,6 +1,7 @@
 //! The first packet of a connection, CONNECT: its protocol name and level
 //! fix the version, and both versions' CONNECTs decode to the 5.0 form.
 
+use super::properties::{check_block, Block};
 use super::v311::{self, qos_4to5};
 use super::v5::{self, varint_at};
 use super::{
@@ -61,13 +62,19 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Frame, DecodeError
             // rumqttc reads properties until its cursor passes the declared
             // length, so a wrong Property Length is only caught here.
             let (vl, props) = varint_at(body, 10)?;
-            let mut end = 10 + vl + props + string_len(&connect.client_id);
+            let connect_props = 10 + vl..10 + vl + props;
+            let mut end = connect_props.end + string_len(&connect.client_id);
+            let mut will_props = 0..0;
             if let Some(w) = &will {
                 let (wvl, wprops) = varint_at(body, end)?;
-                end += wvl + wprops + 2 + w.topic.len() + 2 + w.message.len();
+                will_props = end + wvl..end + wvl + wprops;
+                end = will_props.end + 2 + w.topic.len() + 2 + w.message.len();
             }
             end += login_len(flags, login.as_ref().map(|l| (&l.username, &l.password)));
             check_consumed(body, end, "CONNECT")?;
+            // In range: check_consumed found the blocks inside the body.
+            check_block(&body[connect_props], Block::Connect, "CONNECT")?;
+            check_block(&body[will_props], Block::Will, "Will Properties")?;
             if let Some(w) = &will {
                 // rumqttc keeps the 5.0 Will Topic as raw bytes.
                 utf8_name(&w.topic, "Will Topic")?;

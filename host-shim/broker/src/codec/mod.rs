@@ -8,6 +8,8 @@
 //!   entry point;
 //! - `connect`: the first packet, CONNECT, which fixes the version;
 //! - `v5`: MQTT 5.0 packets, both ways;
+//! - `properties`: the rules of 5.0 property blocks (allowed, at most once,
+//!   values in range);
 //! - `v311`: MQTT 3.1.1 packets, both ways, mapped to and from 5.0;
 //! - `tests`: the codec's unit tests.
 //!
@@ -52,6 +54,7 @@ use rumqttc::v5::mqttbytes::v5 as mqtt5;
 use rumqttc::v5::mqttbytes::v5::{Connect, DisconnectReasonCode, LastWill, Login, Packet};
 
 mod connect;
+mod properties;
 mod v311;
 mod v5;
 

@@ -1,6 +1,7 @@
 //! MQTT 5.0 packets: decoding with the checks rumqttc leaves to a server,
 //! and encoding with fixes for the packets rumqttc writes wrongly.
 
+use super::properties::{check_block, Block};
 use super::{
     check_pkid, malformed, no_nul, protocol_error, string_len, utf8_name, DecodeError, EncodeError,
     Header,
@@ -33,6 +34,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
                 body,
                 2 + p.topic.len() + pkid_len,
                 p.payload.len(),
+                Block::Publish,
                 "PUBLISH",
             )?;
             // An empty topic is legal here when a Topic Alias names it; the
@@ -74,7 +76,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
             let s =
                 v5::Subscribe::read(fh, frame.clone()).map_err(|e| map_error("SUBSCRIBE", e))?;
             let filters_len: usize = s.filters.iter().map(|f| 3 + f.path.len()).sum();
-            check_properties(body, 2, filters_len, "SUBSCRIBE")?;
+            check_properties(body, 2, filters_len, Block::Subscribe, "SUBSCRIBE")?;
             check_pkid(s.pkid, "SUBSCRIBE")?;
             if s.properties.as_ref().and_then(|p| p.id) == Some(0) {
                 return Err(protocol_error("SUBSCRIBE with Subscription Identifier 0"));
@@ -103,7 +105,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
             let u = v5::Unsubscribe::read(fh, frame.clone())
                 .map_err(|e| map_error("UNSUBSCRIBE", e))?;
             let filters_len: usize = u.filters.iter().map(|f| string_len(f)).sum();
-            check_properties(body, 2, filters_len, "UNSUBSCRIBE")?;
+            check_properties(body, 2, filters_len, Block::Unsubscribe, "UNSUBSCRIBE")?;
             check_pkid(u.pkid, "UNSUBSCRIBE")?;
             if u.filters.is_empty() {
                 return Err(protocol_error("MQTT-3.10.3-2: UNSUBSCRIBE with no filters"));
@@ -136,7 +138,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
             _ => {
                 let d =
                     Disconnect::read(fh, frame.clone()).map_err(|e| map_error("DISCONNECT", e))?;
-                check_properties(body, 1, 0, "DISCONNECT")?;
+                check_properties(body, 1, 0, Block::Disconnect, "DISCONNECT")?;
                 Packet::Disconnect(d)
             }
         },
@@ -160,7 +162,7 @@ pub(super) fn decode(header: &Header, frame: Bytes) -> Result<Packet, DecodeErro
 /// properties must fill the rest of the packet.
 fn check_ack_properties(header: &Header, body: &[u8], what: &str) -> Result<(), DecodeError> {
     if header.remaining >= 4 {
-        check_properties(body, 3, 0, what)?;
+        check_properties(body, 3, 0, Block::Ack, what)?;
     }
     Ok(())
 }
@@ -168,11 +170,13 @@ fn check_ack_properties(header: &Header, body: &[u8], what: &str) -> Result<(), 
 /// The Property Length at `offset` must cover exactly the bytes between it
 /// and the `tail` that follows the properties (MQTT-2.2.2-1). rumqttc reads
 /// properties until a cursor passes the declared length, so it accepts a
-/// length that cuts a property or leaves bytes over.
+/// length that cuts a property or leaves bytes over. Then the properties
+/// themselves are checked (see `properties`).
 fn check_properties(
     body: &[u8],
     offset: usize,
     tail: usize,
+    block: Block,
     what: &str,
 ) -> Result<(), DecodeError> {
     let (vl, len) = varint_at(body, offset)?;
@@ -181,7 +185,8 @@ fn check_properties(
             "MQTT-2.2.2-1: {what} Property Length does not match its properties"
         )));
     }
-    Ok(())
+    let start = offset + vl;
+    check_block(&body[start..start + len], block, what)
 }
 
 /// Reads a Variable Byte Integer at `offset`: (bytes used, value).

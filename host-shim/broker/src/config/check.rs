@@ -26,6 +26,12 @@ pub(crate) fn check(config: &BrokerConfig) -> Result<(), ConfigError> {
     if config.max_packet_size == 0 {
         return fail("max_packet_size", "at least 1".to_owned());
     }
+    if config.max_outbound_bytes == 0 {
+        return fail("max_outbound_bytes", "at least 1".to_owned());
+    }
+    if config.slow_client_timeout == 0 {
+        return fail("slow_client_timeout", "at least 1".to_owned());
+    }
     // The accept loop holds one semaphore permit per connection.
     if config.max_connections == 0 || config.max_connections > Semaphore::MAX_PERMITS {
         return fail(

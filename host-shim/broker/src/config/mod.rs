@@ -6,7 +6,8 @@
 //! - this file: the keys, their defaults, the profiles, reading JSON, and
 //!   [`ConfigError`];
 //! - `check`: the value ranges the broker relies on, checked at start;
-//! - `password`: the `password_file` format.
+//! - `password`: the `password_file` format;
+//! - `acl`: the `acl_file` format.
 //!
 //! # Profiles
 //!
@@ -74,9 +75,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod acl;
 mod check;
 mod password;
 
+pub(crate) use acl::read_acl_file;
+pub use acl::AclFileError;
 pub(crate) use check::check;
 pub(crate) use password::read_password_file;
 pub use password::PasswordFileError;
@@ -112,6 +116,22 @@ pub enum ConfigError {
         path: PathBuf,
         /// The line and what is wrong with it.
         error: PasswordFileError,
+    },
+    /// The ACL file cannot be read.
+    #[error("cannot read acl_file {}: {error}", path.display())]
+    AclFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A line of the ACL file is wrong.
+    #[error("acl_file {}: {error}", path.display())]
+    AclFile {
+        /// The file.
+        path: PathBuf,
+        /// The line and what is wrong with it.
+        error: AclFileError,
     },
 }
 
@@ -152,10 +172,53 @@ pub struct BrokerConfig {
     /// window). Messages over the limit are dropped, counted and logged.
     /// Default 100000.
     pub max_queued_messages: usize,
+    /// Most bytes (topic and payload) of the messages queued for one
+    /// session, beside `max_queued_messages`: whichever is reached first
+    /// drops further messages (counted, logged at most once every 10 s).
+    /// 0 is no limit. Default 128 MiB.
+    pub max_queued_bytes: usize,
+    /// Most bytes of memory held by what is queued for one connection and
+    /// not yet written to its socket (replies and messages, each counted
+    /// with its place in the queue). Above it the broker stops reading the
+    /// client's socket until the queue is back under half, drops live QoS 0
+    /// messages for it, and closes the connection if it stays above for
+    /// `slow_client_timeout` without reading anything; each episode is counted and logged (at most
+    /// once every 10 s). A single larger packet is still sent. Default
+    /// 16 MiB.
+    pub max_outbound_bytes: usize,
+    /// Most bytes held by queued messages across the broker (session
+    /// queues and connections' outbound queues): beyond it new PUBLISHes
+    /// are refused, 5.0 with PUBACK/PUBREC 0x97 Quota exceeded, 3.1.1
+    /// acknowledged and dropped (it cannot be told), counted and logged at
+    /// most once every 10 s. Retained messages are bounded by `retain.*`
+    /// instead. 0 is no limit. Default 0.
+    pub memory_limit: usize,
+    /// Seconds a connection may stay above `max_outbound_bytes`, reading
+    /// nothing, before it is closed (one that reads, however slowly, is
+    /// not). Default 10.
+    pub slow_client_timeout: u32,
     /// Highest keep alive accepted, in seconds; a 5.0 client asking for more
-    /// is told this value as Server Keep Alive (a 3.1.1 client cannot be
-    /// told, so its own value holds). 0 means no limit. Default 60.
+    /// is told this value as Server Keep Alive; a 3.1.1 client, which cannot
+    /// be told, is refused with CONNACK 0x02 (Identifier rejected), as
+    /// Mosquitto does. A keep alive of 0 (none) is accepted. 0 means no
+    /// limit. Default 60.
     pub max_keep_alive: u16,
+    /// Seconds a packet may take to arrive once its first bytes have: a
+    /// connection that starts a packet and does not finish it in time is
+    /// closed (counted, and logged at most once every 10 s), so unfinished
+    /// packets cannot hold memory and connection slots. While packets keep
+    /// completing the time counts from the last one. 0 is no limit. Default
+    /// 60.
+    pub packet_timeout: u32,
+    /// Seconds a 3.1.1 persistent session (Clean Session 0) is kept after
+    /// its client disconnects, as Mosquitto's option of the same name; 5.0
+    /// clients say their own Session Expiry Interval. 0 is until
+    /// `max_session_expiry` (by default, forever). Default 0.
+    pub persistent_client_expiration: u32,
+    /// Most sessions kept for disconnected clients; beyond it the session
+    /// parked longest is ended (counted, logged at most once every 10 s).
+    /// 0 is no limit. Default 100000.
+    pub max_parked_sessions: usize,
     /// Highest session expiry interval honoured, in seconds. Default
     /// 4294967295 (the 5.0 "never expires" value).
     pub max_session_expiry: u32,
@@ -169,16 +232,42 @@ pub struct BrokerConfig {
     pub shared_subscriptions: bool,
     /// Accept 5.0 subscription identifiers. Default true.
     pub subscription_identifiers: bool,
+    /// Most subscriptions one session may hold; a SUBSCRIBE adding one more
+    /// gets 0x97 Quota exceeded (5.0) or 0x80 (3.1.1) for that filter
+    /// (replacing an existing subscription is always allowed). 0 is no
+    /// limit. Default 10000.
+    pub max_subscriptions: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter: a
+    /// PUBLISH or will to a deeper topic is refused as an invalid topic
+    /// (5.0: 0x90), a deeper filter gets SUBACK 0x8F (5.0) or 0x80 (3.1.1).
+    /// 0 is no limit. Default 128.
+    pub max_topic_levels: usize,
     /// Topic filters whose subscription is refused (SUBACK 0x80). Default
     /// `["test/nosubscribe"]`, the filter interoperability suites use to
     /// check that a refused subscription is reported.
     pub deny_subscribe: Vec<String>,
-    /// Let clients connect without a username. Default true.
+    /// Let clients connect without a username. Default true. When false and
+    /// no account is configured (`users`, `password_file`) nobody can
+    /// connect, and the broker says so at start. When true and no account
+    /// is configured, user names and passwords are not checked (as in
+    /// Mosquitto).
     pub allow_anonymous: bool,
-    /// Accounts accepted, inline. Default none.
+    /// Accounts accepted, inline, with plain-text passwords. Default none.
     pub users: Vec<User>,
-    /// A file of `username:password` lines, one account each. Default none.
+    /// A password file in Mosquitto's format, one `username:password` line
+    /// an account, the password hashed by `mosquitto_passwd` (`$7$`
+    /// PBKDF2-SHA512 or `$6$` SHA-512), so Mosquitto's files work as they
+    /// are. A password without such a prefix is taken as plain text, with a
+    /// warning at start. Default none.
     pub password_file: Option<PathBuf>,
+    /// An access control file in Mosquitto's format (`user NAME`, `topic
+    /// [read|write|readwrite|deny] FILTER`, `pattern ...` with `%c` and
+    /// `%u`): with one, a client may publish, subscribe and receive only
+    /// where a rule allows it. Refused subscriptions get SUBACK 0x87 (5.0) or
+    /// 0x80 (3.1.1); refused PUBLISHes PUBACK/PUBREC 0x87 (5.0) or are
+    /// dropped (3.1.1); a will to a topic the client may not write refuses
+    /// the CONNECT (Not authorized). Default none: everything is allowed.
+    pub acl_file: Option<PathBuf>,
     /// Retained message options.
     pub retain: RetainConfig,
 }
@@ -278,17 +367,27 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_inflight: 100,
             max_queued_messages: 100_000,
+            max_queued_bytes: 128 * 1024 * 1024,
+            max_outbound_bytes: 16 * 1024 * 1024,
+            slow_client_timeout: 10,
+            memory_limit: 0,
             max_keep_alive: 60,
+            packet_timeout: 60,
+            persistent_client_expiration: 0,
+            max_parked_sessions: 100_000,
             max_session_expiry: u32::MAX,
             topic_alias_maximum: 64,
             maximum_qos: 2,
             wildcard_subscriptions: true,
             shared_subscriptions: true,
             subscription_identifiers: true,
+            max_subscriptions: 10_000,
+            max_topic_levels: 128,
             deny_subscribe: vec!["test/nosubscribe".to_owned()],
             allow_anonymous: true,
             users: Vec::new(),
             password_file: None,
+            acl_file: None,
             retain: RetainConfig::default(),
         }
     }
@@ -385,17 +484,27 @@ struct ConfigFile {
     receive_maximum: Option<u16>,
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    max_outbound_bytes: Option<usize>,
+    slow_client_timeout: Option<u32>,
+    memory_limit: Option<usize>,
     max_keep_alive: Option<u16>,
+    packet_timeout: Option<u32>,
+    persistent_client_expiration: Option<u32>,
+    max_parked_sessions: Option<usize>,
     max_session_expiry: Option<u32>,
     topic_alias_maximum: Option<u16>,
     maximum_qos: Option<u8>,
     wildcard_subscriptions: Option<bool>,
     shared_subscriptions: Option<bool>,
     subscription_identifiers: Option<bool>,
+    max_subscriptions: Option<usize>,
+    max_topic_levels: Option<usize>,
     deny_subscribe: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     users: Option<Vec<User>>,
     password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
     #[serde(default)]
     retain: RetainFile,
 }
@@ -439,19 +548,31 @@ impl From<ConfigFile> for BrokerConfig {
             receive_maximum,
             max_inflight,
             max_queued_messages,
+            max_queued_bytes,
+            max_outbound_bytes,
+            slow_client_timeout,
+            memory_limit,
             max_keep_alive,
+            packet_timeout,
+            persistent_client_expiration,
+            max_parked_sessions,
             max_session_expiry,
             topic_alias_maximum,
             maximum_qos,
             wildcard_subscriptions,
             shared_subscriptions,
             subscription_identifiers,
+            max_subscriptions,
+            max_topic_levels,
             deny_subscribe,
             allow_anonymous,
             users,
         );
         if file.password_file.is_some() {
             config.password_file = file.password_file;
+        }
+        if file.acl_file.is_some() {
+            config.acl_file = file.acl_file;
         }
         let retain = file.retain;
         overlay!(

@@ -1,6 +1,10 @@
-//! The `password_file` format: one `username:password` account a line.
+//! The `password_file` format: Mosquitto's, one `username:password` account
+//! a line, the password hashed as `mosquitto_passwd` writes it (`$7$...` or
+//! `$6$...`, see [`Secret`]) or, for older files of this broker, in plain
+//! text.
 
 use super::{ConfigError, User};
+use crate::auth::{HashError, Secret};
 use std::path::Path;
 
 /// A line of a password file that cannot be used. Messages name the line
@@ -19,6 +23,17 @@ pub enum PasswordFileError {
         /// The line number, from 1.
         line: usize,
     },
+    /// The password field starts like a hash (`$6$` or `$7$`) but is not a
+    /// valid one.
+    #[error("line {line}: user `{username}`: {error}")]
+    Hash {
+        /// The line number, from 1.
+        line: usize,
+        /// The username.
+        username: String,
+        /// What is wrong with the hash.
+        error: HashError,
+    },
     /// The username is already defined, inline or on an earlier line.
     #[error("line {line}: user `{username}` is already defined")]
     Duplicate {
@@ -29,16 +44,29 @@ pub enum PasswordFileError {
     },
 }
 
+/// One account of a password file.
+#[derive(Debug, Clone)]
+pub(crate) struct Account {
+    /// The CONNECT username.
+    pub username: String,
+    /// Its password.
+    pub secret: Secret,
+}
+
 /// Reads a password file: one `username:password` account a line; the
-/// password is everything after the first `:`. Blank lines and lines
-/// starting with `#` are skipped. A username may appear only once, counting
-/// the accounts already in `existing`.
+/// password is everything after the first `:`, hashed when it starts with
+/// `$6$` or `$7$`, plain text otherwise. Blank lines and lines starting with
+/// `#` are skipped. A username may appear only once, counting the accounts
+/// already in `existing`.
 ///
 /// # Errors
 ///
 /// [`ConfigError::PasswordFileUnreadable`] when the file cannot be read,
 /// [`ConfigError::PasswordFile`] for a line that cannot be used.
-pub(crate) fn read_password_file(path: &Path, existing: &[User]) -> Result<Vec<User>, ConfigError> {
+pub(crate) fn read_password_file(
+    path: &Path,
+    existing: &[User],
+) -> Result<Vec<Account>, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|error| ConfigError::PasswordFileUnreadable {
             path: path.to_owned(),
@@ -51,8 +79,8 @@ pub(crate) fn read_password_file(path: &Path, existing: &[User]) -> Result<Vec<U
 }
 
 /// The parsing half of [`read_password_file`].
-fn parse_password_file(text: &str, existing: &[User]) -> Result<Vec<User>, PasswordFileError> {
-    let mut users: Vec<User> = Vec::new();
+fn parse_password_file(text: &str, existing: &[User]) -> Result<Vec<Account>, PasswordFileError> {
+    let mut users: Vec<Account> = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -65,19 +93,26 @@ fn parse_password_file(text: &str, existing: &[User]) -> Result<Vec<User>, Passw
         if username.is_empty() {
             return Err(PasswordFileError::EmptyUsername { line: number });
         }
-        if existing
-            .iter()
-            .chain(users.iter())
-            .any(|u| u.username == username)
+        if existing.iter().any(|u| u.username == username)
+            || users.iter().any(|u| u.username == username)
         {
             return Err(PasswordFileError::Duplicate {
                 line: number,
                 username: username.to_owned(),
             });
         }
-        users.push(User {
+        let secret = if Secret::is_hashed(password) {
+            Secret::parse_hashed(password).map_err(|error| PasswordFileError::Hash {
+                line: number,
+                username: username.to_owned(),
+                error,
+            })?
+        } else {
+            Secret::plain(password)
+        };
+        users.push(Account {
             username: username.to_owned(),
-            password: password.to_owned(),
+            secret,
         });
     }
     Ok(users)
@@ -98,14 +133,13 @@ mod tests {
             &existing,
         )
         .unwrap();
-        let pairs: Vec<_> = users
-            .iter()
-            .map(|u| (u.username.as_str(), u.password.as_str()))
-            .collect();
-        assert_eq!(
-            pairs,
-            [("alice", "secret"), ("bob", "a:b:c"), ("carol", "")]
-        );
+        let pairs = [("alice", "secret"), ("bob", "a:b:c"), ("carol", "")];
+        assert_eq!(users.len(), pairs.len());
+        for (user, (name, password)) in users.iter().zip(pairs) {
+            assert_eq!(user.username, name);
+            assert!(user.secret.verify(password.as_bytes()), "{name}");
+            assert!(!user.secret.verify(b"other"), "{name}");
+        }
 
         let err = parse_password_file("alice:1\nhunter2\n", &[])
             .unwrap_err()
@@ -122,5 +156,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1") && err.contains("already"), "{err}");
+        let err = parse_password_file("a:$7$101$c2FsdA==\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1") && err.contains("user `a`") && err.contains("$7$iterations"),
+            "{err}"
+        );
     }
 }

@@ -53,6 +53,23 @@ impl Broker {
             connect.client_id.clone()
         };
 
+        let username = login.as_ref().map(|l| l.username.as_str());
+        let grants = self.auth.grants(&client_id, username);
+        if let (Some(grants), Some(will)) = (&grants, &will) {
+            if !grants.may_write(will.topic.as_str()) {
+                // The ACL is checked when the will is set, as Mosquitto
+                // does: a client cannot leave a message where it may not
+                // publish.
+                tracing::debug!(
+                    client_id,
+                    topic = will.topic.as_str(),
+                    "will refused by the ACL"
+                );
+                self.refuse_connect(conn, ConnectReturnCode::NotAuthorized);
+                return;
+            }
+        }
+
         let expiry_interval = if v5 {
             props
                 .session_expiry_interval
@@ -61,8 +78,12 @@ impl Broker {
         } else if connect.clean_start {
             0
         } else {
-            // 3.1.1 persistent sessions have no expiry of their own.
-            self.config.max_session_expiry
+            // 3.1.1 persistent sessions have no expiry of their own:
+            // `persistent_client_expiration` gives them one.
+            match self.config.persistent_client_expiration {
+                0 => self.config.max_session_expiry,
+                secs => secs.min(self.config.max_session_expiry),
+            }
         };
 
         // Session takeover (MQTT-3.1.4-2, 5.0 MQTT-3.1.4-3).
@@ -94,7 +115,7 @@ impl Broker {
 
         let keep_alive = match version {
             MqttVersion::V5 => self.effective_keep_alive(connect.keep_alive),
-            // A 3.1.1 client cannot be told another value, so its own holds.
+            // Within `max_keep_alive`: checked above.
             MqttVersion::V311 => Duration::from_secs(u64::from(connect.keep_alive)),
         };
         let window = usize::from(
@@ -121,6 +142,7 @@ impl Broker {
             // MQTT-3.1.3-9 (5.0): a new connection before the will delay
             // passed means the will is not sent.
             session.pending_will = None;
+            session.grants = grants;
         }
         self.conns.insert(
             conn,
@@ -169,6 +191,12 @@ impl Broker {
         if !v5 && connect.client_id.is_empty() && !connect.clean_start {
             return Err(ConnectReturnCode::ClientIdentifierNotValid);
         }
+        let max_keep_alive = self.config.max_keep_alive;
+        if !v5 && max_keep_alive > 0 && connect.keep_alive > max_keep_alive {
+            // 3.1.1 cannot be told a Server Keep Alive: as Mosquitto does,
+            // a longer keep alive is refused with 0x02 Identifier rejected.
+            return Err(ConnectReturnCode::ClientIdentifierNotValid);
+        }
         if v5 && props.authentication_method.is_some() {
             // No enhanced authentication method is offered (MQTT-4.12.0-1).
             return Err(ConnectReturnCode::BadAuthenticationMethod);
@@ -179,7 +207,7 @@ impl Broker {
         if v5 && props.max_packet_size == Some(0) {
             return Err(ConnectReturnCode::ProtocolError);
         }
-        if let Some(code) = self.authenticate(login) {
+        if let Some(code) = self.auth.authenticate(login) {
             return Err(code);
         }
         let Some(will) = will else {
@@ -188,6 +216,9 @@ impl Broker {
         let Ok(topic) = TopicName::from_bytes(&will.topic) else {
             return Err(ConnectReturnCode::TopicNameInvalid);
         };
+        if self.too_many_levels(topic.as_str()) {
+            return Err(ConnectReturnCode::TopicNameInvalid);
+        }
         if will.qos as u8 > self.config.maximum_qos {
             // MQTT-3.2.2-12 (5.0).
             return Err(ConnectReturnCode::QoSNotSupported);
@@ -210,22 +241,6 @@ impl Broker {
             }),
         );
         self.actions.push_back(Action::Close(conn));
-    }
-
-    fn authenticate(&self, login: Option<&Login>) -> Option<ConnectReturnCode> {
-        match login {
-            None if !self.config.allow_anonymous => Some(ConnectReturnCode::NotAuthorized),
-            None => None,
-            Some(_) if self.config.users.is_empty() => None,
-            Some(login) => {
-                let known = self
-                    .config
-                    .users
-                    .iter()
-                    .any(|u| u.username == login.username && u.password == login.password);
-                (!known).then_some(ConnectReturnCode::BadUserNamePassword)
-            }
-        }
     }
 
     /// The keep alive a 5.0 client must use: its own, unless above the
@@ -295,7 +310,9 @@ impl Broker {
         let id = self.next_session;
         self.next_session += 1;
         self.by_client_id.insert(client_id.clone(), id);
-        self.sessions.insert(id, Session::new(client_id, version));
+        let mut session = Session::new(client_id, version);
+        session.gauge = self.gauge.clone();
+        self.sessions.insert(id, session);
         id
     }
 

@@ -4,9 +4,11 @@
 
 use super::timers::Timer;
 use super::{Action, Broker, ConnId};
+use crate::session::Session;
 use crate::types::SessionId;
 use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, Packet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 impl Broker {
@@ -100,11 +102,62 @@ impl Broker {
 
         if expiry == 0 {
             self.end_session(now, session_id);
-        } else if expiry != u32::MAX {
+            return;
+        }
+        if expiry != u32::MAX {
             self.schedule(
                 now + Duration::from_secs(u64::from(expiry)),
                 Timer::SessionExpiry(session_id, generation),
             );
+        }
+        self.parked.push_back((session_id, generation));
+        self.evict_parked(now);
+    }
+
+    /// Ends the sessions parked longest while more than
+    /// `max_parked_sessions` are parked.
+    fn evict_parked(&mut self, now: Instant) {
+        let max = self.config.max_parked_sessions;
+        let is_parked = |sessions: &HashMap<SessionId, Session>,
+                         (id, generation): (SessionId, u64)| {
+            sessions
+                .get(&id)
+                .is_some_and(|s| s.conn.is_none() && s.generation == generation)
+        };
+        // Every connected session has a connection; the rest are parked.
+        let parked = self.sessions.len().saturating_sub(self.conns.len());
+        if max > 0 {
+            let mut over = parked.saturating_sub(max);
+            while over > 0 {
+                let Some(entry) = self.parked.pop_front() else {
+                    break;
+                };
+                if !is_parked(&self.sessions, entry) {
+                    continue;
+                }
+                over -= 1;
+                self.stats.sessions_evicted += 1;
+                let total = self.stats.sessions_evicted;
+                if let Some(session) = self.sessions.get(&entry.0) {
+                    let client_id = &session.client_id;
+                    self.logs.session_evicted.log(now, |suppressed| {
+                        tracing::warn!(
+                            client_id,
+                            max,
+                            total,
+                            suppressed,
+                            "parked session ended: max_parked_sessions reached"
+                        )
+                    });
+                }
+                self.end_session(now, entry.0);
+            }
+        }
+        // Sessions resumed or ended leave stale entries: drop them once
+        // they outnumber the live ones, so the list stays in proportion.
+        if self.parked.len() > 2 * parked + 64 {
+            let sessions = &self.sessions;
+            self.parked.retain(|&entry| is_parked(sessions, entry));
         }
     }
 }

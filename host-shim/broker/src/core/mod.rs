@@ -113,8 +113,11 @@ mod tests;
 
 use self::retained::RetainedCursor;
 use self::timers::Timer;
+use super::auth::Auth;
 use super::codec::Frame;
 use super::config::{BrokerConfig, RetainStorage};
+use super::log_limit::LogLimit;
+use super::memory::MemoryGauge;
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
 use super::session::{Session, Will};
 use super::trie::{Match, SubscriptionTrie};
@@ -164,6 +167,11 @@ pub struct Stats {
     /// Retained messages not stored because their payload exceeded
     /// `retain.max_payload_bytes` (they were still delivered).
     pub retained_refused_too_large: u64,
+    /// Parked sessions ended early because `max_parked_sessions` were
+    /// parked.
+    pub sessions_evicted: u64,
+    /// PUBLISHes refused because `memory_limit` was reached.
+    pub refused_memory_limit: u64,
 }
 
 /// A transport connection the core knows about.
@@ -186,6 +194,7 @@ struct Conn {
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
+    auth: Auth,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, Session>,
     by_client_id: HashMap<String, SessionId>,
@@ -205,6 +214,25 @@ pub struct Broker {
     retained_scratch: Vec<Arc<RetainedMessage>>,
     /// One moment on both clocks, to turn `Instant`s into wall-clock time.
     clock: (Instant, SystemTime),
+    /// The log lines of events clients cause at will, rate-limited.
+    logs: Logs,
+    /// Memory held by queued messages, here and in the connections'
+    /// outbound queues, against `memory_limit`.
+    gauge: MemoryGauge,
+    /// Sessions parked (disconnected, not expired), oldest first, with the
+    /// generation they were parked at; entries for sessions since resumed
+    /// or ended are skipped and pruned.
+    parked: VecDeque<(SessionId, u64)>,
+}
+
+/// The rate-limited log lines of the core, one limit each.
+#[derive(Debug, Default)]
+struct Logs {
+    queue_full: LogLimit,
+    retained_too_large: LogLimit,
+    retained_full: LogLimit,
+    session_evicted: LogLimit,
+    memory_full: LogLimit,
 }
 
 impl Broker {
@@ -223,6 +251,7 @@ impl Broker {
         };
         retained.load(loaded, now, wall);
         let mut broker = Broker {
+            auth: Auth::inline(&config),
             config,
             conns: HashMap::new(),
             sessions: HashMap::new(),
@@ -239,9 +268,26 @@ impl Broker {
             cursors: HashMap::new(),
             retained_scratch: Vec::new(),
             clock: (now, wall),
+            logs: Logs::default(),
+            parked: VecDeque::new(),
+            gauge: MemoryGauge::default(),
         };
         broker.schedule_sweep(now);
         broker
+    }
+
+    /// Counts queued messages in `gauge`, which the shell shares with its
+    /// outbound queues. Called before any session exists.
+    pub(crate) fn with_gauge(mut self, gauge: MemoryGauge) -> Self {
+        self.gauge = gauge;
+        self
+    }
+
+    /// The accounts to check CONNECTs against, in place of the inline
+    /// `users` of the configuration.
+    pub(crate) fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// A packet (or the CONNECT) decoded from connection `conn`.

@@ -4,7 +4,7 @@
 
 use super::retained::Step;
 use super::{Action, Broker, ConnId};
-use crate::session::{Inflight, Message, Queued};
+use crate::session::{Inflight, Message, QueueLimits, Queued};
 use crate::types::SessionId;
 use bytes::Bytes;
 use mqtt_topic::{MqttVersion, TopicName};
@@ -51,6 +51,12 @@ impl Broker {
                     return;
                 }
             },
+            // 5.0 section 3.3.2.3.4: a zero-length Topic Name without a
+            // Topic Alias is a Protocol Error (3.1.1: an invalid topic).
+            None if publish.topic.is_empty() && version == MqttVersion::V5 => {
+                self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
+                return;
+            }
             _ => match TopicName::from_bytes(&publish.topic) {
                 Ok(topic) => {
                     if let Some(alias) = alias {
@@ -66,6 +72,11 @@ impl Broker {
                 }
             },
         };
+        if self.too_many_levels(topic.as_str()) {
+            // Beyond `max_topic_levels`: a topic this broker does not take.
+            self.disconnect(now, conn, DisconnectReasonCode::TopicNameInvalid);
+            return;
+        }
         if publish.qos as u8 > self.config.maximum_qos {
             // MQTT-3.2.2-11 (5.0).
             self.disconnect(now, conn, DisconnectReasonCode::QoSNotSupported);
@@ -78,6 +89,28 @@ impl Broker {
         }
 
         let pkid = publish.pkid;
+        if self.config.memory_limit > 0 && self.gauge.get() > self.config.memory_limit {
+            self.refuse_for_memory(now, conn, version, &publish);
+            return;
+        }
+        let allowed = self.session_mut(session).may_write(topic.as_str());
+        if !allowed && version == MqttVersion::V5 {
+            // Refused, and the QoS flow ends here (MQTT-3.3.4-8).
+            match publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    let mut ack = PubAck::new(pkid, None);
+                    ack.reason = PubAckReason::NotAuthorized;
+                    self.send(conn, Packet::PubAck(ack));
+                }
+                QoS::ExactlyOnce => {
+                    let mut rec = PubRec::new(pkid, None);
+                    rec.reason = PubRecReason::NotAuthorized;
+                    self.send(conn, Packet::PubRec(rec));
+                }
+            }
+            return;
+        }
         match publish.qos {
             QoS::ExactlyOnce => {
                 let receive_maximum = usize::from(self.config.receive_maximum);
@@ -99,7 +132,13 @@ impl Broker {
         }
 
         let qos = publish.qos;
-        let delivered = self.publish_message(now, session, &topic, publish);
+        // 3.1.1 cannot say no: a refused message is acknowledged as usual
+        // and dropped, as Mosquitto does.
+        let delivered = if allowed {
+            self.publish_message(now, session, &topic, publish)
+        } else {
+            0
+        };
 
         match qos {
             QoS::AtMostOnce => {}
@@ -114,6 +153,54 @@ impl Broker {
                 let mut rec = PubRec::new(pkid, None);
                 if version == MqttVersion::V5 && delivered == 0 {
                     rec.reason = PubRecReason::NoMatchingSubscribers;
+                }
+                self.send(conn, Packet::PubRec(rec));
+            }
+        }
+    }
+
+    /// A PUBLISH refused because `memory_limit` is reached: 5.0 gets PUBACK
+    /// or PUBREC 0x97 Quota exceeded (QoS 0 is dropped); 3.1.1, which
+    /// cannot be told, is acknowledged as usual and dropped.
+    fn refuse_for_memory(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        version: MqttVersion,
+        publish: &Publish,
+    ) {
+        self.stats.refused_memory_limit += 1;
+        let (total, held, limit) = (
+            self.stats.refused_memory_limit,
+            self.gauge.get(),
+            self.config.memory_limit,
+        );
+        self.logs.memory_full.log(now, |suppressed| {
+            tracing::warn!(
+                held,
+                limit,
+                total,
+                suppressed,
+                "PUBLISH refused: memory_limit reached"
+            )
+        });
+        let v5 = version == MqttVersion::V5;
+        let pkid = publish.pkid;
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let mut ack = PubAck::new(pkid, None);
+                if v5 {
+                    ack.reason = PubAckReason::QuotaExceeded;
+                }
+                self.send(conn, Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                let mut rec = PubRec::new(pkid, None);
+                // 3.1.1 goes on with PUBREL, answered with PUBCOMP as for
+                // any identifier.
+                if v5 {
+                    rec.reason = PubRecReason::QuotaExceeded;
                 }
                 self.send(conn, Packet::PubRec(rec));
             }
@@ -224,6 +311,13 @@ impl Broker {
                 ids.extend(o.subscription_id);
                 i += 1;
             }
+            if !self
+                .sessions
+                .get(&session)
+                .is_some_and(|s| s.may_read(topic.as_str()))
+            {
+                continue;
+            }
             let queued = Queued {
                 qos: min_qos(message.publish.qos, granted),
                 // MQTT-3.3.1-9 (3.1.1), MQTT-3.3.1-12/-13 (5.0).
@@ -241,7 +335,10 @@ impl Broker {
 
     /// Sends a message to a session now if it can, else queues it.
     pub(super) fn deliver(&mut self, now: Instant, session_id: SessionId, queued: Queued) {
-        let limit = self.config.max_queued_messages;
+        let limits = QueueLimits {
+            messages: self.config.max_queued_messages,
+            bytes: self.config.max_queued_bytes,
+        };
         // Behind a retained delivery in progress, live messages wait their
         // turn, so that a topic's retained message comes before what was
         // published on it later (MQTT-4.6.0-5 in 5.0, 4.6.0-6 in 3.1.1).
@@ -263,13 +360,19 @@ impl Broker {
             self.transmit(now, session_id, queued);
             return;
         }
-        if session.enqueue(queued, limit).is_err() {
+        if session.enqueue(queued, limits).is_err() {
             self.stats.dropped_queue_full += 1;
-            tracing::warn!(
-                client_id = %session.client_id,
-                limit,
-                "session queue full: message dropped"
-            );
+            let total = self.stats.dropped_queue_full;
+            self.logs.queue_full.log(now, |suppressed| {
+                tracing::warn!(
+                    client_id = %session.client_id,
+                    max_messages = limits.messages,
+                    max_bytes = limits.bytes,
+                    total,
+                    suppressed,
+                    "session queue full: message dropped"
+                )
+            });
         }
     }
 

@@ -68,12 +68,17 @@ impl Broker {
         }
         if limits.max_payload_bytes > 0 && publish.payload.len() > limits.max_payload_bytes {
             self.stats.retained_refused_too_large += 1;
-            tracing::warn!(
-                topic,
-                bytes = publish.payload.len(),
-                limit = limits.max_payload_bytes,
-                "retained message not stored: payload over retain.max_payload_bytes"
-            );
+            let total = self.stats.retained_refused_too_large;
+            self.logs.retained_too_large.log(now, |suppressed| {
+                tracing::warn!(
+                    topic,
+                    bytes = publish.payload.len(),
+                    limit = limits.max_payload_bytes,
+                    total,
+                    suppressed,
+                    "retained message not stored: payload over retain.max_payload_bytes"
+                )
+            });
             return;
         }
         let max = limits.max_messages;
@@ -83,11 +88,16 @@ impl Broker {
             self.retained.purge_expired(now);
             if self.retained.len() >= max {
                 self.stats.retained_refused_full += 1;
-                tracing::warn!(
-                    topic,
-                    limit = max,
-                    "retained message not stored: retain.max_messages reached"
-                );
+                let total = self.stats.retained_refused_full;
+                self.logs.retained_full.log(now, |suppressed| {
+                    tracing::warn!(
+                        topic,
+                        limit = max,
+                        total,
+                        suppressed,
+                        "retained message not stored: retain.max_messages reached"
+                    )
+                });
                 return;
             }
         }
@@ -217,12 +227,20 @@ impl Broker {
         let mut found = std::mem::take(&mut self.retained_scratch);
         found.clear();
         let start_seq = cursor.start_seq;
+        let grants = session.grants.clone();
         self.retained.walk(
             cursor.filter.as_str(),
             cursor.after.as_deref(),
             now,
             budget,
-            &mut |m| m.seq <= start_seq,
+            // Messages the ACL does not let the client read are skipped
+            // like ones stored after the SUBSCRIBE.
+            &mut |m| {
+                m.seq <= start_seq
+                    && grants.as_ref().is_none_or(|g| {
+                        std::str::from_utf8(&m.publish.topic).is_ok_and(|t| g.may_read(t))
+                    })
+            },
             &mut found,
         );
         let finished = found.len() < budget;

@@ -46,6 +46,7 @@ impl Broker {
         }
 
         let Subscribe { pkid, filters, .. } = subscribe;
+        let grants = self.session_mut(session_id).grants.clone();
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained_for = Vec::new();
         for filter in filters {
@@ -54,6 +55,13 @@ impl Broker {
                 Err(SubscribeReasonCode::Unspecified)
             } else {
                 self.check_filter(filter.path)
+                    .and_then(|path| match &grants {
+                        Some(grants) if !grants.may_subscribe(path.match_filter()) => {
+                            Err(SubscribeReasonCode::NotAuthorized)
+                        }
+                        _ => Ok(path),
+                    })
+                    .and_then(|path| self.check_subscription_quota(session_id, path))
             };
             let code = match checked {
                 Err(code) => code,
@@ -107,11 +115,34 @@ impl Broker {
         self.start_retained_delivery(now, session_id, retained_for);
     }
 
+    /// A new subscription beyond `max_subscriptions` is refused with 0x97
+    /// Quota exceeded; replacing an existing one is always allowed.
+    fn check_subscription_quota(
+        &self,
+        session_id: SessionId,
+        path: TopicFilter,
+    ) -> Result<TopicFilter, SubscribeReasonCode> {
+        let max = self.config.max_subscriptions;
+        let Some(session) = self.sessions.get(&session_id) else {
+            return Ok(path);
+        };
+        if max > 0
+            && session.subscriptions.len() >= max
+            && !session.subscriptions.contains_key(&path)
+        {
+            return Err(SubscribeReasonCode::QuotaExceeded);
+        }
+        Ok(path)
+    }
+
     /// Parses a subscription's filter and checks it against the
     /// configuration.
     fn check_filter(&self, path: String) -> Result<TopicFilter, SubscribeReasonCode> {
         let filter =
             TopicFilter::try_from(path).map_err(|_| SubscribeReasonCode::TopicFilterInvalid)?;
+        if self.too_many_levels(filter.match_filter()) {
+            return Err(SubscribeReasonCode::TopicFilterInvalid);
+        }
         if filter.shared().is_some() && !self.config.shared_subscriptions {
             return Err(SubscribeReasonCode::SharedSubscriptionsNotSupported);
         }
@@ -181,6 +212,15 @@ impl Broker {
 }
 
 /// 3.1.1 SUBACK has one failure code, 0x80 (MQTT-3.9.3-2).
+impl Broker {
+    /// Whether a topic name or filter has more levels than
+    /// `max_topic_levels` allows.
+    pub(super) fn too_many_levels(&self, topic: &str) -> bool {
+        let max = self.config.max_topic_levels;
+        max > 0 && topic.split('/').nth(max).is_some()
+    }
+}
+
 fn v3_suback_code(code: SubscribeReasonCode) -> SubscribeReasonCode {
     match code {
         SubscribeReasonCode::Success(q) => SubscribeReasonCode::Success(q),

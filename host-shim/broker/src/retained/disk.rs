@@ -9,19 +9,32 @@
 //! [`DiskStore::commit`] writes them all in one transaction, once per batch
 //! of events (group commit), before the batch's acknowledgements go out.
 //!
-//! # Value format (version 1)
+//! # Value format (version 2)
 //!
 //! ```text
-//! byte 0       format version, 1
-//! bytes 1..9   stored at, milliseconds since the Unix epoch, big endian
-//! byte 9       1 when an expiry interval follows, else 0
-//! bytes 10..14 expiry interval in seconds, big endian (0 when none)
-//! bytes 14..   the message as an MQTT 5.0 PUBLISH packet, written by
+//! byte 0       format version, 2
+//! bytes 1..5   CRC-32 (IEEE) of the topic name and of bytes 5.., big endian
+//! bytes 5..13  stored at, milliseconds since the Unix epoch, big endian
+//! byte 13      1 when an expiry interval follows, else 0
+//! bytes 14..18 expiry interval in seconds, big endian (0 when none)
+//! bytes 18..   the message as an MQTT 5.0 PUBLISH packet, written by
 //!              rumqttc (packet identifier 1 when QoS > 0; it is not kept)
 //! ```
 //!
+//! Version 1, written by earlier versions, is the same without the
+//! checksum; it is still read, and rewritten as version 2 when its topic
+//! next changes.
+//!
 //! The expiry is stored as an interval from the stored-at time, both on the
 //! wall clock, because the core's `Instant`s mean nothing after a restart.
+//!
+//! # Damage
+//!
+//! Nothing in the file can crash the broker. A file redb cannot open, or
+//! that makes redb panic (a truncated file can), is a start error naming
+//! the file and what to do. An entry whose checksum or encoding is wrong is
+//! reported and left out: never served, and replaced when its topic is next
+//! retained.
 
 use super::{RetainedMessage, RetainedRecord, RetainedStoreError, RetainedWrites};
 use bytes::BytesMut;
@@ -35,10 +48,23 @@ use std::time::{Duration, UNIX_EPOCH};
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 /// The value format written; see the module documentation.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
-/// Bytes before the PUBLISH packet.
-const HEADER: usize = 14;
+/// The format without a checksum, still read.
+const VERSION_1: u8 = 1;
+
+/// Bytes before the fields in version 1: the version byte.
+const PREFIX_V1: usize = 1;
+
+/// Bytes before the fields in version 2: the version byte and the checksum.
+const PREFIX_V2: usize = 5;
+
+/// Bytes of the fields before the PUBLISH packet.
+const FIELDS: usize = 13;
+
+/// What to do about a damaged file, said with every error about one.
+const DAMAGED_HINT: &str =
+    "restore the file from a backup, or move it away to start with no retained messages";
 
 /// The database and the changes not written yet.
 pub struct DiskStore {
@@ -58,50 +84,47 @@ impl std::fmt::Debug for DiskStore {
 }
 
 impl DiskStore {
-    /// Opens or creates the database at `path` and reads every entry.
+    /// Opens or creates the database at `path` and reads every entry. An
+    /// entry that cannot be decoded, or whose checksum is wrong, is logged
+    /// and left out.
     ///
     /// # Errors
     ///
-    /// When the file cannot be opened or created, or an entry cannot be
-    /// decoded.
+    /// [`RetainedStoreError::Open`] when the file cannot be opened or
+    /// created, [`RetainedStoreError::Damaged`] when it is not a database
+    /// this broker can read.
     pub fn open(path: &Path) -> Result<(DiskStore, Vec<RetainedRecord>), RetainedStoreError> {
-        let open_error = |reason: String| RetainedStoreError::Open {
-            path: path.to_owned(),
-            reason,
+        // redb panics on some damaged files (a truncated one, for one)
+        // instead of returning an error: a panic here is a damaged file.
+        let opened = std::panic::catch_unwind(|| open_unguarded(path));
+        let (store, loaded) = match opened {
+            Ok(result) => result?,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("the database library panicked");
+                return Err(damaged(path, reason));
+            }
         };
-        let db = Database::create(path).map_err(|e| open_error(e.to_string()))?;
-        // Create the table on a new file, so that reading never has to tell
-        // "no table" from other errors.
-        let setup = db.begin_write().map_err(|e| open_error(e.to_string()))?;
-        setup
-            .open_table(TABLE)
-            .map_err(|e| open_error(e.to_string()))?;
-        setup.commit().map_err(|e| open_error(e.to_string()))?;
-
-        let mut records = Vec::new();
-        let read = db.begin_read().map_err(|e| open_error(e.to_string()))?;
-        let table = read
-            .open_table(TABLE)
-            .map_err(|e| open_error(e.to_string()))?;
-        let entries = table.iter().map_err(|e| open_error(e.to_string()))?;
-        for entry in entries {
-            let (key, value) = entry.map_err(|e| open_error(e.to_string()))?;
-            let topic = key.value().to_owned();
-            let record =
-                decode(&topic, value.value()).map_err(|reason| RetainedStoreError::Corrupt {
-                    path: path.to_owned(),
-                    topic: topic.clone(),
-                    reason,
-                })?;
-            records.push(record);
+        let mut records = Vec::with_capacity(loaded.len());
+        for (topic, record) in loaded {
+            match record {
+                Ok(record) => records.push(record),
+                Err(reason) => {
+                    let error = RetainedStoreError::Corrupt {
+                        path: path.to_owned(),
+                        topic,
+                        reason,
+                    };
+                    tracing::error!(
+                        "{error}; the entry is not loaded, and is replaced when its topic is \
+                         next retained"
+                    );
+                }
+            }
         }
-        drop(table);
-        drop(read);
-        let store = DiskStore {
-            db,
-            path: path.to_owned(),
-            pending: RetainedWrites::default(),
-        };
         Ok((store, records))
     }
 
@@ -145,7 +168,7 @@ impl DiskStore {
                 match change {
                     Some(message) => {
                         value.clear();
-                        encode(message, &mut value).map_err(write_error)?;
+                        encode(topic, message, &mut value).map_err(write_error)?;
                         table
                             .insert(topic, &value[..])
                             .map_err(|e| write_error(e.to_string()))?;
@@ -164,13 +187,69 @@ impl DiskStore {
     }
 }
 
-/// Appends the version 1 encoding of `message` to `out`.
-fn encode(message: &RetainedMessage, out: &mut BytesMut) -> Result<(), String> {
+/// Each entry of a database file as read: its topic, and its record or why
+/// it cannot be decoded.
+type Entries = Vec<(String, Result<RetainedRecord, String>)>;
+
+/// [`DiskStore::open`] without the guard against panics.
+fn open_unguarded(path: &Path) -> Result<(DiskStore, Entries), RetainedStoreError> {
+    let existed = path.exists();
+    let db = Database::create(path).map_err(|e| match e {
+        // Held by another process, no permission, no such directory: the
+        // file is not the problem.
+        redb::DatabaseError::DatabaseAlreadyOpen
+        | redb::DatabaseError::Storage(redb::StorageError::Io(_)) => RetainedStoreError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        other if existed => damaged(path, &other.to_string()),
+        other => RetainedStoreError::Open {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    })?;
+    let read_error = |e: &dyn std::fmt::Display| damaged(path, &e.to_string());
+    // Create the table on a new file, so that reading never has to tell
+    // "no table" from other errors.
+    let setup = db.begin_write().map_err(|e| read_error(&e))?;
+    setup.open_table(TABLE).map_err(|e| read_error(&e))?;
+    setup.commit().map_err(|e| read_error(&e))?;
+
+    let mut entries = Vec::new();
+    let read = db.begin_read().map_err(|e| read_error(&e))?;
+    let table = read.open_table(TABLE).map_err(|e| read_error(&e))?;
+    for entry in table.iter().map_err(|e| read_error(&e))? {
+        let (key, value) = entry.map_err(|e| read_error(&e))?;
+        let topic = key.value().to_owned();
+        let record = decode(&topic, value.value());
+        entries.push((topic, record));
+    }
+    drop(table);
+    drop(read);
+    let store = DiskStore {
+        db,
+        path: path.to_owned(),
+        pending: RetainedWrites::default(),
+    };
+    Ok((store, entries))
+}
+
+/// The error for a file that is not a database this broker can read.
+fn damaged(path: &Path, reason: &str) -> RetainedStoreError {
+    RetainedStoreError::Damaged {
+        path: path.to_owned(),
+        reason: format!("{reason}; {DAMAGED_HINT}"),
+    }
+}
+
+/// Appends the version 2 encoding of `message`, retained on `topic`, to
+/// `out` (which must be empty).
+fn encode(topic: &str, message: &RetainedMessage, out: &mut BytesMut) -> Result<(), String> {
     let millis = message
         .modified
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    out.extend_from_slice(&[VERSION]);
+    out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
     out.extend_from_slice(&millis.to_be_bytes());
     out.extend_from_slice(&[u8::from(message.expiry_secs.is_some())]);
     out.extend_from_slice(&message.expiry_secs.unwrap_or(0).to_be_bytes());
@@ -180,34 +259,61 @@ fn encode(message: &RetainedMessage, out: &mut BytesMut) -> Result<(), String> {
     publish.dup = false;
     publish
         .write(out)
-        .map(|_| ())
-        .map_err(|e| format!("cannot encode the message: {e:?}"))
+        .map_err(|e| format!("cannot encode the message: {e:?}"))?;
+    let crc = checksum(topic, &out[PREFIX_V2..]);
+    out[1..PREFIX_V2].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
-/// Decodes a value written by [`encode`].
+/// The checksum of a version 2 value: the topic (the key, so that a value
+/// under another key is caught too) and the value's fields.
+fn checksum(topic: &str, fields: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(topic.as_bytes());
+    hasher.update(fields);
+    hasher.finalize()
+}
+
+/// Decodes a value written by [`encode`], or by version 1.
 fn decode(topic: &str, value: &[u8]) -> Result<RetainedRecord, String> {
-    let Some((&version, rest)) = value.split_first() else {
+    let Some(&version) = value.first() else {
         return Err("empty value".to_owned());
     };
-    if version != VERSION {
-        return Err(format!(
-            "format version {version}, this broker reads version {VERSION}"
-        ));
-    }
-    if value.len() < HEADER {
-        return Err("value shorter than its header".to_owned());
-    }
-    let u64_at = |range: std::ops::Range<usize>| -> Option<u64> {
-        Some(u64::from_be_bytes(rest.get(range)?.try_into().ok()?))
+    let fields = match version {
+        VERSION_1 => &value[PREFIX_V1..],
+        VERSION => {
+            let stored = value
+                .get(1..PREFIX_V2)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or("value shorter than its header")?;
+            let fields = &value[PREFIX_V2..];
+            if checksum(topic, fields) != stored {
+                return Err("checksum mismatch: the stored value was changed or damaged".to_owned());
+            }
+            fields
+        }
+        other => {
+            return Err(format!(
+                "format version {other}, this broker reads versions {VERSION_1} and {VERSION}"
+            ))
+        }
     };
-    let millis = u64_at(0..8).ok_or("truncated header")?;
-    let has_expiry = rest.get(8).copied().ok_or("truncated header")? != 0;
-    let secs = rest
-        .get(9..13)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or("truncated header")?;
-    let mut packet = BytesMut::from(value.get(HEADER..).unwrap_or_default());
+    let (Some(millis), Some(&has_expiry), Some(secs), Some(packet)) = (
+        fields
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes),
+        fields.get(8),
+        fields
+            .get(9..13)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes),
+        fields.get(FIELDS..),
+    ) else {
+        return Err("value shorter than its header".to_owned());
+    };
+    let mut packet = BytesMut::from(packet);
     let publish = match Packet::read(&mut packet, None) {
         Ok(Packet::Publish(mut publish)) => {
             publish.pkid = 0;
@@ -223,7 +329,7 @@ fn decode(topic: &str, value: &[u8]) -> Result<RetainedRecord, String> {
         topic: topic.to_owned(),
         publish,
         modified: UNIX_EPOCH + Duration::from_millis(millis),
-        expiry_secs: has_expiry.then_some(secs),
+        expiry_secs: (has_expiry != 0).then_some(secs),
     })
 }
 
@@ -269,16 +375,28 @@ mod tests {
         );
         message.expiry_secs = Some(30);
         let mut out = BytesMut::new();
-        encode(&message, &mut out).unwrap();
+        encode("a/b", &message, &mut out).unwrap();
         let record = decode("a/b", &out).unwrap();
         assert_eq!(record.publish, publish);
         assert_eq!(record.modified, message.modified);
         assert_eq!(record.expiry_secs, Some(30));
 
-        assert!(decode("a/c", &out).unwrap_err().contains("topic"));
-        out[0] = 2;
-        assert!(decode("a/b", &out).unwrap_err().contains("version 2"));
+        // A value under another key fails its checksum (the key is in it).
+        assert!(decode("a/c", &out).unwrap_err().contains("checksum"));
+        // Version 1: the same fields without a checksum.
+        let mut v1 = vec![VERSION_1];
+        v1.extend_from_slice(&out[PREFIX_V2..]);
+        assert_eq!(decode("a/b", &v1).unwrap().publish, publish);
+        assert!(decode("a/c", &v1).unwrap_err().contains("topic"));
+        let mut other = out.clone();
+        other[0] = 9;
+        assert!(decode("a/b", &other).unwrap_err().contains("version 9"));
+        // One changed payload byte.
+        let last = out.len() - 1;
+        out[last] ^= 1;
+        assert!(decode("a/b", &out).unwrap_err().contains("checksum"));
         assert!(decode("a/b", &[1, 0, 0]).is_err());
+        assert!(decode("a/b", &[2, 0, 0]).is_err());
         assert!(decode("a/b", &[]).is_err());
     }
 

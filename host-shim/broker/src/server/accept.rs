@@ -2,8 +2,10 @@
 //! `max_connections` at a time, with a backoff when accepting fails.
 
 use super::connection::Connection;
+use super::reader::ReadLimits;
 use super::router::Event;
 use crate::core::ConnId;
+use crate::memory::MemoryGauge;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -15,7 +17,9 @@ use tracing::{debug, error, warn};
 pub(super) struct Acceptor {
     pub(super) listener: TcpListener,
     pub(super) limit: Arc<Semaphore>,
-    pub(super) max_packet_size: u32,
+    pub(super) limits: ReadLimits,
+    pub(super) outbound_limit: usize,
+    pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     pub(super) done: mpsc::Sender<()>,
@@ -51,7 +55,9 @@ impl Acceptor {
                     debug!(conn, %peer, "connection accepted");
                     let task = Connection {
                         conn,
-                        max_packet_size: self.max_packet_size,
+                        limits: self.limits,
+                        outbound_limit: self.outbound_limit,
+                        gauge: self.gauge.clone(),
                         events: self.events.clone(),
                         shutdown: self.shutdown.clone(),
                         _done: self.done.clone(),

@@ -2,10 +2,12 @@
 //! side to the router (see `reader`), then encodes and writes what the
 //! router sends back, until the broker closes the connection or forgets it.
 
-use super::reader::Reader;
+use super::budget::{packet_cost, Budget};
+use super::reader::{ReadLimits, Reader};
 use super::router::{Event, Outbound};
 use crate::codec;
 use crate::core::ConnId;
+use crate::memory::MemoryGauge;
 use bytes::BytesMut;
 use mqtt_topic::MqttVersion;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::sleep;
 use tracing::{debug, warn};
 
@@ -32,7 +34,12 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// runs its writer.
 pub(super) struct Connection {
     pub(super) conn: ConnId,
-    pub(super) max_packet_size: u32,
+    pub(super) limits: ReadLimits,
+    /// `max_outbound_bytes`: the writer tells the router when its queue is
+    /// back under half of it.
+    pub(super) outbound_limit: usize,
+    /// The broker's gauge of memory held by queued messages.
+    pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) shutdown: watch::Receiver<()>,
     /// Held, never used: see [`BrokerHandle::shutdown`](super::BrokerHandle::shutdown).
@@ -61,30 +68,50 @@ impl Connection {
         let (rd, wr) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let queued_qos0 = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(Budget::new(self.gauge.clone()));
+        let kill = Arc::new(Notify::new());
         // Set by the router when it decodes the CONNECT, before the core can
         // answer it.
         let version = Arc::new(OnceLock::new());
         // Dropped when this task ends, which tells the reader.
         let (_writing, writer_gone) = oneshot::channel::<()>();
-        let reader = Reader::new(conn, rd, self.max_packet_size, version.clone(), writer_gone);
+        let reader = Reader::new(conn, rd, self.limits, version.clone(), writer_gone);
         let opened = Event::Opened {
             reader,
             outbound: out_tx,
             queued_qos0: queued_qos0.clone(),
+            budget: budget.clone(),
+            kill: kill.clone(),
         };
         if self.events.send(opened).await.is_err() {
             return;
         }
         let mut shutdown = self.shutdown.clone();
-        let writer = write_loop(conn, wr, out_rx, &version, &queued_qos0, &self.events);
+        let queues = Queues {
+            qos0: &queued_qos0,
+            budget: &budget,
+            limit: self.outbound_limit,
+        };
+        let writer = write_loop(conn, wr, out_rx, &version, queues, &self.events);
         tokio::select! {
             end = writer => debug!(conn, ?end, "connection ended"),
+            () = kill.notified() => debug!(conn, "connection ended by the router"),
             () = async {
                 let _ = shutdown.changed().await;
                 sleep(SHUTDOWN_GRACE).await;
             } => debug!(conn, "connection dropped at shutdown before it was flushed"),
         }
     }
+}
+
+/// What the writer counts down as it writes.
+struct Queues<'a> {
+    /// QoS 0 PUBLISHes queued.
+    qos0: &'a AtomicUsize,
+    /// Bytes queued.
+    budget: &'a Budget,
+    /// `max_outbound_bytes`.
+    limit: usize,
 }
 
 /// Encodes and writes what the router sends, batching what is already
@@ -94,9 +121,10 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     version: &OnceLock<MqttVersion>,
-    queued_qos0: &AtomicUsize,
+    queues: Queues<'_>,
     events: &mpsc::Sender<Event>,
 ) -> WriteEnd {
+    let queued_qos0 = queues.qos0;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let Some(first) = outbound.recv().await else {
@@ -106,6 +134,7 @@ async fn write_loop(
         let mut close = false;
         let mut qos0 = 0;
         let mut paced = 0;
+        let mut cost = 0;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -113,10 +142,12 @@ async fn write_loop(
                     if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
                         qos0 += 1;
                     }
+                    cost += packet_cost(&packet);
                     encode(conn, version, &packet, &mut buf);
                 }
                 Outbound::Paced(packet) => {
                     paced += 1;
+                    cost += packet_cost(&packet);
                     encode(conn, version, &packet, &mut buf);
                 }
                 Outbound::Raw(bytes) => buf.extend_from_slice(&bytes),
@@ -135,10 +166,15 @@ async fn write_loop(
             if let Err(e) = written {
                 debug!(conn, "write failed: {e}");
                 queued_qos0.fetch_sub(qos0, Ordering::AcqRel);
+                queues.budget.written(cost, queues.limit);
                 return WriteEnd::Failed;
             }
         }
         queued_qos0.fetch_sub(qos0, Ordering::AcqRel);
+        if queues.budget.written(cost, queues.limit) {
+            // The router gone is the shutdown.
+            let _ = events.send(Event::Drained { conn }).await;
+        }
         if paced > 0 {
             let written = Event::Written { conn, count: paced };
             // The router gone is the shutdown; the close follows.

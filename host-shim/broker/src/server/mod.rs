@@ -12,6 +12,8 @@
 //!   tasks.
 //! - `reader`: the read side of a connection, as the router waits on it.
 //! - `connection`: one task per connection: the write loop (encode).
+//! - `budget`: a connection's outbound byte budget, shared by the router
+//!   and the writer.
 //!
 //! # Tasks and channels
 //!
@@ -40,7 +42,12 @@
 //!   connection's *unbounded* outbound channel, so the router never waits on
 //!   a slow subscriber. QoS 1 and 2 traffic is bounded there by the core's
 //!   in-flight window; live QoS 0 is bounded by counting what is queued and
-//!   dropping (counted, logged) beyond `max_queued_messages`. Retained
+//!   dropping (counted, logged) beyond `max_queued_messages` or
+//!   `max_outbound_bytes`. Every queue is bounded in bytes too (see
+//!   `budget`): over `max_outbound_bytes` the router stops reading the
+//!   client's socket, so a client that sends requests and never reads the
+//!   replies cannot grow it, and closes the connection if it stays over
+//!   for `slow_client_timeout`. Retained
 //!   QoS 0 messages for a new subscription are paced by the core instead
 //!   (a bounded number not yet written per connection) and never dropped:
 //!   the writer reports how many it wrote (`Written` events), which lets
@@ -69,6 +76,7 @@
 //!   publish path and sees the store exactly as subscribers do.
 
 mod accept;
+mod budget;
 mod connection;
 mod handle;
 mod reader;

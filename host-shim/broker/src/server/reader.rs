@@ -77,6 +77,16 @@ const READ_RESERVE_BELOW: usize = 1024;
 /// allocation, which their payloads keep alive until delivered.
 const READ_CHUNK: usize = 4096;
 
+/// What bounds one connection's reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadLimits {
+    /// Largest packet accepted (`max_packet_size`).
+    pub(super) max_packet_size: u32,
+    /// How long a started packet may take to arrive (`packet_timeout`);
+    /// `None` is no limit.
+    pub(super) packet_timeout: Option<Duration>,
+}
+
 /// The read side of one connection.
 pub(super) struct Reader {
     pub(super) conn: ConnId,
@@ -90,8 +100,13 @@ pub(super) struct Reader {
     /// Until the CONNECT arrives, the time by which it must; the router
     /// clears it when the CONNECT is decoded.
     pub(super) connect_deadline: Option<Instant>,
-    /// The timer of `connect_deadline`, while there is one.
-    connect_timer: Option<Pin<Box<Sleep>>>,
+    /// How long a packet may take to arrive once started (`packet_timeout`).
+    packet_timeout: Option<Duration>,
+    /// While a packet has started and not finished, the time by which it
+    /// must (or the next one must, when packets keep coming).
+    packet_deadline: Option<Instant>,
+    /// The timer of the earlier deadline, and when it is due.
+    timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// Ends (with an error) when the connection's writer task has ended;
     /// `None` once it has.
     writer_gone: Option<oneshot::Receiver<()>>,
@@ -117,6 +132,8 @@ pub(super) enum Wake {
     WriterGone,
     /// No CONNECT within [`CONNECT_TIMEOUT`].
     ConnectTimeout,
+    /// A packet started and did not finish within `packet_timeout`.
+    PacketTimeout,
     /// The lingering read after a close is over; drop the reader.
     Lingered,
 }
@@ -205,9 +222,7 @@ impl Reads {
             .waker
             .get_or_insert_with(|| Waker::from(notify.clone()))
             .clone();
-        if reader.connect_deadline.is_none() {
-            reader.connect_timer = None;
-        }
+        reader.set_timer();
         let ready = outside_budget(|| {
             let mut cx = Context::from_waker(&waker);
             // An error is the socket's: the read reports it.
@@ -217,9 +232,9 @@ impl Reads {
                 .as_mut()
                 .is_some_and(|gone| Pin::new(gone).poll(&mut cx).is_ready());
             let late = reader
-                .connect_timer
+                .timer
                 .as_mut()
-                .is_some_and(|timer| timer.as_mut().poll(&mut cx).is_ready());
+                .is_some_and(|(_, timer)| timer.as_mut().poll(&mut cx).is_ready());
             readable || gone || late
         });
         if ready.unwrap_or(true) {
@@ -312,7 +327,7 @@ impl Reader {
     pub(super) fn new(
         conn: ConnId,
         half: OwnedReadHalf,
-        max_packet_size: u32,
+        limits: ReadLimits,
         version: Arc<OnceLock<MqttVersion>>,
         writer_gone: oneshot::Receiver<()>,
     ) -> Self {
@@ -321,13 +336,48 @@ impl Reader {
             conn,
             half,
             buf: BytesMut::new(),
-            decoder: Decoder::new(max_packet_size),
+            decoder: Decoder::new(limits.max_packet_size),
             version,
             connect_deadline: Some(deadline),
-            connect_timer: Some(Box::pin(sleep_until(deadline))),
+            packet_timeout: limits.packet_timeout,
+            packet_deadline: None,
+            timer: Some((deadline, Box::pin(sleep_until(deadline)))),
             writer_gone: Some(writer_gone),
             notify: None,
             waker: None,
+        }
+    }
+
+    /// After the buffered bytes were decoded (`completed` packets of them):
+    /// with a packet still unfinished, its deadline is `packet_timeout` from
+    /// the last packet completed (so a steady stream never times out), or
+    /// from its first bytes.
+    pub(super) fn decoded(&mut self, completed: usize) {
+        self.packet_deadline = match self.packet_timeout {
+            Some(_) if self.buf.is_empty() => None,
+            Some(timeout) if completed > 0 || self.packet_deadline.is_none() => {
+                Some(Instant::now() + timeout)
+            }
+            Some(_) => self.packet_deadline,
+            None => None,
+        };
+    }
+
+    /// Points the timer at the earlier deadline, reusing it when it can.
+    fn set_timer(&mut self) {
+        let due = [self.connect_deadline, self.packet_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        match (due, &mut self.timer) {
+            (None, timer) => *timer = None,
+            (Some(due), Some((at, timer))) => {
+                if *at != due {
+                    *at = due;
+                    timer.as_mut().reset(due);
+                }
+            }
+            (Some(due), timer) => *timer = Some((due, Box::pin(sleep_until(due)))),
         }
     }
 
@@ -340,8 +390,12 @@ impl Reader {
                 return Wake::WriterGone;
             }
         }
-        if self.connect_deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if self.connect_deadline.is_some_and(|d| now >= d) {
             return Wake::ConnectTimeout;
+        }
+        if self.packet_deadline.is_some_and(|d| now >= d) {
+            return Wake::PacketTimeout;
         }
         Wake::Readable
     }

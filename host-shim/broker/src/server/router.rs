@@ -5,10 +5,12 @@
 //! and what the connection tasks report; writes the retained changes the
 //! core hands out; and carries out its actions.
 
+use super::budget::{packet_cost, Budget, Episodes};
 use super::handle::{AdminError, AdminRequest};
 use super::reader::{Reader, Reads, Wake};
 use crate::codec::{self, DecodeError, Frame};
 use crate::core::{Action, Broker, ConnId};
+use crate::log_limit::LogLimit;
 use crate::retained::{DiskStore, RetainedStoreError};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -44,9 +46,15 @@ pub(super) enum Event {
         outbound: mpsc::UnboundedSender<Outbound>,
         /// QoS 0 PUBLISHes queued on `outbound` and not yet written.
         queued_qos0: Arc<AtomicUsize>,
+        /// Bytes queued on `outbound` and not yet written.
+        budget: Arc<Budget>,
+        /// Ends the connection task at once, whatever it is writing.
+        kill: Arc<tokio::sync::Notify>,
     },
     /// The writer wrote `count` more [`Outbound::Paced`] packets.
     Written { conn: ConnId, count: usize },
+    /// The writer's queue, over its budget before, is back under half of it.
+    Drained { conn: ConnId },
 }
 
 /// What the router tells a connection task.
@@ -71,6 +79,14 @@ pub(super) enum Outbound {
 struct ConnEntry {
     outbound: mpsc::UnboundedSender<Outbound>,
     queued_qos0: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
+    kill: Arc<tokio::sync::Notify>,
+    /// When the queue went over its budget, while it is, and the bytes
+    /// written to the client by then.
+    over_since: Option<Instant>,
+    written_mark: u64,
+    /// The reader, not read while the queue is over its budget.
+    parked: Option<Reader>,
     /// The core has been told about this connection.
     in_core: bool,
     /// The router closed it without the core (a failed retained write):
@@ -84,21 +100,32 @@ struct ConnEntry {
 
 impl ConnEntry {
     /// Whether `packet` may be queued: everything but a QoS 0 PUBLISH to a
-    /// connection with `max_queued` of them already waiting. Counts what is
+    /// connection with `max_queued` of them already waiting, or whose queue
+    /// would go over `max_bytes` (unless it is empty). Counts what is
     /// admitted and what is not.
-    fn admit(&mut self, conn: ConnId, packet: &Packet, max_queued: usize) -> bool {
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        packet: &Packet,
+        max_queued: usize,
+        max_bytes: usize,
+    ) -> bool {
         let Packet::Publish(publish) = packet else {
             return true;
         };
         if publish.qos != QoS::AtMostOnce {
             return true;
         }
-        if self.queued_qos0.load(Ordering::Acquire) >= max_queued {
+        let bytes = self.budget.queued();
+        if self.queued_qos0.load(Ordering::Acquire) >= max_queued
+            || (bytes > 0 && bytes + packet_cost(packet) > max_bytes)
+        {
             if self.dropping == 0 {
                 warn!(
                     conn,
-                    "subscriber too slow: {max_queued} QoS 0 messages queued; \
-                     dropping more until it catches up"
+                    "subscriber too slow: {} QoS 0 messages, {bytes} bytes queued; \
+                     dropping more until it catches up",
+                    self.queued_qos0.load(Ordering::Acquire)
                 );
             }
             self.dropping += 1;
@@ -120,6 +147,16 @@ impl ConnEntry {
 /// The router task's state.
 pub(super) struct Router {
     max_queued: usize,
+    /// `max_outbound_bytes` and `slow_client_timeout`.
+    max_outbound: usize,
+    slow_grace: Duration,
+    /// Connections over their outbound budget, oldest first.
+    episodes: Episodes,
+    /// Times a connection went over its outbound budget, and was closed for
+    /// staying over it.
+    slow_episodes: u64,
+    slow_closed: u64,
+    slow_log: LogLimit,
     conns: HashMap<ConnId, ConnEntry>,
     /// The read side of every connection.
     reads: Reads,
@@ -130,6 +167,9 @@ pub(super) struct Router {
     store_failing: bool,
     /// Failed writes of retained messages to disk.
     write_errors: u64,
+    /// Connections closed for a packet not finished in time.
+    packet_timeouts: u64,
+    packet_timeout_log: LogLimit,
 }
 
 /// What the router remembers of a batch of events until their actions are
@@ -143,16 +183,30 @@ struct Batch {
 
 impl Router {
     /// A router with no connections; QoS 0 messages beyond `max_queued`
-    /// waiting for one connection are dropped. `disk` is the retained
+    /// (or `max_outbound` bytes) waiting for one connection are dropped, and
+    /// a connection over `max_outbound` bytes for `slow_grace` is closed. `disk` is the retained
     /// message store's file, with disk storage.
-    pub(super) fn new(max_queued: usize, disk: Option<DiskStore>) -> Self {
+    pub(super) fn new(
+        max_queued: usize,
+        max_outbound: usize,
+        slow_grace: Duration,
+        disk: Option<DiskStore>,
+    ) -> Self {
         Router {
             max_queued,
+            max_outbound,
+            slow_grace,
+            episodes: Episodes::default(),
+            slow_episodes: 0,
+            slow_closed: 0,
+            slow_log: LogLimit::default(),
             conns: HashMap::new(),
             reads: Reads::new(),
             disk,
             store_failing: false,
             write_errors: 0,
+            packet_timeouts: 0,
+            packet_timeout_log: LogLimit::default(),
         }
     }
 
@@ -170,7 +224,10 @@ impl Router {
         // is not polled again and again.
         let mut admin_open = true;
         loop {
-            let deadline = core.poll_timeout();
+            let deadline = [core.poll_timeout(), self.slow_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             let reading = !self.reads.is_empty();
             // Biased: shutdown first, then due timers, so a steady stream of
             // packets cannot hold back keep alive and expiry; then the rare
@@ -181,7 +238,9 @@ impl Router {
                 _ = shutdown.changed() => break,
                 () = sleep_until_opt(deadline) => {
                     core.handle_timeout(Instant::now().into_std());
-                    self.finish(&mut core, &mut Batch::default());
+                    let mut batch = Batch::default();
+                    self.close_slow(&mut core, &mut batch);
+                    self.finish(&mut core, &mut batch);
                 }
                 request = admin.recv(), if admin_open => match request {
                     Some(request) => self.admin(&mut core, request),
@@ -236,6 +295,9 @@ impl Router {
         debug!(
             stats = ?core.stats(),
             retained_write_errors = self.write_errors,
+            over_outbound_budget = self.slow_episodes,
+            closed_over_outbound_budget = self.slow_closed,
+            packet_timeouts = self.packet_timeouts,
             "router stopped"
         );
         // Close the retained store's file before `_done` goes, so once
@@ -263,12 +325,19 @@ impl Router {
                 reader,
                 outbound,
                 queued_qos0,
+                budget,
+                kill,
             } => {
                 self.conns.insert(
                     reader.conn,
                     ConnEntry {
                         outbound,
                         queued_qos0,
+                        budget,
+                        kill,
+                        over_since: None,
+                        written_mark: 0,
+                        parked: None,
                         in_core: false,
                         closing: false,
                         dropping: 0,
@@ -280,6 +349,16 @@ impl Router {
             Event::Written { conn, count } => {
                 if self.conns.get(&conn).is_some_and(|entry| entry.in_core) {
                     core.handle_written(Instant::now().into_std(), conn, count);
+                }
+            }
+            Event::Drained { conn } => {
+                if let Some(entry) = self.conns.get_mut(&conn) {
+                    if entry.over_since.take().is_some() {
+                        debug!(conn, "outbound queue back under its budget");
+                    }
+                    if let Some(reader) = entry.parked.take() {
+                        self.reads.arm(reader);
+                    }
                 }
             }
         }
@@ -302,6 +381,21 @@ impl Router {
             Wake::ConnectTimeout => {
                 debug!(conn, "no CONNECT within the connect timeout");
                 self.transport_ended(core, conn, batch);
+                return 1;
+            }
+            Wake::PacketTimeout => {
+                self.packet_timeouts += 1;
+                let now = Instant::now().into_std();
+                self.packet_timeout_log.log(now, |suppressed| {
+                    warn!(
+                        conn,
+                        total = self.packet_timeouts,
+                        suppressed,
+                        "closed: a packet started and did not finish within packet_timeout"
+                    )
+                });
+                self.transport_ended(core, conn, batch);
+                self.reads.linger(reader);
                 return 1;
             }
             Wake::WriterGone => {
@@ -331,7 +425,15 @@ impl Router {
                 let handled = self.decode(core, &mut reader, batch);
                 match handled {
                     Some(handled) => {
-                        self.reads.arm(reader);
+                        reader.decoded(handled);
+                        match self.conns.get_mut(&conn) {
+                            // Its replies are not read: read no more
+                            // requests until they are.
+                            Some(entry) if entry.over_since.is_some() => {
+                                entry.parked = Some(reader);
+                            }
+                            _ => self.reads.arm(reader),
+                        }
                         handled.max(1)
                     }
                     None => {
@@ -543,16 +645,25 @@ impl Router {
                     if entry.closing {
                         continue;
                     }
-                    if entry.admit(conn, &packet, self.max_queued) {
+                    if entry.admit(conn, &packet, self.max_queued, self.max_outbound) {
+                        let over = entry.budget.charge(packet_cost(&packet), self.max_outbound);
                         // An error means the connection task has ended;
                         // its `Closed` event is on the way.
                         let _ = entry.outbound.send(Outbound::Packet(packet));
+                        if over {
+                            self.went_over(conn);
+                        }
                     }
                 }
                 Action::SendPaced(conn, packet) => {
                     // Bounded by the core: no admission, no drop.
-                    if let Some(entry) = self.conns.get(&conn).filter(|e| !e.closing) {
-                        let _ = entry.outbound.send(Outbound::Paced(packet));
+                    let Some(entry) = self.conns.get(&conn).filter(|e| !e.closing) else {
+                        continue;
+                    };
+                    let over = entry.budget.charge(packet_cost(&packet), self.max_outbound);
+                    let _ = entry.outbound.send(Outbound::Paced(packet));
+                    if over {
+                        self.went_over(conn);
                     }
                 }
                 Action::Close(conn) => {
@@ -561,6 +672,87 @@ impl Router {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Router {
+    /// Connection `conn`'s outbound queue is over its budget: unless an
+    /// episode is running, one starts, logged and counted; it ends when the
+    /// writer drains the queue (`Drained`) or when [`Router::close_slow`]
+    /// closes the connection.
+    fn went_over(&mut self, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if entry.over_since.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        entry.over_since = Some(now);
+        entry.written_mark = entry.budget.written_total();
+        self.episodes.start(now.into_std(), conn);
+        self.slow_episodes += 1;
+        let (queued, total, grace) = (entry.budget.queued(), self.slow_episodes, self.slow_grace);
+        self.slow_log.log(now.into_std(), |suppressed| {
+            warn!(
+                conn,
+                queued,
+                total,
+                suppressed,
+                "client reading too slowly: {queued} bytes queued for it, over \
+                 max_outbound_bytes; its socket is not read until it catches up, and it \
+                 is closed if it reads nothing for {grace:?}"
+            )
+        });
+    }
+
+    /// When the oldest episode over the outbound budget runs out of grace.
+    fn slow_deadline(&self) -> Option<std::time::Instant> {
+        self.episodes.oldest().map(|at| at + self.slow_grace)
+    }
+
+    /// Closes the connections still over their outbound budget after their
+    /// grace with nothing written to them meanwhile (one that reads gets a
+    /// new grace): the connection task is ended at once (its writer may be stuck
+    /// on a full socket) and the core told the transport is gone.
+    fn close_slow(&mut self, core: &mut Broker, batch: &mut Batch) {
+        let now = Instant::now().into_std();
+        let Some(cutoff) = now.checked_sub(self.slow_grace) else {
+            return;
+        };
+        while let Some((started, conn)) = self.episodes.pop_started_by(cutoff) {
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            // An episode that ended (and maybe another that began since) is
+            // not this one.
+            if entry.over_since.map(Instant::into_std) != Some(started) {
+                continue;
+            }
+            let written = entry.budget.written_total();
+            if written != entry.written_mark {
+                // It reads, if slowly: a new grace from now.
+                entry.written_mark = written;
+                let renewed = Instant::from_std(now);
+                entry.over_since = Some(renewed);
+                self.episodes.start(now, conn);
+                continue;
+            }
+            entry.kill.notify_one();
+            entry.parked = None;
+            self.slow_closed += 1;
+            let (queued, total) = (entry.budget.queued(), self.slow_closed);
+            self.slow_log.log(now, |suppressed| {
+                warn!(
+                    conn,
+                    queued,
+                    total,
+                    suppressed,
+                    "closed: over max_outbound_bytes and reading nothing for slow_client_timeout"
+                )
+            });
+            self.transport_ended(core, conn, batch);
         }
     }
 }
@@ -584,6 +776,11 @@ mod tests {
         let mut entry = ConnEntry {
             outbound,
             queued_qos0: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::default(),
+            kill: Arc::default(),
+            over_since: None,
+            written_mark: 0,
+            parked: None,
             in_core: true,
             closing: false,
             dropping: 0,
@@ -591,16 +788,16 @@ mod tests {
         };
         let qos0 = Packet::Publish(Publish::new("t", QoS::AtMostOnce, "x", None));
         let qos1 = Packet::Publish(Publish::new("t", QoS::AtLeastOnce, "x", None));
-        assert!(entry.admit(1, &qos0, 2));
-        assert!(entry.admit(1, &qos0, 2));
-        assert!(!entry.admit(1, &qos0, 2));
-        assert!(!entry.admit(1, &qos0, 2));
-        assert!(entry.admit(1, &qos1, 2));
+        assert!(entry.admit(1, &qos0, 2, usize::MAX));
+        assert!(entry.admit(1, &qos0, 2, usize::MAX));
+        assert!(!entry.admit(1, &qos0, 2, usize::MAX));
+        assert!(!entry.admit(1, &qos0, 2, usize::MAX));
+        assert!(entry.admit(1, &qos1, 2, usize::MAX));
         assert_eq!((entry.dropping, entry.dropped), (2, 2));
 
         // The writer wrote one: there is room again.
         entry.queued_qos0.fetch_sub(1, Ordering::AcqRel);
-        assert!(entry.admit(1, &qos0, 2));
+        assert!(entry.admit(1, &qos0, 2, usize::MAX));
         assert_eq!((entry.dropping, entry.dropped), (0, 2));
         assert_eq!(entry.queued_qos0.load(Ordering::Acquire), 2);
     }

@@ -3,12 +3,15 @@
 
 use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
+use super::reader::ReadLimits;
 use super::router::{Router, EVENT_CAPACITY};
+use crate::auth::Auth;
 use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
+use crate::memory::MemoryGauge;
 use crate::retained::{DiskStore, RetainedStoreError};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -40,8 +43,8 @@ impl From<ConfigError> for StartError {
 
 /// Starts a broker on the current tokio runtime.
 ///
-/// The accounts of `password_file` are added to `users` before the broker
-/// starts.
+/// The accounts of `password_file` are read before the broker starts, next
+/// to the inline `users`.
 ///
 /// # Errors
 ///
@@ -62,12 +65,10 @@ impl From<ConfigError> for StartError {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     config::check(&config)?;
-    if let Some(path) = &config.password_file {
-        let accounts = config::read_password_file(path, &config.users)?;
-        config.users.extend(accounts);
-    }
+    let auth = Auth::load(&config)?;
+    auth.warn_at_start(&config);
 
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await
@@ -94,17 +95,31 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
             (Some(disk), loaded)
         }
     };
-    let router = Router::new(config.max_queued_messages, disk);
+    let router = Router::new(
+        config.max_queued_messages,
+        config.max_outbound_bytes,
+        Duration::from_secs(u64::from(config.slow_client_timeout)),
+        disk,
+    );
+    let gauge = MemoryGauge::default();
     let accept = Acceptor {
         listener,
+        gauge: gauge.clone(),
         limit: Arc::new(Semaphore::new(config.max_connections)),
-        max_packet_size: config.max_packet_size,
+        limits: ReadLimits {
+            max_packet_size: config.max_packet_size,
+            packet_timeout: (config.packet_timeout > 0)
+                .then(|| Duration::from_secs(u64::from(config.packet_timeout))),
+        },
+        outbound_limit: config.max_outbound_bytes,
         events: events_tx,
         shutdown: shutdown_rx.clone(),
         done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now());
+    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now())
+        .with_auth(auth)
+        .with_gauge(gauge);
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

@@ -7,13 +7,16 @@
 //! the normative statements they check: `MQTT-x.y.z-n` ids from the 3.1.1
 //! ("v311") and 5.0 ("v5") specifications.
 
+mod acl;
 mod admin;
 mod admin_http;
+mod auth;
 mod connection;
 mod flow;
 mod interop;
 mod limits;
 mod malformed;
+mod properties;
 mod qos;
 mod retained;
 mod retained_delivery;

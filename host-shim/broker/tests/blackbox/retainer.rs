@@ -98,3 +98,90 @@ async fn aws_iot_profile_sends_retained_to_exact_filters_only() -> Result<()> {
     ensure!(p.retain && &p.payload[..] == b"c", "{p:?}");
     broker.shutdown().await
 }
+
+/// Stores two retained messages on disk at QoS 1 (so they are on disk when
+/// acknowledged) and stops the broker.
+async fn store_two(config: &BrokerConfig) -> Result<()> {
+    let broker = Broker::with(config.clone()).await?;
+    let mut publisher = V5::connect(v5_opts(&broker, "damage-pub")).await?;
+    publisher
+        .publish("damage/a", 1, true, b"MARKER-AAAA-payload")
+        .await?;
+    publisher
+        .publish("damage/b", 1, true, b"MARKER-BBBB-payload")
+        .await?;
+    publisher.disconnect().await?;
+    broker.shutdown().await
+}
+
+/// One changed byte in a stored payload: the entry fails its checksum, is
+/// reported and not served; the broker starts and serves the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_stored_byte_is_not_served() -> Result<()> {
+    let path = temp_db("flip");
+    let mut config = config();
+    config.retain.storage = RetainStorage::Disk(path.clone());
+    store_two(&config).await?;
+
+    // Copy-on-write leaves older copies of the page behind: change them all.
+    let mut bytes = std::fs::read(&path)?;
+    let found: Vec<usize> = bytes
+        .windows(11)
+        .enumerate()
+        .filter(|(_, w)| w == b"MARKER-AAAA")
+        .map(|(at, _)| at)
+        .collect();
+    ensure!(!found.is_empty(), "payload not found in the file");
+    for at in found {
+        bytes[at + 7] = b'X';
+    }
+    std::fs::write(&path, &bytes)?;
+
+    let broker = Broker::with(config).await?;
+    let mut sub = V5::connect(v5_opts(&broker, "damage-sub")).await?;
+    sub.subscribe("damage/#", 1).await?;
+    let p = sub.next_publish().await?;
+    ensure!(
+        topic5(&p) == "damage/b" && &p.payload[..] == b"MARKER-BBBB-payload",
+        "{p:?}"
+    );
+    sub.no_publish().await?;
+    sub.disconnect().await?;
+    broker.shutdown().await?;
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// A store file cut to half its length is a start error naming the file and
+/// what to do, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_store_is_a_start_error() -> Result<()> {
+    let path = temp_db("truncated");
+    let mut config = config();
+    config.retain.storage = RetainStorage::Disk(path.clone());
+    store_two(&config).await?;
+    let len = std::fs::metadata(&path)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(len / 2)?;
+
+    let outcome = mqtt_broker::start(config).await;
+    let _ = std::fs::remove_file(&path);
+    match outcome {
+        Ok(broker) => {
+            broker.shutdown().await;
+            anyhow::bail!("the broker started on a truncated store")
+        }
+        Err(e) => {
+            let message = format!("{:#}", anyhow::Error::new(e));
+            ensure!(
+                message.contains(&path.display().to_string())
+                    && message.contains("damaged")
+                    && message.contains("move it away"),
+                "{message}"
+            );
+            Ok(())
+        }
+    }
+}

@@ -339,3 +339,55 @@ async fn v5_clean_start_discards_session_mqtt_3_1_2_4() -> Result<()> {
     c.no_publish().await?;
     broker.shutdown().await
 }
+
+/// A 3.1.1 persistent session for `id` (Clean Session 0) is present when
+/// the client connects again.
+async fn v4_session_present(broker: &Broker, id: &str) -> Result<bool> {
+    let mut opts = v4_opts(broker, id);
+    opts.set_clean_session(false);
+    let client = V4::connect(opts).await?;
+    let present = client.session_present();
+    client.disconnect().await?;
+    Ok(present)
+}
+
+/// `persistent_client_expiration = 1`: a 3.1.1 persistent session is kept
+/// for a second after its client disconnects, then ends (as Mosquitto's
+/// option); before, 3.1.1 sessions were never freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v4_persistent_sessions_expire() -> Result<()> {
+    let broker = Broker::with(mqtt_broker::BrokerConfig {
+        persistent_client_expiration: 1,
+        ..config()
+    })
+    .await?;
+    assert!(!v4_session_present(&broker, "pce").await?, "new session");
+    assert!(v4_session_present(&broker, "pce").await?, "kept at once");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        !v4_session_present(&broker, "pce").await?,
+        "expired after a second"
+    );
+    broker.shutdown().await
+}
+
+/// `max_parked_sessions = 2`: with a third session parked, the one parked
+/// longest ends; the others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_sessions_are_capped() -> Result<()> {
+    let broker = Broker::with(mqtt_broker::BrokerConfig {
+        max_parked_sessions: 2,
+        ..config()
+    })
+    .await?;
+    for id in ["park-1", "park-2", "park-3"] {
+        assert!(!v4_session_present(&broker, id).await?, "{id}: new");
+    }
+    assert!(v4_session_present(&broker, "park-3").await?, "newest kept");
+    assert!(v4_session_present(&broker, "park-2").await?, "kept");
+    assert!(
+        !v4_session_present(&broker, "park-1").await?,
+        "oldest ended"
+    );
+    broker.shutdown().await
+}
