@@ -37,6 +37,21 @@ pub(crate) fn check(config: &BrokerConfig) -> Result<(), ConfigError> {
             ),
         );
     }
+    if let Some(tls) = &config.tls {
+        if tls.require_certificate && tls.ca_file.is_none() {
+            return fail(
+                "tls.require_certificate",
+                "false without tls.ca_file, the CA that client certificates are checked against"
+                    .to_owned(),
+            );
+        }
+        if tls.use_identity_as_username && !tls.require_certificate {
+            return fail(
+                "tls.use_identity_as_username",
+                "false unless tls.require_certificate is true".to_owned(),
+            );
+        }
+    }
     Ok(())
 }
 

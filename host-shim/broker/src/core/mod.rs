@@ -187,6 +187,9 @@ struct Conn {
 pub struct Broker {
     config: BrokerConfig,
     conns: HashMap<ConnId, Conn>,
+    /// User names proven by client certificates, for the CONNECT that
+    /// follows ([`Broker::handle_certified`]).
+    certified: HashMap<ConnId, String>,
     sessions: HashMap<SessionId, Session>,
     by_client_id: HashMap<String, SessionId>,
     trie: SubscriptionTrie,
@@ -225,6 +228,7 @@ impl Broker {
         let mut broker = Broker {
             config,
             conns: HashMap::new(),
+            certified: HashMap::new(),
             sessions: HashMap::new(),
             by_client_id: HashMap::new(),
             trie: SubscriptionTrie::new(),
@@ -266,6 +270,14 @@ impl Broker {
                 self.handle_packet(now, conn, session, packet);
             }
         }
+    }
+
+    /// `conn`'s client certificate proves the user name `username`
+    /// (`tls.use_identity_as_username`): the CONNECT handed in next is
+    /// authenticated as that user, whatever user name and password it
+    /// carries. Call it right before that CONNECT's [`Broker::handle_frame`].
+    pub fn handle_certified(&mut self, conn: ConnId, username: String) {
+        self.certified.insert(conn, username);
     }
 
     /// The codec could not decode `conn`'s bytes: close it, with a

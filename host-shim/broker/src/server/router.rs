@@ -381,6 +381,9 @@ impl Router {
                             batch.retained_publishers.push(conn);
                         }
                     }
+                    if let (Frame::Connect { .. }, Some(user)) = (&frame, reader.identity.take()) {
+                        core.handle_certified(conn, user);
+                    }
                     core.handle_frame(now, conn, frame);
                 }
                 Ok(None) => return Some(handled),
