@@ -188,6 +188,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_failures_say_what_to_do() {
+        let eof = TlsError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "tls handshake eof",
+        ));
+        let text = explain_handshake(&eof).unwrap();
+        assert!(text.contains("does not speak TLS"), "{text}");
+
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let text = explain_handshake(&TlsError::TLS(unknown.clone())).unwrap();
+        assert!(text.contains("set tls.ca_file"), "{text}");
+        // The same error inside an I/O error, as tokio-rustls reports it.
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, unknown);
+        assert_eq!(explain_io(&wrapped), Some(text));
+
+        let alert = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+        let text = explain_io(&io::Error::new(io::ErrorKind::InvalidData, alert)).unwrap();
+        assert!(text.contains("tls.client_cert_file"), "{text}");
+
+        // An end of stream after the handshake is not a TLS failure.
+        assert_eq!(explain_io(&io::ErrorKind::UnexpectedEof.into()), None);
+    }
+
+    #[test]
     fn a_file_without_certificates_is_refused() {
         let path = std::env::temp_dir().join(format!("mqtt-tls-empty-{}.pem", std::process::id()));
         std::fs::write(&path, "not a certificate\n").unwrap();

@@ -79,4 +79,39 @@ mod tests {
         );
         assert!(check(&BrokerConfig::default()).is_ok());
     }
+
+    #[test]
+    fn tls_options_that_need_another() {
+        let tls = crate::TlsConfig {
+            port: 0,
+            cert_file: "server.pem".into(),
+            key_file: "server.key".into(),
+            ca_file: None,
+            require_certificate: true,
+            use_identity_as_username: false,
+        };
+        let config = BrokerConfig {
+            tls: Some(tls.clone()),
+            ..BrokerConfig::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tls.require_certificate must be false without tls.ca_file"),
+            "{err}"
+        );
+        let config = BrokerConfig {
+            tls: Some(crate::TlsConfig {
+                ca_file: Some("ca.pem".into()),
+                require_certificate: false,
+                use_identity_as_username: true,
+                ..tls
+            }),
+            ..BrokerConfig::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "tls.use_identity_as_username must be false unless tls.require_certificate is true"
+        );
+    }
 }
