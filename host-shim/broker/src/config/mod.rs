@@ -191,6 +191,9 @@ pub struct BrokerConfig {
 /// `keyfile`, `cafile`, `require_certificate`, `use_identity_as_username`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Named apart from the connection's `tls` options, which flow schemas hold
+// too.
+#[schemars(rename = "TlsListenerConfig")]
 pub struct TlsConfig {
     /// Port of the TLS listener; 0 picks a free port. Default 8883.
     #[serde(default = "default_tls_port")]
