@@ -199,6 +199,9 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             None => None,
         };
         announce(&format!("listening on mqtt://{}", broker.local_addr()))?;
+        if let Some(addr) = broker.tls_addr() {
+            announce(&format!("listening on mqtts://{addr}"))?;
+        }
         if let Some(admin) = &admin {
             announce(&format!("admin on {}", admin.url()))?;
         }

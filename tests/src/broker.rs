@@ -2,13 +2,14 @@
 
 use crate::*;
 use anyhow::{Context, Result};
-use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle};
+use mqtt_broker::{self as broker, BrokerConfig, BrokerHandle, TlsConfig};
 use std::net::SocketAddr;
 
 /// A broker started in-process for one test, on 127.0.0.1 and a free port.
 pub struct Broker {
     handle: Option<BrokerHandle>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -17,12 +18,14 @@ impl Broker {
         Broker::with(BrokerConfig::ephemeral()).await
     }
 
-    /// Starts a broker with `config`, forced onto loopback and port 0 so that
-    /// tests never touch anything but a private port.
+    /// Starts a broker with `config`, forced onto loopback and port 0 (its
+    /// TLS listener too) so that tests never touch anything but a private
+    /// port.
     pub async fn with(config: BrokerConfig) -> Result<Broker> {
         let config = BrokerConfig {
             host: "127.0.0.1".to_owned(),
             port: 0,
+            tls: config.tls.map(|tls| TlsConfig { port: 0, ..tls }),
             ..config
         };
         let handle = within("broker start", broker::start(config))
@@ -30,9 +33,11 @@ impl Broker {
             .context("starting the broker")?;
         let addr = handle.local_addr();
         assert!(addr.ip().is_loopback(), "broker must listen on loopback");
+        let tls_addr = handle.tls_addr();
         Ok(Broker {
             handle: Some(handle),
             addr,
+            tls_addr,
         })
     }
 
@@ -42,6 +47,11 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The port of the TLS listener; panics without one.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_addr.expect("the broker has a TLS listener").port()
     }
 
     /// Graceful shutdown, bounded.

@@ -1,6 +1,7 @@
 //! Test support shared by every suite of the workspace: bounded waits, the
-//! built-in broker and Mosquitto started for one test on loopback, rumqttc
-//! clients with an inbox, a raw TCP client with MQTT packet builders,
+//! built-in broker and Mosquitto started for one test on loopback, test
+//! certificates (a CA, server and client certificates), rumqttc clients
+//! with an inbox, a raw TCP client with MQTT packet builders,
 //! Mosquitto's own clients, the cross-connection ordering rounds with their
 //! background load, and for benchmarks: brokers as child processes, live
 //! throughput and retained fan-out measured against any broker.
@@ -13,6 +14,7 @@
 
 mod broker;
 mod broker_process;
+mod certs;
 mod clients;
 mod mosquitto;
 mod ordering;
@@ -23,6 +25,7 @@ mod wait;
 
 pub use broker::*;
 pub use broker_process::*;
+pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
 pub use ordering::*;

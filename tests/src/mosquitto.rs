@@ -22,7 +22,7 @@ pub fn mosq_version(v5: bool) -> &'static str {
 /// -oL` (which execs it, keeping the PID) so lines arrive as printed.
 fn mosquitto(
     bin: &str,
-    broker: &Broker,
+    port: u16,
     v5: bool,
     args: &[&str],
     line_buffered: bool,
@@ -34,7 +34,7 @@ fn mosquitto(
     } else {
         tokio::process::Command::new(bin)
     };
-    cmd.args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-V", mosq_version(v5)])
         .args(args)
         .stdin(Stdio::null())
@@ -50,7 +50,17 @@ fn spawn_failed(bin: &str, e: std::io::Error) -> anyhow::Error {
 
 /// Runs `mosquitto_pub` to completion and insists it succeeds.
 pub async fn mosquitto_pub(broker: &Broker, v5: bool, args: &[&str]) -> Result<()> {
-    let child = mosquitto("mosquitto_pub", broker, v5, args, false)
+    mosquitto_pub_at(broker.port(), v5, args).await
+}
+
+/// Runs `mosquitto_pub` against the broker's TLS listener (`args` give
+/// `--cafile` and the rest) to completion and insists it succeeds.
+pub async fn mosquitto_pub_tls(broker: &Broker, v5: bool, args: &[&str]) -> Result<()> {
+    mosquitto_pub_at(broker.tls_port(), v5, args).await
+}
+
+async fn mosquitto_pub_at(port: u16, v5: bool, args: &[&str]) -> Result<()> {
+    let child = mosquitto("mosquitto_pub", port, v5, args, false)
         .spawn()
         .map_err(|e| spawn_failed("mosquitto_pub", e))?;
     let out = within("mosquitto_pub to exit", child.wait_with_output()).await??;
@@ -78,7 +88,17 @@ impl MosquittoSub {
     /// Starts `mosquitto_sub` with `-d` (so the SUBACK is visible) and
     /// `-F MOSQ_FORMAT`, plus `args`.
     pub fn start(broker: &Broker, v5: bool, args: &[&str]) -> Result<MosquittoSub> {
-        let mut cmd = mosquitto("mosquitto_sub", broker, v5, args, true);
+        MosquittoSub::start_at(broker.port(), v5, args)
+    }
+
+    /// The same against the broker's TLS listener (`args` give `--cafile`
+    /// and the rest).
+    pub fn start_tls(broker: &Broker, v5: bool, args: &[&str]) -> Result<MosquittoSub> {
+        MosquittoSub::start_at(broker.tls_port(), v5, args)
+    }
+
+    fn start_at(port: u16, v5: bool, args: &[&str]) -> Result<MosquittoSub> {
+        let mut cmd = mosquitto("mosquitto_sub", port, v5, args, true);
         cmd.args(["-d", "-F", MOSQ_FORMAT]);
         let mut child = cmd.spawn().map_err(|e| spawn_failed("mosquitto_sub", e))?;
         let stdout = child.stdout.take().expect("piped stdout");

@@ -11,7 +11,7 @@
 //!   [`Profile`]s, [`BrokerConfig::from_json`]) and [`broker_schema`].
 //! - Start-up: [`start`] binds and spawns the broker on the current tokio
 //!   runtime, or fails with a [`StartError`].
-//! - The handle: [`BrokerHandle`] gives the address, the URL and graceful
+//! - The handle: [`BrokerHandle`] gives the address, the URLs and graceful
 //!   [`shutdown`](BrokerHandle::shutdown).
 //! - Management: [`BrokerAdmin`] (from [`BrokerHandle::admin`]) lists, gets,
 //!   deletes and counts retained messages; [`admin`] serves it as an HTTP
@@ -64,7 +64,13 @@
 //! - `server`: the thin tokio shell.
 //!   - `server/start.rs`: [`start`].
 //!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
-//!   - `server/accept.rs`: the accept loop.
+//!   - `server/accept.rs`: the accept loop, on the plain and the TLS
+//!     listener.
+//!   - `server/tls.rs`: the TLS listener's server configuration from the
+//!     `tls` files, the handshake with its deadline, and the client
+//!     certificate's identity.
+//!   - `server/transport.rs`: a connection's byte stream, plain TCP or
+//!     TLS, split into the halves the router and the writer use.
 //!   - `server/router.rs`: the router task, which owns the core, the
 //!     retained store's file and the read side of every connection; it
 //!     reads the connections in the order their sockets became readable,
@@ -105,7 +111,9 @@ pub use self::core::Stats;
 pub use auth::HashError;
 pub use config::{
     broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
-    RetainConfig, RetainStorage, User,
+    RetainConfig, RetainStorage, TlsConfig, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
-pub use server::{start, AdminError, BrokerAdmin, BrokerHandle, StartError, MAX_PAGE_SIZE};
+pub use server::{
+    start, AdminError, BrokerAdmin, BrokerHandle, StartError, TlsSetupError, MAX_PAGE_SIZE,
+};

@@ -1,4 +1,5 @@
-//! The rustls client configuration for `mqtts://` brokers.
+//! The rustls client configuration for `mqtts://` brokers, and what a TLS
+//! failure means for the user.
 //!
 //! Built here rather than by rumqttc so that the CA file may hold several
 //! certificates, the system's roots are the default, and errors name the
@@ -6,12 +7,13 @@
 //! default provider has to be installed.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::sync::Arc;
 
 use connector::model::{Error, ErrorCode, TlsOptions};
+use rumqttc::TlsError;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 
 fn config_error(message: String) -> Error {
     Error::new(ErrorCode::InvalidConfig, message)
@@ -88,6 +90,79 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, E
     Ok(Arc::new(config))
 }
 
+/// A failed TLS handshake in words that say what is wrong and what to do;
+/// `None` when the cause is not one of those known here.
+pub(crate) fn explain_handshake(error: &TlsError) -> Option<String> {
+    match error {
+        TlsError::TLS(e) => explain_rustls(e),
+        TlsError::Io(io) => match io.kind() {
+            // The broker hung up on the ClientHello: a plain MQTT listener
+            // reads it as a malformed packet and closes.
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => Some(NOT_TLS.into()),
+            _ => explain_io(io),
+        },
+        _ => None,
+    }
+}
+
+/// The same for an I/O error of an established TLS connection (with TLS
+/// 1.3, the broker refuses a client certificate only after the client's
+/// side of the handshake is over).
+pub(crate) fn explain_io(error: &io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(explain_rustls)
+}
+
+const NOT_TLS: &str = "the broker closed the connection during the TLS handshake: \
+    it does not speak TLS on this port; use mqtt:// or the broker's TLS port";
+
+fn explain_rustls(error: &rustls::Error) -> Option<String> {
+    use rustls::Error as E;
+    use CertificateError as C;
+    let text = match error {
+        E::InvalidCertificate(C::UnknownIssuer) => "the broker's certificate is not signed by \
+            the CA in tls.ca_file (or, without tls.ca_file, by a CA the system trusts): \
+            set tls.ca_file to the CA that signed it"
+            .to_owned(),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the broker's certificate has expired: the broker needs a renewed certificate \
+            (or this machine's clock is wrong)"
+                .to_owned()
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "the broker's certificate is not valid yet: check this machine's clock".to_owned()
+        }
+        E::InvalidCertificate(C::NotValidForName) => "the broker's certificate is for another \
+            host name: connect with a host name the certificate names, or give the broker a \
+            certificate for this one"
+            .to_owned(),
+        E::InvalidCertificate(C::NotValidForNameContext { expected, .. }) => format!(
+            "the broker's certificate is for another host name, not {}: connect with a host \
+            name the certificate names, or give the broker a certificate for this one",
+            expected.to_str()
+        ),
+        E::InvalidCertificate(other) => {
+            format!("the broker's certificate is not valid ({other:?}): check tls.ca_file and the broker's certificate")
+        }
+        E::AlertReceived(AlertDescription::CertificateRequired) => "the broker requires a \
+            client certificate: set tls.client_cert_file and tls.client_key_file"
+            .to_owned(),
+        E::AlertReceived(AlertDescription::UnknownCA | AlertDescription::BadCertificate) => {
+            "the broker refused the client certificate (tls.client_cert_file): it is not \
+            signed by a CA the broker trusts"
+                .to_owned()
+        }
+        E::AlertReceived(AlertDescription::CertificateExpired) => "the broker refused the \
+            client certificate (tls.client_cert_file): it has expired"
+            .to_owned(),
+        E::InvalidMessage(_) => NOT_TLS.to_owned(),
+        _ => return None,
+    };
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +185,30 @@ mod tests {
             client_config(&options).unwrap_err().code,
             ErrorCode::InvalidConfig
         );
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let eof = TlsError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "tls handshake eof",
+        ));
+        let text = explain_handshake(&eof).unwrap();
+        assert!(text.contains("does not speak TLS"), "{text}");
+
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let text = explain_handshake(&TlsError::TLS(unknown.clone())).unwrap();
+        assert!(text.contains("set tls.ca_file"), "{text}");
+        // The same error inside an I/O error, as tokio-rustls reports it.
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, unknown);
+        assert_eq!(explain_io(&wrapped), Some(text));
+
+        let alert = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+        let text = explain_io(&io::Error::new(io::ErrorKind::InvalidData, alert)).unwrap();
+        assert!(text.contains("tls.client_cert_file"), "{text}");
+
+        // An end of stream after the handshake is not a TLS failure.
+        assert_eq!(explain_io(&io::ErrorKind::UnexpectedEof.into()), None);
     }
 
     #[test]

@@ -425,11 +425,30 @@ fn convert(event: Event) -> Ev {
 }
 
 fn link_error(e: ConnectionError) -> LinkError {
+    if let Some(why) = tls_failure(&e) {
+        return LinkError::Other(why);
+    }
     match e {
         ConnectionError::ConnectionRefused(code) => refused_v5(connect_code(code)),
         ConnectionError::Timeout(_) => LinkError::Timeout,
         ConnectionError::Io(io) => LinkError::Other(io.to_string()),
         other => LinkError::Other(other.to_string()),
+    }
+}
+
+/// A TLS failure said for the user, wherever rumqttc reports it: the
+/// handshake, or the first read of the CONNACK (with TLS 1.3, a refused
+/// client certificate shows there).
+fn tls_failure(e: &ConnectionError) -> Option<String> {
+    use rumqttc::v5::mqttbytes::Error as Codec;
+    use rumqttc::v5::StateError as State;
+    match e {
+        ConnectionError::Tls(tls) => super::tls::explain_handshake(tls),
+        ConnectionError::Io(io)
+        | ConnectionError::MqttState(State::Io(io) | State::Deserialization(Codec::Io(io))) => {
+            super::tls::explain_io(io)
+        }
+        _ => None,
     }
 }
 

@@ -17,6 +17,7 @@ mod retained;
 mod retainer;
 mod send;
 mod session;
+mod tls;
 
 use common::*;
 use host_shim::host::Value;

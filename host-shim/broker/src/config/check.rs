@@ -43,6 +43,21 @@ pub(crate) fn check(config: &BrokerConfig) -> Result<(), ConfigError> {
             ),
         );
     }
+    if let Some(tls) = &config.tls {
+        if tls.require_certificate && tls.ca_file.is_none() {
+            return fail(
+                "tls.require_certificate",
+                "false without tls.ca_file, the CA that client certificates are checked against"
+                    .to_owned(),
+            );
+        }
+        if tls.use_identity_as_username && !tls.require_certificate {
+            return fail(
+                "tls.use_identity_as_username",
+                "false unless tls.require_certificate is true".to_owned(),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -69,5 +84,40 @@ mod tests {
             "max_inflight must be at least 1"
         );
         assert!(check(&BrokerConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn tls_options_that_need_another() {
+        let tls = crate::TlsConfig {
+            port: 0,
+            cert_file: "server.pem".into(),
+            key_file: "server.key".into(),
+            ca_file: None,
+            require_certificate: true,
+            use_identity_as_username: false,
+        };
+        let config = BrokerConfig {
+            tls: Some(tls.clone()),
+            ..BrokerConfig::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tls.require_certificate must be false without tls.ca_file"),
+            "{err}"
+        );
+        let config = BrokerConfig {
+            tls: Some(crate::TlsConfig {
+                ca_file: Some("ca.pem".into()),
+                require_certificate: false,
+                use_identity_as_username: true,
+                ..tls
+            }),
+            ..BrokerConfig::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "tls.use_identity_as_username must be false unless tls.require_certificate is true"
+        );
     }
 }

@@ -270,6 +270,50 @@ pub struct BrokerConfig {
     pub acl_file: Option<PathBuf>,
     /// Retained message options.
     pub retain: RetainConfig,
+    /// A TLS listener beside the plain TCP one, on the same `host`. Default
+    /// none: plain TCP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS listener, in Mosquitto's terms (`listener 8883`, `certfile`,
+/// `keyfile`, `cafile`, `require_certificate`, `use_identity_as_username`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+// Named apart from the connection's `tls` options, which flow schemas hold
+// too.
+#[schemars(rename = "TlsListenerConfig")]
+pub struct TlsConfig {
+    /// Port of the TLS listener; 0 picks a free port. Default 8883.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// PEM file with the broker's certificate, then the intermediate
+    /// certificates of its chain, if any.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key of `cert_file` (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub key_file: PathBuf,
+    /// PEM file with the CA certificates client certificates are checked
+    /// against. A client that presents a certificate must present a valid
+    /// one; whether it must present one is `require_certificate`. Default
+    /// none: clients are not asked for a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Refuse the TLS handshake of a client without a valid certificate
+    /// (mutual TLS); needs `ca_file`. Default false.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Authenticate each client as the Common Name of its certificate: it
+    /// becomes the user name, whatever user name and password the CONNECT
+    /// carries, and no password is checked. Needs `require_certificate`.
+    /// Default false.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+/// The default port of the TLS listener, MQTT over TLS's registered port.
+fn default_tls_port() -> u16 {
+    8883
 }
 
 /// One account the broker accepts.
@@ -389,6 +433,7 @@ impl Default for BrokerConfig {
             password_file: None,
             acl_file: None,
             retain: RetainConfig::default(),
+            tls: None,
         }
     }
 }
@@ -507,6 +552,7 @@ struct ConfigFile {
     acl_file: Option<PathBuf>,
     #[serde(default)]
     retain: RetainFile,
+    tls: Option<TlsConfig>,
 }
 
 /// The `retain` object as written; see [`ConfigFile`].
@@ -573,6 +619,9 @@ impl From<ConfigFile> for BrokerConfig {
         }
         if file.acl_file.is_some() {
             config.acl_file = file.acl_file;
+        }
+        if file.tls.is_some() {
+            config.tls = file.tls;
         }
         let retain = file.retain;
         overlay!(
@@ -665,6 +714,30 @@ mod tests {
             let text = serde_json::to_string(&config).unwrap();
             assert_eq!(BrokerConfig::from_json(&text).unwrap(), config, "{text}");
         }
+    }
+
+    #[test]
+    fn tls_reads_with_its_defaults() {
+        let config = BrokerConfig::from_json(
+            r#"{"tls": {"cert_file": "server.pem", "key_file": "server.key"}}"#,
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.port, 8883);
+        assert_eq!(tls.cert_file, PathBuf::from("server.pem"));
+        assert_eq!(tls.ca_file, None);
+        assert!(!tls.require_certificate && !tls.use_identity_as_username);
+
+        let err = BrokerConfig::from_json(r#"{"tls": {"cert_file": "server.pem"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key_file"), "{err}");
+        let err = BrokerConfig::from_json(
+            r#"{"tls": {"cert_file": "c", "key_file": "k", "certfile": "c"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("certfile"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,16 @@ impl Broker {
         will: Option<LastWill>,
         login: Option<Login>,
     ) {
+        // A certificate's user name replaces the CONNECT's login, and no
+        // password is checked (as Mosquitto's `use_identity_as_username`).
+        let certified = self.certified.remove(&conn);
+        let login = match &certified {
+            Some(username) => Some(Login {
+                username: username.clone(),
+                password: String::new(),
+            }),
+            None => login,
+        };
         if self.conns.contains_key(&conn) {
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation.
             self.disconnect(now, conn, DisconnectReasonCode::ProtocolError);
@@ -31,7 +41,15 @@ impl Broker {
         let v5 = version == MqttVersion::V5;
         let props = connect.properties.clone().unwrap_or_default();
 
-        let will = match self.check_connect(version, &connect, &props, will, login.as_ref()) {
+        let checked = self.check_connect(
+            version,
+            &connect,
+            &props,
+            will,
+            login.as_ref(),
+            certified.is_some(),
+        );
+        let will = match checked {
             Ok(will) => will,
             Err(code) => {
                 self.refuse_connect(conn, code);
@@ -185,6 +203,7 @@ impl Broker {
         props: &ConnectProperties,
         will: Option<LastWill>,
         login: Option<&Login>,
+        certified: bool,
     ) -> Result<Option<Will>, ConnectReturnCode> {
         let v5 = version == MqttVersion::V5;
         // MQTT-3.1.3-8 (3.1.1): an empty id needs a clean session.
@@ -207,8 +226,10 @@ impl Broker {
         if v5 && props.max_packet_size == Some(0) {
             return Err(ConnectReturnCode::ProtocolError);
         }
-        if let Some(code) = self.auth.authenticate(login) {
-            return Err(code);
+        if !certified {
+            if let Some(code) = self.auth.authenticate(login) {
+                return Err(code);
+            }
         }
         let Some(will) = will else {
             return Ok(None);

@@ -196,6 +196,9 @@ pub struct Broker {
     config: BrokerConfig,
     auth: Auth,
     conns: HashMap<ConnId, Conn>,
+    /// User names proven by client certificates, for the CONNECT that
+    /// follows ([`Broker::handle_certified`]).
+    certified: HashMap<ConnId, String>,
     sessions: HashMap<SessionId, Session>,
     by_client_id: HashMap<String, SessionId>,
     trie: SubscriptionTrie,
@@ -254,6 +257,7 @@ impl Broker {
             auth: Auth::inline(&config),
             config,
             conns: HashMap::new(),
+            certified: HashMap::new(),
             sessions: HashMap::new(),
             by_client_id: HashMap::new(),
             trie: SubscriptionTrie::new(),
@@ -312,6 +316,14 @@ impl Broker {
                 self.handle_packet(now, conn, session, packet);
             }
         }
+    }
+
+    /// `conn`'s client certificate proves the user name `username`
+    /// (`tls.use_identity_as_username`): the CONNECT handed in next is
+    /// authenticated as that user, whatever user name and password it
+    /// carries. Call it right before that CONNECT's [`Broker::handle_frame`].
+    pub fn handle_certified(&mut self, conn: ConnId, username: String) {
+        self.certified.insert(conn, username);
     }
 
     /// The codec could not decode `conn`'s bytes: close it, with a

@@ -1,14 +1,20 @@
-//! The accept loop: one connection task per socket, at most
-//! `max_connections` at a time, with a backoff when accepting fails.
+//! The accept loop: one connection task per socket, on the plain and the
+//! TLS listener, at most `max_connections` at a time (TLS handshakes in
+//! progress included), with a backoff when accepting fails.
 
 use super::connection::Connection;
 use super::reader::ReadLimits;
 use super::router::Event;
+use super::tls::TlsListener;
+use super::transport::Transport;
 use crate::core::ConnId;
 use crate::memory::MemoryGauge;
+use std::future::pending;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::sleep;
 use tracing::{debug, error, warn};
@@ -16,6 +22,8 @@ use tracing::{debug, error, warn};
 /// The accept loop and what it hands to each connection.
 pub(super) struct Acceptor {
     pub(super) listener: TcpListener,
+    /// The TLS listener and its handshake, when `tls` is configured.
+    pub(super) tls: Option<(TcpListener, TlsListener)>,
     pub(super) limit: Arc<Semaphore>,
     pub(super) limits: ReadLimits,
     pub(super) outbound_limit: usize,
@@ -43,16 +51,17 @@ impl Acceptor {
             };
             let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = self.listener.accept() => accepted.map(|(s, p)| (s, p, false)),
+                accepted = accept_tls(&self.tls) => accepted.map(|(s, p)| (s, p, true)),
                 _ = self.shutdown.changed() => return,
                 () = self.events.closed() => return self.router_died(),
             };
             match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, peer, tls)) => {
                     backoff = Duration::from_millis(10);
                     let conn = self.next_conn;
                     self.next_conn += 1;
-                    debug!(conn, %peer, "connection accepted");
+                    debug!(conn, %peer, tls, "connection accepted");
                     let task = Connection {
                         conn,
                         limits: self.limits,
@@ -63,7 +72,23 @@ impl Acceptor {
                         _done: self.done.clone(),
                         _permit: permit,
                     };
-                    tokio::spawn(task.run(stream));
+                    match &self.tls {
+                        Some((_, listener)) if tls => {
+                            let listener = listener.clone();
+                            tokio::spawn(async move {
+                                match listener.handshake(stream).await {
+                                    Ok((stream, identity)) => {
+                                        let stream = Transport::Tls(Box::new(stream));
+                                        task.run(stream, identity).await;
+                                    }
+                                    Err(e) => debug!(conn, "{e}"),
+                                }
+                            });
+                        }
+                        _ => {
+                            tokio::spawn(task.run(Transport::Tcp(stream), None));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait for some to be
@@ -87,5 +112,15 @@ impl Acceptor {
         if self.shutdown.has_changed().is_ok() {
             error!("the broker's router task ended unexpectedly; no longer accepting connections");
         }
+    }
+}
+
+/// The next connection on the TLS listener; never, without one.
+async fn accept_tls(
+    tls: &Option<(TcpListener, TlsListener)>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some((listener, _)) => listener.accept().await,
+        None => pending().await,
     }
 }

@@ -5,6 +5,7 @@
 use super::budget::{packet_cost, Budget};
 use super::reader::{ReadLimits, Reader};
 use super::router::{Event, Outbound};
+use super::transport::{Transport, WriteHalf};
 use crate::codec;
 use crate::core::ConnId;
 use crate::memory::MemoryGauge;
@@ -16,8 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::sleep;
 use tracing::{debug, warn};
@@ -60,12 +59,14 @@ enum WriteEnd {
 }
 
 impl Connection {
-    pub(super) async fn run(self, stream: TcpStream) {
+    /// Runs the connection over `stream`; `identity` is the user name its
+    /// client certificate gives (`tls.use_identity_as_username`).
+    pub(super) async fn run(self, stream: Transport, identity: Option<String>) {
         let conn = self.conn;
-        if let Err(e) = stream.set_nodelay(true) {
+        if let Err(e) = stream.set_nodelay() {
             debug!(conn, "cannot set TCP_NODELAY: {e}");
         }
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = stream.split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let queued_qos0 = Arc::new(AtomicUsize::new(0));
         let budget = Arc::new(Budget::new(self.gauge.clone()));
@@ -75,9 +76,10 @@ impl Connection {
         let version = Arc::new(OnceLock::new());
         // Dropped when this task ends, which tells the reader.
         let (_writing, writer_gone) = oneshot::channel::<()>();
-        let reader = Reader::new(conn, rd, self.limits, version.clone(), writer_gone);
+        let mut reader = Reader::new(conn, rd, self.limits, version.clone(), writer_gone);
+        reader.identity = identity;
         let opened = Event::Opened {
-            reader,
+            reader: Box::new(reader),
             outbound: out_tx,
             queued_qos0: queued_qos0.clone(),
             budget: budget.clone(),
@@ -118,7 +120,7 @@ struct Queues<'a> {
 /// queued into one write, until told to close or forgotten.
 async fn write_loop(
     conn: ConnId,
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     version: &OnceLock<MqttVersion>,
     queues: Queues<'_>,
@@ -161,7 +163,11 @@ async fn write_loop(
             }
         }
         if !buf.is_empty() {
-            let written = wr.write_all(&buf).await;
+            // A TLS stream may hold the last record until flushed.
+            let written = match wr.write_all(&buf).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
             buf.clear();
             if let Err(e) = written {
                 debug!(conn, "write failed: {e}");

@@ -18,6 +18,8 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    tls_addr: Option<SocketAddr>,
     /// Never sent on: dropping it is the shutdown signal.
     shutdown: watch::Sender<()>,
     /// Returns `None` once every task has dropped its `done` sender.
@@ -35,14 +37,21 @@ impl BrokerHandle {
     /// The URL clients connect to, such as `mqtt://127.0.0.1:1883`. A broker
     /// listening on every address (`0.0.0.0`, `::`) gives the loopback one.
     pub fn url(&self) -> String {
-        let mut addr = self.local_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        format!("mqtt://{addr}")
+        format!("mqtt://{}", reachable(self.local_addr))
+    }
+
+    /// The address of the TLS listener (the real port when 0 was asked),
+    /// when `tls` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The URL of the TLS listener, such as `mqtts://127.0.0.1:8883`, when
+    /// `tls` is configured; the loopback one for a broker listening on
+    /// every address.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_addr
+            .map(|addr| format!("mqtts://{}", reachable(addr)))
     }
 
     /// A cloneable handle to the management API, for tasks that outlive a
@@ -99,12 +108,14 @@ impl BrokerHandle {
     /// The handle of a broker whose tasks were just spawned.
     pub(super) fn new(
         local_addr: SocketAddr,
+        tls_addr: Option<SocketAddr>,
         shutdown: watch::Sender<()>,
         done: mpsc::Receiver<()>,
         admin: BrokerAdmin,
     ) -> Self {
         BrokerHandle {
             local_addr,
+            tls_addr,
             shutdown,
             done,
             admin,
@@ -121,6 +132,18 @@ impl BrokerHandle {
         // Nothing is ever sent: this returns `None` when the last task ends.
         let _ = done.recv().await;
     }
+}
+
+/// `addr`, or the loopback address of its family for an unspecified one
+/// (`0.0.0.0`, `::`), which clients cannot connect to.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    addr
 }
 
 /// Why a management request failed.

@@ -6,7 +6,10 @@
 //!   store and spawns the tasks.
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
-//! - `accept`: the accept loop.
+//! - `accept`: the accept loop, on the plain and the TLS listener.
+//! - `tls`: the TLS listener's configuration, handshake (with a deadline)
+//!   and client identity.
+//! - `transport`: a connection's stream, plain or TLS, and its halves.
 //! - `router`: the router task, which owns the core and reads every
 //!   connection, and the events and messages it exchanges with connection
 //!   tasks.
@@ -82,9 +85,12 @@ mod handle;
 mod reader;
 mod router;
 mod start;
+mod tls;
+mod transport;
 
 #[cfg(test)]
 mod tests;
 
 pub use handle::{AdminError, BrokerAdmin, BrokerHandle, MAX_PAGE_SIZE};
 pub use start::{start, StartError};
+pub use tls::TlsSetupError;

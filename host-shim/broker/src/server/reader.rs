@@ -32,6 +32,7 @@
 //! would turn the FIN into a reset, which can destroy those last packets
 //! before the client reads them.
 
+use super::transport::ReadHalf;
 use crate::codec::Decoder;
 use crate::core::ConnId;
 use bytes::BytesMut;
@@ -48,7 +49,6 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::task::{Context, Poll, Wake as WakeFn, Waker};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 use tokio::task::coop::unconstrained;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
@@ -90,7 +90,7 @@ pub(super) struct ReadLimits {
 /// The read side of one connection.
 pub(super) struct Reader {
     pub(super) conn: ConnId,
-    half: OwnedReadHalf,
+    half: ReadHalf,
     /// Bytes read and not decoded yet.
     pub(super) buf: BytesMut,
     pub(super) decoder: Decoder,
@@ -113,6 +113,9 @@ pub(super) struct Reader {
     /// Queues the connection when it is woken; set by [`Reads::arm`].
     notify: Option<Arc<Notify>>,
     waker: Option<Waker>,
+    /// The user name the connection's client certificate gives
+    /// (`tls.use_identity_as_username`), for its CONNECT.
+    pub(super) identity: Option<String>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -226,7 +229,7 @@ impl Reads {
         let ready = outside_budget(|| {
             let mut cx = Context::from_waker(&waker);
             // An error is the socket's: the read reports it.
-            let readable = reader.half.as_ref().poll_read_ready(&mut cx).is_ready();
+            let readable = reader.half.poll_read_ready(&mut cx).is_ready();
             let gone = reader
                 .writer_gone
                 .as_mut()
@@ -326,7 +329,7 @@ impl Reader {
     /// task does.
     pub(super) fn new(
         conn: ConnId,
-        half: OwnedReadHalf,
+        half: ReadHalf,
         limits: ReadLimits,
         version: Arc<OnceLock<MqttVersion>>,
         writer_gone: oneshot::Receiver<()>,
@@ -345,6 +348,7 @@ impl Reader {
             writer_gone: Some(writer_gone),
             notify: None,
             waker: None,
+            identity: None,
         }
     }
 

@@ -42,7 +42,8 @@ const SHUTDOWN_LINGER: Duration = Duration::from_secs(4);
 pub(super) enum Event {
     /// A new connection: its read side, and how to reach its writer.
     Opened {
-        reader: Reader,
+        // Boxed: a reader is large, the other events are small.
+        reader: Box<Reader>,
         outbound: mpsc::UnboundedSender<Outbound>,
         /// QoS 0 PUBLISHes queued on `outbound` and not yet written.
         queued_qos0: Arc<AtomicUsize>,
@@ -344,7 +345,7 @@ impl Router {
                         dropped: 0,
                     },
                 );
-                self.reads.arm(reader);
+                self.reads.arm(*reader);
             }
             Event::Written { conn, count } => {
                 if self.conns.get(&conn).is_some_and(|entry| entry.in_core) {
@@ -482,6 +483,9 @@ impl Router {
                         if publish.retain && publish.qos != QoS::AtMostOnce {
                             batch.retained_publishers.push(conn);
                         }
+                    }
+                    if let (Frame::Connect { .. }, Some(user)) = (&frame, reader.identity.take()) {
+                        core.handle_certified(conn, user);
                     }
                     core.handle_frame(now, conn, frame);
                 }

@@ -5,11 +5,13 @@ use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
 use super::reader::ReadLimits;
 use super::router::{Router, EVENT_CAPACITY};
+use super::tls::{TlsListener, TlsSetupError};
 use crate::auth::Auth;
 use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
 use crate::memory::MemoryGauge;
 use crate::retained::{DiskStore, RetainedStoreError};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
@@ -33,6 +35,9 @@ pub enum StartError {
     /// The retained message store (`retain.storage`) cannot be opened.
     #[error("cannot open the retained message store")]
     RetainedStore(#[source] RetainedStoreError),
+    /// The TLS listener's files (`tls`) cannot be read or used.
+    #[error("cannot set up the TLS listener: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 impl From<ConfigError> for StartError {
@@ -51,7 +56,8 @@ impl From<ConfigError> for StartError {
 /// [`StartError::Bind`] when the address cannot be bound,
 /// [`StartError::Config`] when the configuration is invalid or the password
 /// file cannot be read, [`StartError::RetainedStore`] when the retained
-/// message store's file cannot be opened or read.
+/// message store's file cannot be opened or read, [`StartError::Tls`] when
+/// a file of `tls` cannot be read or used.
 ///
 /// # Example
 ///
@@ -70,16 +76,18 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let auth = Auth::load(&config)?;
     auth.warn_at_start(&config);
 
-    let listener = TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: display_addr(&config.host, config.port),
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: display_addr(&config.host, config.port),
-        source,
-    })?;
+    // The files first: a broken certificate is reported before any port
+    // is taken.
+    let tls = config.tls.as_ref().map(TlsListener::new).transpose()?;
+
+    let (listener, local_addr) = bind(&config.host, config.port).await?;
+    let (tls, tls_addr) = match (tls, &config.tls) {
+        (Some(tls), Some(tls_config)) => {
+            let (listener, addr) = bind(&config.host, tls_config.port).await?;
+            (Some((listener, tls)), Some(addr))
+        }
+        _ => (None, None),
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(());
     let (done_tx, done_rx) = mpsc::channel(1);
@@ -105,6 +113,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let accept = Acceptor {
         listener,
         gauge: gauge.clone(),
+        tls,
         limit: Arc::new(Semaphore::new(config.max_connections)),
         limits: ReadLimits {
             max_packet_size: config.max_packet_size,
@@ -123,7 +132,24 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 
-    Ok(BrokerHandle::new(local_addr, shutdown_tx, done_rx, admin))
+    Ok(BrokerHandle::new(
+        local_addr,
+        tls_addr,
+        shutdown_tx,
+        done_rx,
+        admin,
+    ))
+}
+
+/// A listening socket on `host:port`, and the address it got.
+async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: display_addr(host, port),
+        source,
+    };
+    let listener = TcpListener::bind((host, port)).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// `host:port`, with brackets around an IPv6 host.

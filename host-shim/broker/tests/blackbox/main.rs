@@ -2,7 +2,7 @@
 //! (`mqtt_broker`).
 //!
 //! Each test starts its own broker in-process on 127.0.0.1, port 0, talks to
-//! it with rumqttc clients, raw bytes over TCP, or Mosquitto's own command
+//! it with rumqttc clients (over TCP or TLS), raw bytes over TCP, or Mosquitto's own command
 //! line clients, and shuts it down at the end. Test names and comments cite
 //! the normative statements they check: `MQTT-x.y.z-n` ids from the 3.1.1
 //! ("v311") and 5.0 ("v5") specifications.
@@ -23,4 +23,5 @@ mod retained_delivery;
 mod retainer;
 mod session;
 mod shared;
+mod tls;
 mod will;
