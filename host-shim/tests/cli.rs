@@ -657,3 +657,54 @@ fn listen_config_file_problems_name_the_file_and_the_key() {
     assert!(out.stderr.contains("/subscriptons: "), "{}", out.stderr);
     assert!(out.stderr.contains("\"subscriptions\""), "{}", out.stderr);
 }
+
+/// On a terminal (here the pseudo-terminal `script(1)` gives), a send with
+/// its documents going elsewhere draws its progress line on stderr while
+/// lines stream in; on a pipe the same send draws nothing.
+#[test]
+fn a_terminal_sees_the_progress_line_and_a_pipe_does_not() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("script(1) is not installed: skipped");
+        return;
+    }
+    let broker = Broker::start();
+    let send = format!(
+        "(echo one; sleep 1; echo two) | '{}' send --url {} --topic progress/t -l",
+        support::BIN,
+        broker.url
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{send} > /dev/null"), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("sent 1 ("),
+        "no progress line in {terminal:?}"
+    );
+    assert!(
+        terminal.contains("sent 2, failed 0"),
+        "no summary in {terminal:?}"
+    );
+
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("{send} 2>&1 > /dev/null")])
+        .output()
+        .expect("sh runs");
+    let piped = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{piped}");
+    assert!(
+        !piped.contains("sent 1 ("),
+        "a progress line on a pipe: {piped:?}"
+    );
+    assert!(
+        piped.contains("sent 2, failed 0"),
+        "no summary in {piped:?}"
+    );
+}

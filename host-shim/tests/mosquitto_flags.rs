@@ -508,7 +508,8 @@ fn connect_carries_version_id_keepalive_session_credentials_and_will() {
 #[test]
 fn tls_flags_on_a_plain_port_fail_with_a_hint() {
     let broker = Broker::start();
-    let ca = support::workspace().join("host-shim/tests/data/tls/ca.pem");
+    let pki = e2e::Pki::new("flags-test-ca").expect("test certificates");
+    let ca = pki.ca_file().to_path_buf();
     let out = host_shim(&[
         "pub",
         "-h",
@@ -698,13 +699,21 @@ async fn tls_flags_reach_a_broker_that_requires_a_client_certificate() {
         eprintln!("mosquitto is not installed: skipped");
         return;
     }
-    let tls = support::workspace().join("host-shim/tests/data/tls");
-    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
-    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let pki = e2e::Pki::new("flags-test-ca").expect("test certificates");
+    let (server, client) = (
+        pki.server().expect("a server certificate"),
+        pki.client("flags-client").expect("a client certificate"),
+    );
+    let file = |path: &std::path::Path| path.to_string_lossy().into_owned();
+    let (ca, cert, key) = (
+        file(pki.ca_file()),
+        file(&client.cert_file),
+        file(&client.key_file),
+    );
     let broker = e2e::BrokerProcess::mosquitto(&[
         &format!("cafile {ca}"),
-        &format!("certfile {}", file("server.pem")),
-        &format!("keyfile {}", file("server.key")),
+        &format!("certfile {}", file(&server.cert_file)),
+        &format!("keyfile {}", file(&server.key_file)),
         "require_certificate true",
     ])
     .await
