@@ -87,7 +87,7 @@ where
 
 fn idle(id: &str) -> RawConnect {
     RawConnect {
-        keep_alive: 0,
+        keep_alive: 60,
         ..RawConnect::v4(id)
     }
 }

@@ -211,9 +211,10 @@ impl Broker {
             return Err(ConnectReturnCode::ClientIdentifierNotValid);
         }
         let max_keep_alive = self.config.max_keep_alive;
-        if !v5 && max_keep_alive > 0 && connect.keep_alive > max_keep_alive {
+        if !v5 && exceeds(connect.keep_alive, max_keep_alive) {
             // 3.1.1 cannot be told a Server Keep Alive: as Mosquitto does,
-            // a longer keep alive is refused with 0x02 Identifier rejected.
+            // a longer keep alive (0, none, is the longest) is refused with
+            // 0x02 Identifier rejected.
             return Err(ConnectReturnCode::ClientIdentifierNotValid);
         }
         if v5 && props.authentication_method.is_some() {
@@ -265,11 +266,12 @@ impl Broker {
     }
 
     /// The keep alive a 5.0 client must use: its own, unless above the
-    /// broker's maximum. Zero (no keep alive) is left alone, as clients that
-    /// never ping rely on it.
+    /// broker's maximum (0, no keep alive, is above any maximum, as in
+    /// Mosquitto: an idle client that never pings cannot hold a connection
+    /// for ever).
     fn effective_keep_alive(&self, asked: u16) -> Duration {
         let max = self.config.max_keep_alive;
-        let secs = if max > 0 && asked > max { max } else { asked };
+        let secs = if exceeds(asked, max) { max } else { asked };
         Duration::from_secs(u64::from(secs))
     }
 
@@ -362,4 +364,10 @@ impl Broker {
         }
         self.flush_queue(now, session_id);
     }
+}
+
+/// Whether a client's keep alive `asked` is longer than the broker's
+/// `max`: 0 means none, the longest of all; a `max` of 0 allows any.
+fn exceeds(asked: u16, max: u16) -> bool {
+    max > 0 && (asked == 0 || asked > max)
 }

@@ -31,6 +31,12 @@ struct Harness {
 impl Harness {
     fn new(config: BrokerConfig) -> Self {
         let now = Instant::now();
+        // The harness's clients ask for no keep alive while the clock jumps
+        // by hours; `max_keep_alive` is tested from outside, in real time.
+        let config = BrokerConfig {
+            max_keep_alive: 0,
+            ..config
+        };
         Harness {
             broker: Broker::new(config, Vec::new(), now, SystemTime::now()),
             now,
@@ -923,6 +929,11 @@ mod retainer {
     /// with the store's file opened and its messages loaded, as the shell
     /// does at start.
     fn harness_at(config: BrokerConfig, now: Instant, wall: SystemTime) -> Harness {
+        // As in `Harness::new`: clients without keep alive, a jumping clock.
+        let config = BrokerConfig {
+            max_keep_alive: 0,
+            ..config
+        };
         let (disk, loaded) = match &config.retain.storage {
             RetainStorage::Memory => (None, Vec::new()),
             RetainStorage::Disk(path) => {

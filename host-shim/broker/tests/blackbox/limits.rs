@@ -333,7 +333,9 @@ async fn shutdown_disconnects_clients_0x8b() -> Result<()> {
 
 /// 3.1.1 cannot be told a Server Keep Alive, so a keep alive above
 /// `max_keep_alive` is refused with return code 0x02 (Identifier rejected),
-/// as Mosquitto does; at most the limit, or 0, is accepted.
+/// as Mosquitto does; 0 (no keep alive) is above any limit, so idle
+/// clients cannot hold every connection for ever; at most the limit is
+/// accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v4_keep_alive_above_the_maximum_is_refused() -> Result<()> {
     let broker = Broker::with(BrokerConfig {
@@ -341,7 +343,7 @@ async fn v4_keep_alive_above_the_maximum_is_refused() -> Result<()> {
         ..config()
     })
     .await?;
-    for (keep_alive, want) in [(31, 2), (u16::MAX, 2), (30, 0), (0, 0)] {
+    for (keep_alive, want) in [(31, 2), (u16::MAX, 2), (0, 2), (30, 0), (1, 0)] {
         let connect = RawConnect {
             keep_alive,
             ..RawConnect::v4("ka-max")
@@ -355,6 +357,56 @@ async fn v4_keep_alive_above_the_maximum_is_refused() -> Result<()> {
     broker.shutdown().await
 }
 
+/// Keep alive 0 asks for no keep alive at all: a 5.0 client is told the
+/// broker's `max_keep_alive` as Server Keep Alive (MQTT-3.2.2-21), and with
+/// `max_keep_alive: 0` both versions may have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_0_gets_the_maximum_unless_there_is_none() -> Result<()> {
+    let limited = Broker::with(BrokerConfig {
+        max_keep_alive: 20,
+        ..config()
+    })
+    .await?;
+    let none = RawConnect {
+        keep_alive: 0,
+        ..RawConnect::v5("ka-zero")
+    };
+    let (_raw, connack) = Raw::handshake(&limited, &none).await?;
+    let p5::Packet::ConnAck(connack) = connack.v5()? else {
+        bail!("expected CONNACK");
+    };
+    let server_keep_alive = connack.properties.and_then(|p| p.server_keep_alive);
+    assert_eq!(server_keep_alive, Some(20), "Server Keep Alive in CONNACK");
+    limited.shutdown().await?;
+
+    let unlimited = Broker::with(BrokerConfig {
+        max_keep_alive: 0,
+        ..config()
+    })
+    .await?;
+    let v4 = RawConnect {
+        keep_alive: 0,
+        ..RawConnect::v4("ka-zero-4")
+    };
+    let (_raw4, connack) = Raw::handshake(&unlimited, &v4).await?;
+    assert_eq!(
+        connack.connack_code(),
+        0,
+        "3.1.1 keep alive 0 without a limit"
+    );
+    let (_raw5, connack) = Raw::handshake(&unlimited, &none).await?;
+    let p5::Packet::ConnAck(connack) = connack.v5()? else {
+        bail!("expected CONNACK");
+    };
+    assert_eq!(connack.code, p5::ConnectReturnCode::Success);
+    assert_eq!(
+        connack.properties.and_then(|p| p.server_keep_alive),
+        None,
+        "no Server Keep Alive without a limit"
+    );
+    unlimited.shutdown().await
+}
+
 /// A packet whose first bytes came but whose rest does not is not waited
 /// for forever: after `packet_timeout` the connection is closed, while a
 /// connection whose packets complete stays open.
@@ -366,7 +418,7 @@ async fn unfinished_packet_closes_after_packet_timeout() -> Result<()> {
     })
     .await?;
     let idle = RawConnect {
-        keep_alive: 0,
+        keep_alive: 60,
         ..RawConnect::v4("pt-stuck")
     };
     let mut stuck = Raw::connected(&broker, &idle).await?;
@@ -411,7 +463,7 @@ async fn a_client_that_never_reads_is_closed() -> Result<()> {
     })
     .await?;
     let idle = RawConnect {
-        keep_alive: 0,
+        keep_alive: 60,
         ..RawConnect::v4("never-reads")
     };
     let mut stream = tokio::net::TcpStream::connect(broker.addr()).await?;
@@ -525,7 +577,7 @@ async fn a_slow_reader_is_not_closed() -> Result<()> {
     })
     .await?;
     let idle = |id: &str| RawConnect {
-        keep_alive: 0,
+        keep_alive: 60,
         ..RawConnect::v4(id)
     };
     let mut sub = Raw::connected(&broker, &idle("slow-reader")).await?;
