@@ -949,9 +949,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Vec<Figure>> {
     };
     let builtin = match options.broker.as_str() {
         "builtin" => {
+            // Room for every pre-fed Listen message: the default queue
+            // limit (100,000) would drop the rest of a larger run.
+            let defaults = BrokerConfig::ephemeral();
             let config = BrokerConfig {
                 max_inflight: options.receive_max.max(100),
-                ..BrokerConfig::ephemeral()
+                max_queued_messages: defaults.max_queued_messages.max(options.count),
+                ..defaults
             };
             Some(broker::start(config).await?)
         }
