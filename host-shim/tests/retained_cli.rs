@@ -12,21 +12,14 @@ use serde_json::Value as Json;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_host-shim");
+mod support;
 
-/// The longest any one command may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+use support::{json_lines, Output, BIN};
 
 /// Where the broker and `host-shim retained` take the admin token from.
 const TOKEN_VAR: &str = "HOST_SHIM_ADMIN_TOKEN";
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
 
 /// Runs the binary with `args`, killing it after the timeout.
 fn host_shim(args: &[&str]) -> Output {
@@ -36,55 +29,9 @@ fn host_shim(args: &[&str]) -> Output {
 /// Runs the binary with `args` and the environment variables `env`, and
 /// no admin token but theirs.
 fn host_shim_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove(TOKEN_VAR)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("host-shim {args:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = |rx: mpsc::Receiver<Vec<u8>>| {
-        String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
-            .into_owned()
-    };
-    Output {
-        code: status.code(),
-        stdout: text(stdout),
-        stderr: text(stderr),
-    }
-}
-
-fn drain(mut from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = from.read_to_end(&mut all);
-        let _ = tx.send(all);
-    });
-    rx
-}
-
-fn json_lines(stdout: &str) -> Vec<Json> {
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
-        .collect()
+    let mut command = support::command();
+    command.env_remove(TOKEN_VAR).envs(env.iter().copied());
+    support::run(command, args, b"")
 }
 
 fn topics(lines: &[Json]) -> Vec<&str> {
