@@ -32,7 +32,7 @@ fn connect_v5() -> Vec<u8> {
 }
 
 /// Everything the server sends until it closes, or fails after 5 s.
-async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+pub(super) async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
         .await

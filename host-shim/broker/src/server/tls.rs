@@ -213,10 +213,11 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::tests::read_to_end;
     use crate::server::{start, StartError};
     use crate::BrokerConfig;
     use e2e::{Pki, RawConnect};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::time::Instant;
 
     fn config_with(tls: TlsConfig) -> BrokerConfig {
@@ -236,16 +237,6 @@ mod tests {
             require_certificate: false,
             use_identity_as_username: false,
         }
-    }
-
-    /// Everything the server sends until it closes, or fails after 5 s.
-    async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-        let mut out = Vec::new();
-        timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
-            .await
-            .expect("the server did not close")
-            .expect("read failed");
-        out
     }
 
     #[tokio::test]
