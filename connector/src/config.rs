@@ -178,6 +178,15 @@ pub struct ConnectionConfig {
     /// Default: 100 ms, doubling up to 30000 ms.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// How long a send waits, in milliseconds, when the connection to the
+    /// broker is lost, for the client to reconnect. Documents the broker
+    /// has not acknowledged when it runs out fail with `timeout`; until
+    /// then they are sent again on the new connection (QoS 1 and 2 in
+    /// flight are resent by the session with DUP set, so a QoS 2 document
+    /// is never delivered twice). 0 fails them as soon as the connection
+    /// is lost. Default 30000.
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u32,
     /// The last will: a message the broker publishes when this client
     /// disconnects without saying goodbye. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +314,9 @@ fn default_reconnect_min_ms() -> u32 {
 fn default_reconnect_max_ms() -> u32 {
     30_000
 }
+fn default_send_timeout_ms() -> u32 {
+    30_000
+}
 fn default_inflight_window() -> u16 {
     20
 }
@@ -327,6 +339,7 @@ impl ConnectionConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             tls: None,
             reconnect: ReconnectConfig::default(),
+            send_timeout_ms: default_send_timeout_ms(),
             will: None,
             inflight_window: default_inflight_window(),
             receive_maximum: default_receive_maximum(),
@@ -371,6 +384,7 @@ impl ConnectionConfig {
             reconnect_max: Duration::from_millis(u64::from(
                 self.reconnect.max_delay_ms.max(self.reconnect.min_delay_ms),
             )),
+            send_timeout: Duration::from_millis(u64::from(self.send_timeout_ms)),
             will: self.will.as_ref().map(WillConfig::to_will),
             inflight_window: self.inflight_window.max(1),
             receive_maximum: self.receive_maximum.max(1),

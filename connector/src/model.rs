@@ -125,6 +125,9 @@ pub struct ConnectOptions {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// How long a publish waits for a lost connection to come back; zero
+    /// fails it as soon as the connection is lost.
+    pub send_timeout: Duration,
     /// The last will.
     pub will: Option<Will>,
     /// QoS 1 and 2 messages in flight to the broker at most.

@@ -41,6 +41,11 @@ fn connection_defaults() {
     assert!(c.clean_start);
     assert_eq!(c.session_expiry_secs, 0);
     assert_eq!(c.connect_timeout_ms, 10_000);
+    assert_eq!(c.send_timeout_ms, 30_000);
+    assert_eq!(
+        c.connect_options().send_timeout,
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(c.tls, None);
     assert_eq!(
         (c.reconnect.min_delay_ms, c.reconnect.max_delay_ms),

@@ -7,8 +7,12 @@
 //   again when the broker lost the session.
 // - `publish` pipelines a batch within the in-flight window (lowered by a
 //   5.0 broker's Receive Maximum) and resolves each message at its PUBACK
-//   (QoS 1), PUBCOMP (QoS 2) or write (QoS 0). A lost connection fails the
-//   messages not yet acknowledged.
+//   (QoS 1), PUBCOMP (QoS 2) or write (QoS 0). Through an outage, messages
+//   not yet written wait for the next connection, up to `send-timeout-ms`
+//   from the loss, then fail with `timeout`. Messages in flight when the
+//   connection is lost fail with `connection-failed`: MQTT.js ends their
+//   callbacks with the connection (the Rust host keeps them for the
+//   session's resend instead).
 // - Received messages wait in a queue for `receive`; QoS 1 and 2 messages
 //   are acknowledged (PUBACK / PUBREC) only when `ack` names them, and then
 //   in the order they arrived (MQTT-4.6.0-2).
@@ -36,6 +40,11 @@ const MQTT_MAX_PACKET = 1 + 4 + 268_435_455;
 const invalid = (message) => witError('invalid-config', message);
 const closed = () => witError('closed', 'the client is disconnected');
 const notConnected = () => witError('connection-failed', 'not connected to the broker (reconnecting)');
+const sendTimedOut = (ms) =>
+  witError(
+    'timeout',
+    `not sent: the connection to the broker was lost and did not come back within send_timeout_ms (${ms} ms)`,
+  );
 const connectionLost = () =>
   witError('connection-failed', 'the connection to the broker was lost before the broker acknowledged it');
 
@@ -219,6 +228,11 @@ export class MqttClient {
   #reconnectMaxMs;
   #reconnectDelay;
   #reconnectTimer = null;
+  #sendTimeoutMs;
+  // Set while an outage runs; fires when it outlasts the send timeout.
+  #outageTimer = null;
+  // The outage outlasted the send timeout: publishes fail at once.
+  #expired = false;
   #log;
   #yieldRequested;
 
@@ -269,6 +283,7 @@ export class MqttClient {
     this.#reconnectMinMs = Math.max(MIN_RECONNECT_MS, options.reconnectMinMs);
     this.#reconnectMaxMs = Math.max(this.#reconnectMinMs, options.reconnectMaxMs);
     this.#reconnectDelay = this.#reconnectMinMs;
+    this.#sendTimeoutMs = options.sendTimeoutMs ?? 30_000;
     this.#log = host.log;
     this.#yieldRequested = host.shouldYield ?? (() => false);
   }
@@ -410,6 +425,9 @@ export class MqttClient {
     this.#caps = capabilitiesFrom(this.#protocol, connack);
     this.#phase = 'up';
     this.#reconnectDelay = this.#reconnectMinMs;
+    clearTimeout(this.#outageTimer);
+    this.#outageTimer = null;
+    this.#expired = false;
     for (const wake of this.#connectedWaiters) wake();
     this.#connectedWaiters.clear();
     if (!this.#caps.sessionPresent && this.#subscriptions.size > 0) {
@@ -437,12 +455,21 @@ export class MqttClient {
     if (wasUp) {
       this.#log('warn', `connection to ${this.#url} lost; reconnecting`);
     }
-    // Messages not yet acknowledged fail; MQTT.js may still resend them
-    // when the session resumes, so a retry may duplicate.
+    // Messages in flight fail; MQTT.js may still resend them when the
+    // session resumes, so a retry may duplicate.
     for (const resolve of this.#pending) resolve(err(connectionLost()));
     this.#pending.clear();
     this.#inflight = 0;
-    for (const { resolve } of this.#outbox.splice(0)) resolve(err(connectionLost()));
+    // Messages not yet written wait for the next connection.
+    if (this.#sendTimeoutMs === 0) {
+      for (const { resolve } of this.#outbox.splice(0)) resolve(err(connectionLost()));
+    } else if (wasUp) {
+      this.#outageTimer = setTimeout(() => {
+        this.#outageTimer = null;
+        this.#expired = true;
+        for (const { resolve } of this.#outbox.splice(0)) resolve(err(sendTimedOut(this.#sendTimeoutMs)));
+      }, this.#sendTimeoutMs);
+    }
     // Deliveries of the lost connection are void: the broker redelivers.
     this.#ready = this.#ready.filter((m) => m.qos === 'at-most-once');
     this.#unacked.clear();
@@ -530,9 +557,15 @@ export class MqttClient {
    * each after its acknowledgement.
    */
   async publish(batch) {
-    await this.#waitConnected();
+    if (this.#phase === 'connecting') await this.#waitConnected();
     const outcomes = batch.map((m) => {
-      const refused = this.#refusal() ?? this.#checkMessage(m);
+      let refused;
+      if (this.#phase === 'down') {
+        refused = this.#expired ? sendTimedOut(this.#sendTimeoutMs) : null;
+      } else {
+        refused = this.#refusal();
+      }
+      refused ??= this.#checkMessage(m);
       if (refused) {
         return Promise.resolve(err(refused));
       }
@@ -778,6 +811,8 @@ export class MqttClient {
     this.#phase = 'closed';
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
+    clearTimeout(this.#outageTimer);
+    this.#outageTimer = null;
     for (const resolve of this.#pending) resolve(err(error));
     this.#pending.clear();
     for (const { resolve } of this.#outbox.splice(0)) resolve(err(error));

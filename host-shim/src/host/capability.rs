@@ -309,6 +309,7 @@ mod tests {
             tls: None,
             reconnect_min_ms: 100,
             reconnect_max_ms: 1000,
+            send_timeout_ms: 2500,
             will: Some(mqtt::Will {
                 topic: "status/c".into(),
                 payload: b"gone".to_vec(),
@@ -335,6 +336,7 @@ mod tests {
         assert_eq!(options.protocol, model::MqttVersion::V311);
         assert_eq!(options.keep_alive, Duration::from_secs(30));
         assert_eq!(options.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(options.send_timeout, Duration::from_millis(2500));
         let will = options.will.as_ref().unwrap();
         assert_eq!(will.topic, "status/c");
         assert_eq!(will.qos, model::QoS::AtLeastOnce);

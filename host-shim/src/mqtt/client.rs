@@ -114,7 +114,12 @@ impl MqttClient {
         check_options(&options)?;
         let url = broker_url(&options.url)?;
         let link = Link::new(&options, &url)?;
-        let core = Core::new(link.sender(), options.protocol, options.inflight_window);
+        let core = Core::new(
+            link.sender(),
+            options.protocol,
+            options.inflight_window,
+            options.send_timeout,
+        );
         let shared = Arc::new(Shared::new(core));
         let reconnect_min = options.reconnect_min.max(MIN_RECONNECT);
         let settings = Settings {
@@ -186,9 +191,15 @@ impl MqttClient {
     /// A message fails alone: `InvalidDocument` for one too large for the
     /// broker, `Unsupported` for a QoS or retain flag the 5.0
     /// broker does not offer, `BrokerRejected` with the reason code when the
-    /// broker refuses it. A lost connection fails every message not yet
-    /// acknowledged with `ConnectionFailed` (when the session resumes,
-    /// rumqttc still resends those MQTT requires, so a retry may duplicate).
+    /// broker refuses it.
+    ///
+    /// A lost connection does not fail a message by itself: the messages
+    /// not yet written go out on the next connection, those in flight are
+    /// resent by the resumed session (DUP set), and each outcome still comes
+    /// from its ack. They fail with `Timeout` when the connection stays lost
+    /// longer than the send timeout (with `ConnectionFailed` at once for a
+    /// zero timeout), and those in flight with `ConnectionFailed` when the
+    /// broker answers the reconnect with a new session.
     pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<Result<(), Error>> {
         self.publish_each(batch.into_iter().map(Ok).collect()).await
     }
@@ -200,7 +211,6 @@ impl MqttClient {
         &self,
         batch: Vec<Result<Outgoing, Error>>,
     ) -> Vec<Result<(), Error>> {
-        self.wait_connected().await;
         let (pending, entries) = Batch::new(batch.len());
         {
             let mut core = self.inner.shared.core();

@@ -16,8 +16,18 @@
 //! [`Core::take_ready`]; QoS 1 and 2 deliveries also wait in `unacked`,
 //! ordered by id, until acked. Acks leave only from the front of `unacked`,
 //! so the broker sees them in arrival order (MQTT-4.6.0-2).
+//!
+//! A lost connection: publishes keep waiting, up to the send timeout
+//! counted from the loss. Those rumqttc had not written yet go back to the
+//! front of `outbox`, to be handed again on the next connection; those in
+//! flight stay in `in_use`, because rumqttc sends them again (DUP set) when
+//! the broker resumes the session, and their ack still ends their flow.
+//! When the broker starts a new session instead, or the timeout runs out,
+//! they fail: nothing is reported sent that the broker did not acknowledge,
+//! and nothing is published twice as a new message.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use connector::model::{
     reason_code_name, Capabilities, Error, ErrorCode, Granted, Incoming, MqttVersion, Outgoing,
@@ -144,6 +154,38 @@ pub(crate) fn not_connected() -> Error {
     Error::new(
         ErrorCode::ConnectionFailed,
         "not connected to the broker (reconnecting)",
+    )
+}
+
+/// The error of a publish the broker did not acknowledge within the send
+/// timeout of an outage; `written` when it went out before the connection
+/// was lost (the broker may have it). A zero timeout is the plain
+/// [`connection_lost`].
+pub(crate) fn send_timed_out(timeout: Duration, written: bool) -> Error {
+    if timeout.is_zero() {
+        return connection_lost();
+    }
+    let what = if written {
+        "sent but not acknowledged (the broker may have it)"
+    } else {
+        "not sent"
+    };
+    Error::new(
+        ErrorCode::Timeout,
+        format!(
+            "{what}: the connection to the broker was lost and did not come back within send_timeout_ms ({} ms)",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// The error of a publish in flight when the connection was lost, once the
+/// broker answered the reconnect with a new session (it dropped the old
+/// one, so nothing will be acknowledged).
+pub(crate) fn session_lost() -> Error {
+    Error::new(
+        ErrorCode::ConnectionFailed,
+        "the broker started a new session after the reconnect; it may or may not have the message",
     )
 }
 
@@ -348,11 +390,24 @@ pub(crate) struct Core<O> {
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
     acked: bool,
+    /// How long publishes wait for a lost connection to come back.
+    send_timeout: Duration,
+    /// When the connection was lost, while it is.
+    down_since: Option<Instant>,
+    /// The outage outlasted `send_timeout`: publishes fail at once until
+    /// the connection is back.
+    expired: bool,
 }
 
 impl<O: Outlet> Core<O> {
-    /// A core for a client that is connecting.
-    pub(crate) fn new(outlet: O, protocol: MqttVersion, window: u16) -> Self {
+    /// A core for a client that is connecting; publishes wait up to
+    /// `send_timeout` for a lost connection to come back.
+    pub(crate) fn new(
+        outlet: O,
+        protocol: MqttVersion,
+        window: u16,
+        send_timeout: Duration,
+    ) -> Self {
         let window = window.max(1);
         Core {
             outlet,
@@ -378,6 +433,9 @@ impl<O: Outlet> Core<O> {
             unacked_pkids: HashMap::new(),
             dropped_qos0: 0,
             acked: false,
+            send_timeout,
+            down_since: None,
+            expired: false,
         }
     }
 
@@ -462,9 +520,15 @@ impl<O: Outlet> Core<O> {
     }
 
     /// Queues one message of a publish batch. Call [`Core::pump`] after the
-    /// batch.
+    /// batch. While the connection is lost it waits for the next one, unless
+    /// the outage has already outlasted the send timeout.
     pub(crate) fn submit_publish(&mut self, message: Outgoing, reply: Entry) {
-        if let Some(e) = self.refuse() {
+        let refused = match self.phase {
+            Phase::Down if self.expired => Some(send_timed_out(self.send_timeout, false)),
+            Phase::Down => None,
+            _ => self.refuse(),
+        };
+        if let Some(e) = refused {
             reply.resolve(Err(e));
             return;
         }
@@ -632,14 +696,15 @@ impl<O: Outlet> Core<O> {
             self.pkid_space = max.min(self.window).max(1);
         }
         self.phase = Phase::Up;
+        self.down_since = None;
+        self.expired = false;
         if !session_present {
-            // rumqttc dropped its resends with the old session.
-            self.in_use.retain(|_, slot| !matches!(slot, Slot::Orphan));
-            self.publishes_in_flight = self
-                .in_use
-                .values()
-                .filter(|s| s.counts_as_publish())
-                .count() as u16;
+            // rumqttc dropped its resends with the old session, and the
+            // broker will acknowledge none of them.
+            for (_, slot) in self.in_use.drain() {
+                slot.fail(session_lost());
+            }
+            self.publishes_in_flight = 0;
             self.expected_resends.clear();
             if !self.subscriptions.is_empty() {
                 tracing::info!(
@@ -971,17 +1036,42 @@ impl<O: Outlet> Core<O> {
         }
     }
 
-    /// The connection dropped. `resends` are what rumqttc kept to send again
-    /// if the broker resumes the session; the event loop's identifier counter
-    /// starts over.
-    pub(crate) fn on_connection_lost(&mut self, resends: &[Resend]) {
-        self.fail_handed(connection_lost);
-        for op in self.outbox.drain(..) {
-            op.fail(connection_lost());
+    /// The connection dropped at `now` (or an attempt to reconnect failed).
+    /// `resends` are what rumqttc kept to send again if the broker resumes
+    /// the session; `unsent` are the messages of the publishes handed to
+    /// rumqttc and not yet written, in the order they were handed (`None`
+    /// for one that could not be taken back). The event loop's identifier
+    /// counter starts over.
+    pub(crate) fn on_connection_lost(
+        &mut self,
+        now: Instant,
+        resends: &[Resend],
+        unsent: Vec<Option<Outgoing>>,
+    ) {
+        // Publishes not yet written go back to the front of the outbox, in
+        // order; other operations fail (their callers retry).
+        let mut unsent = unsent.into_iter();
+        let mut requeued = VecDeque::new();
+        for handed in self.handed.drain(..) {
+            match handed.sent {
+                Sent::Publish { reply, .. } => match unsent.next().flatten() {
+                    Some(message) => requeued.push_back(Op::Publish { message, reply }),
+                    None => reply.resolve(Err(connection_lost())),
+                },
+                sent => sent.fail(connection_lost()),
+            }
         }
-        for (_, slot) in self.in_use.drain() {
-            slot.fail(connection_lost());
+        self.handed_pkids = 0;
+        self.handed_publishes = 0;
+        for op in std::mem::take(&mut self.outbox) {
+            match op {
+                Op::Publish { .. } => requeued.push_back(op),
+                op => op.fail(connection_lost()),
+            }
         }
+        self.outbox = requeued;
+        // Publishes in flight wait for their resend's ack.
+        let mut old = std::mem::take(&mut self.in_use);
         self.expected_resends.clear();
         for resend in resends {
             let pkid = match *resend {
@@ -991,7 +1081,18 @@ impl<O: Outlet> Core<O> {
                 }
                 Resend::Release(pkid) => pkid,
             };
-            self.in_use.insert(pkid, Slot::Orphan);
+            let slot = match old.remove(&pkid) {
+                Some(slot @ Slot::Publish { .. }) => slot,
+                Some(other) => {
+                    other.fail(connection_lost());
+                    Slot::Orphan
+                }
+                None => Slot::Orphan,
+            };
+            self.in_use.insert(pkid, slot);
+        }
+        for (_, slot) in old {
+            slot.fail(connection_lost());
         }
         self.publishes_in_flight = self.in_use.len() as u16;
         self.last_pkid = 0;
@@ -1002,8 +1103,39 @@ impl<O: Outlet> Core<O> {
         self.ready.retain(|m| m.qos == QoS::AtMostOnce);
         self.unacked.clear();
         self.unacked_pkids.clear();
-        if self.phase != Phase::Closed {
+        if self.phase == Phase::Up {
             self.phase = Phase::Down;
+            self.down_since = Some(now);
+            self.on_send_deadline(now);
+        }
+    }
+
+    /// When the publishes waiting through an outage time out, if they can.
+    pub(crate) fn send_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Down || self.expired {
+            return None;
+        }
+        self.down_since.map(|since| since + self.send_timeout)
+    }
+
+    /// Fails every publish still waiting when the outage has outlasted the
+    /// send timeout at `now`: those not written as not sent, those in
+    /// flight as not acknowledged (rumqttc may still resend them; their
+    /// ack is then ignored). Later publishes fail at once until the
+    /// connection is back.
+    pub(crate) fn on_send_deadline(&mut self, now: Instant) {
+        if self.send_deadline().is_none_or(|due| due > now) {
+            return;
+        }
+        self.expired = true;
+        let timeout = self.send_timeout;
+        for op in self.outbox.drain(..) {
+            op.fail(send_timed_out(timeout, false));
+        }
+        for slot in self.in_use.values_mut() {
+            if matches!(slot, Slot::Publish { .. }) {
+                std::mem::replace(slot, Slot::Orphan).fail(send_timed_out(timeout, true));
+            }
         }
     }
 
@@ -1085,7 +1217,12 @@ mod tests {
     }
 
     fn up(window: u16) -> Core<Recorder> {
-        let mut core = Core::new(Recorder::default(), MqttVersion::V5, window);
+        let mut core = Core::new(
+            Recorder::default(),
+            MqttVersion::V5,
+            window,
+            Duration::from_secs(30),
+        );
         core.on_event(Ev::ConnAck(ConnAckInfo {
             caps: Capabilities::defaults(MqttVersion::V5),
             receive_max: None,
@@ -1329,7 +1466,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_connection_voids_deliveries_and_fails_waiting_publishes() {
+    fn lost_connection_voids_deliveries_and_publishes_wait_for_their_resend() {
         let mut core = up(10);
         core.on_event(Ev::Publish {
             pkid: 1,
@@ -1341,20 +1478,18 @@ mod tests {
         });
         let a = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(1));
-        core.on_connection_lost(&[Resend::Publish(1)]);
-        assert_eq!(outcome(&a).unwrap_err().code, ErrorCode::ConnectionFailed);
+        core.on_connection_lost(Instant::now(), &[Resend::Publish(1)], Vec::new());
+        assert!(
+            a.peek(0).is_none(),
+            "an in-flight publish waits for its resend"
+        );
         // Only the QoS 0 delivery survives; acking id 1 sends nothing.
         let ready = core.take_ready(10);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].qos, QoS::AtMostOnce);
         core.ack(&[1]);
         // The same pkid on the new connection is another message.
-        let mut info = ConnAckInfo {
-            caps: Capabilities::defaults(MqttVersion::V5),
-            receive_max: None,
-        };
-        info.caps.session_present = true;
-        core.on_event(Ev::ConnAck(info));
+        reconnect(&mut core, true);
         core.on_event(Ev::Publish {
             pkid: 1,
             message: delivery(QoS::AtLeastOnce),
@@ -1366,15 +1501,167 @@ mod tests {
             before,
             "stale id 1 must not ack pkid 1"
         );
-        // The resend's events belong to no caller, and its pkid stays taken.
+        // The resend's pkid stays taken until its ack, which ends the
+        // waiting publish's flow.
         let b = publish(&mut core, QoS::AtLeastOnce);
         assert_eq!(core.handed.len(), 0, "pkid 1 is the resend's until acked");
         core.on_event(Ev::OutPublish(1));
+        assert!(a.peek(0).is_none());
         core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&a), Ok(()));
         assert_eq!(core.handed.len(), 1);
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
         assert_eq!(outcome(&b), Ok(()));
+    }
+
+    fn reconnect(core: &mut Core<Recorder>, session_present: bool) {
+        let mut info = ConnAckInfo {
+            caps: Capabilities::defaults(MqttVersion::V5),
+            receive_max: None,
+        };
+        info.caps.session_present = session_present;
+        core.on_event(Ev::ConnAck(info));
+    }
+
+    fn published(core: &Core<Recorder>) -> usize {
+        core.outlet
+            .0
+            .iter()
+            .filter(|r| matches!(r, Req::Publish(_)))
+            .count()
+    }
+
+    #[test]
+    fn unwritten_publishes_are_handed_again_in_order_after_a_reconnect() {
+        let mut core = up(10);
+        let (batch, entries) = Batch::new(3);
+        for (entry, qos) in
+            entries
+                .into_iter()
+                .zip([QoS::AtLeastOnce, QoS::AtMostOnce, QoS::ExactlyOnce])
+        {
+            core.submit_publish(message(qos), entry);
+        }
+        core.pump();
+        assert_eq!(published(&core), 3);
+        // None was written; rumqttc gives back the second only (the others
+        // could not be taken back).
+        core.on_connection_lost(
+            Instant::now(),
+            &[],
+            vec![None, Some(message(QoS::AtMostOnce)), None],
+        );
+        assert_eq!(
+            batch.peek(0).unwrap().unwrap_err().code,
+            ErrorCode::ConnectionFailed
+        );
+        assert!(batch.peek(1).is_none());
+        // A publish asked during the outage waits behind it.
+        let later = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(published(&core), 3, "nothing is handed while down");
+        reconnect(&mut core, false);
+        assert_eq!(published(&core), 5);
+        core.on_event(Ev::OutPublish(0));
+        assert_eq!(batch.peek(1), Some(Ok(())));
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&later), Ok(()));
+    }
+
+    #[test]
+    fn a_new_session_fails_the_publishes_in_flight() {
+        let mut core = up(10);
+        let a = publish(&mut core, QoS::ExactlyOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
+        core.on_connection_lost(Instant::now(), &[Resend::Release(1)], Vec::new());
+        assert!(a.peek(0).is_none());
+        reconnect(&mut core, false);
+        let e = outcome(&a).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ConnectionFailed);
+        assert!(e.message.contains("new session"), "{}", e.message);
+        // The identifier is free again.
+        let b = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&b), Ok(()));
+    }
+
+    #[test]
+    fn a_qos2_release_resumes_after_a_reconnect() {
+        let mut core = up(10);
+        let a = publish(&mut core, QoS::ExactlyOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
+        core.on_connection_lost(Instant::now(), &[Resend::Release(1)], Vec::new());
+        reconnect(&mut core, true);
+        assert!(a.peek(0).is_none());
+        core.on_event(Ev::PubComp { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&a), Ok(()));
+    }
+
+    #[test]
+    fn an_outage_longer_than_the_send_timeout_fails_what_waits() {
+        let mut core = up(10);
+        let written = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        let unwritten = publish(&mut core, QoS::AtLeastOnce);
+        let lost_at = Instant::now();
+        core.on_connection_lost(
+            lost_at,
+            &[Resend::Publish(1)],
+            vec![Some(message(QoS::AtLeastOnce))],
+        );
+        let due = core.send_deadline().unwrap();
+        assert_eq!(due, lost_at + Duration::from_secs(30));
+        // A failed reconnect attempt does not restart the clock.
+        core.on_connection_lost(
+            lost_at + Duration::from_secs(5),
+            &[Resend::Publish(1)],
+            Vec::new(),
+        );
+        assert_eq!(core.send_deadline(), Some(due));
+        core.on_send_deadline(due - Duration::from_millis(1));
+        assert!(written.peek(0).is_none() && unwritten.peek(0).is_none());
+        core.on_send_deadline(due);
+        let e = outcome(&written).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert!(
+            e.message.starts_with("sent but not acknowledged"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("send_timeout_ms (30000 ms)"),
+            "{}",
+            e.message
+        );
+        let e = outcome(&unwritten).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert!(e.message.starts_with("not sent"), "{}", e.message);
+        // Until the connection is back, a publish fails at once.
+        let refused = publish(&mut core, QoS::AtLeastOnce);
+        assert_eq!(outcome(&refused).unwrap_err().code, ErrorCode::Timeout);
+        assert_eq!(core.send_deadline(), None);
+        // The resend's late ack belongs to nobody.
+        reconnect(&mut core, true);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        let after = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
+        assert_eq!(outcome(&after), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_send_timeout_fails_at_the_loss() {
+        let mut core = Core::new(Recorder::default(), MqttVersion::V5, 10, Duration::ZERO);
+        reconnect(&mut core, false);
+        let a = publish(&mut core, QoS::AtLeastOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_connection_lost(Instant::now(), &[Resend::Publish(1)], Vec::new());
+        assert_eq!(outcome(&a).unwrap_err().code, ErrorCode::ConnectionFailed);
     }
 
     #[test]
@@ -1396,7 +1683,7 @@ mod tests {
         });
         let granted = rx.try_recv().unwrap().unwrap();
         assert_eq!(granted[0].qos, Some(QoS::AtLeastOnce));
-        core.on_connection_lost(&[]);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
         core.on_event(Ev::ConnAck(ConnAckInfo {
             caps: Capabilities::defaults(MqttVersion::V5),
             receive_max: Some(5),

@@ -81,10 +81,18 @@ pub(crate) async fn run(
             link.poll().await
         } else {
             // Dropping the poll future while it connects is safe: rumqttc
-            // only keeps the network once the CONNACK is in.
-            match tokio::time::timeout(settings.connect_timeout, link.poll()).await {
-                Ok(result) => result,
-                Err(_) => Err(LinkError::Timeout),
+            // only keeps the network once the CONNACK is in. A send
+            // deadline that passes meanwhile is kept, then the attempt
+            // starts over.
+            let deadline = shared.core().send_deadline();
+            tokio::select! {
+                result = tokio::time::timeout(settings.connect_timeout, link.poll()) => {
+                    result.unwrap_or(Err(LinkError::Timeout))
+                }
+                () = sleep_until_opt(deadline) => {
+                    shared.core().on_send_deadline(std::time::Instant::now());
+                    continue;
+                }
             }
         };
         match result {
@@ -165,8 +173,8 @@ pub(crate) async fn run(
                     }
                     let closed = core.phase() == Phase::Closed;
                     if !closed {
-                        let resends = link.scrub();
-                        core.on_connection_lost(&resends);
+                        let (resends, unsent) = link.scrub();
+                        core.on_connection_lost(std::time::Instant::now(), &resends, unsent);
                     }
                     closed
                 };
@@ -181,9 +189,17 @@ pub(crate) async fn run(
                     retry_in = ?backoff,
                     "connection to the broker lost"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shared.stop.notified() => {}
+                let backoff_over = tokio::time::sleep(backoff);
+                tokio::pin!(backoff_over);
+                loop {
+                    let deadline = shared.core().send_deadline();
+                    tokio::select! {
+                        _ = &mut backoff_over => break,
+                        _ = shared.stop.notified() => break,
+                        () = sleep_until_opt(deadline) => {
+                            shared.core().on_send_deadline(std::time::Instant::now());
+                        }
+                    }
                 }
                 if shared.core().phase() == Phase::Closed {
                     return;
@@ -191,5 +207,13 @@ pub(crate) async fn run(
                 backoff = backoff.saturating_mul(2).min(settings.reconnect_max);
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

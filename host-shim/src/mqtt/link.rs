@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use connector::model::{reason_code_name, ConnectOptions, Error, ErrorCode, MqttVersion};
+use connector::model::{reason_code_name, ConnectOptions, Error, ErrorCode, MqttVersion, Outgoing};
 use connector::url::BrokerUrl;
 use rumqttc::{TlsConfiguration, Transport};
 
@@ -188,10 +188,12 @@ impl Link {
     }
 
     /// After a failure: drops every request that must not reach the next
-    /// connection (acks, new publishes, subscribes), keeps the resends MQTT
-    /// asks for when the session resumes, and gives the event loop a fresh
-    /// protocol state. Returns the resends.
-    pub(crate) fn scrub(&mut self) -> Vec<Resend> {
+    /// connection (acks, subscribes, publishes not yet written), keeps the
+    /// resends MQTT asks for when the session resumes, and gives the event
+    /// loop a fresh protocol state. Returns the resends, and the messages of
+    /// the publishes it dropped, in order (`None` for one whose topic does
+    /// not parse back), for the core to hand again.
+    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<Outgoing>>) {
         match self {
             Link::V4(l) => l.scrub(),
             Link::V5(l) => l.scrub(),

@@ -41,6 +41,7 @@ fn options(url: &str, protocol: MqttVersion, client_id: &str) -> ConnectOptions 
         tls: None,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
+        send_timeout: Duration::from_secs(10),
         will: None,
         inflight_window: 32,
         receive_maximum: 64,
@@ -665,20 +666,26 @@ async fn reconnects_after_a_broker_restart_and_resubscribes() {
         let port = first.local_addr().port();
         let url = first.url();
         let topic = unique("restart");
-        let sub = connect(options(&url, protocol, &unique("sub"))).await;
+        let sub = connect(ConnectOptions {
+            send_timeout: Duration::from_millis(300),
+            ..options(&url, protocol, &unique("sub"))
+        })
+        .await;
         sub.subscribe(vec![subscription(&topic, QoS::AtLeastOnce)])
             .await
             .unwrap();
         first.shutdown().await;
 
-        // While the broker is away, publishing fails at once.
+        // While the broker is away, publishing waits for the send timeout,
+        // then fails.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let outcome = sub
                 .publish(vec![message(&topic, "lost", QoS::AtLeastOnce)])
                 .await;
             if let Err(e) = &outcome[0] {
-                assert_eq!(e.code, ErrorCode::ConnectionFailed);
+                assert_eq!(e.code, ErrorCode::Timeout, "{e:?}");
+                assert!(e.message.contains("send_timeout_ms (300 ms)"), "{e:?}");
                 break;
             }
             assert!(Instant::now() < deadline, "the client did not notice");
@@ -706,6 +713,56 @@ async fn reconnects_after_a_broker_restart_and_resubscribes() {
         assert_eq!(payloads(&got), ["back"]);
         assert!(!sub.capabilities().session_present);
         sub.ack(&[got[0].id]).await.unwrap();
+        publisher.disconnect().await;
+        sub.disconnect().await;
+        second.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_publish_during_an_outage_goes_out_once_the_broker_is_back() {
+    for protocol in BOTH {
+        let first = broker::start(BrokerConfig::ephemeral()).await.unwrap();
+        let port = first.local_addr().port();
+        let url = first.url();
+        let topic = unique("outage");
+        // Slow to reconnect, so the subscriber below is in first.
+        let publisher = connect(ConnectOptions {
+            reconnect_min: Duration::from_millis(1500),
+            reconnect_max: Duration::from_millis(1500),
+            ..options(&url, protocol, &unique("pub"))
+        })
+        .await;
+        first.shutdown().await;
+        // Sent while nobody listens on the port: it waits for the reconnect.
+        let waiting = {
+            let publisher = publisher.clone();
+            let batch = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+                .map(|qos| message(&topic, &format!("q{}", qos.level()), qos));
+            tokio::spawn(async move { publisher.publish(batch.to_vec()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{protocol:?}: failed during the outage"
+        );
+        let second = broker::start(BrokerConfig {
+            port,
+            ..BrokerConfig::ephemeral()
+        })
+        .await
+        .expect("restart on the same port");
+        let sub = connect(options(&url, protocol, &unique("sub"))).await;
+        sub.subscribe(vec![subscription(&topic, QoS::ExactlyOnce)])
+            .await
+            .unwrap();
+        let outcomes = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the publish ends once the broker is back")
+            .unwrap();
+        assert_eq!(outcomes, vec![Ok(()), Ok(()), Ok(())], "{protocol:?}");
+        let got = receive_n(&sub, 3, Duration::from_secs(5)).await;
+        assert_eq!(payloads(&got), ["q0", "q1", "q2"], "{protocol:?}");
         publisher.disconnect().await;
         sub.disconnect().await;
         second.shutdown().await;

@@ -32,6 +32,18 @@ fn model_qos(q: QoS) -> connector::model::QoS {
     }
 }
 
+/// A publish rumqttc had not written, back as the message it came from;
+/// `None` if its topic does not parse back.
+fn outgoing(p: Publish) -> Option<connector::model::Outgoing> {
+    Some(connector::model::Outgoing {
+        topic: connector::model::TopicName::from_bytes(p.topic.as_bytes()).ok()?,
+        payload: p.payload.to_vec(),
+        qos: model_qos(p.qos),
+        retain: p.retain,
+        properties: MessageProperties::default(),
+    })
+}
+
 /// A v4 client and its event loop.
 pub(crate) struct Link {
     client: AsyncClient,
@@ -177,13 +189,16 @@ impl Link {
         self.eventloop.state.events.drain(..).map(convert).collect()
     }
 
-    pub(crate) fn scrub(&mut self) -> Vec<Resend> {
+    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
         // Pull in whatever reached the channel after rumqttc's own clean-up.
         self.eventloop.clean();
         let mut resends = Vec::new();
+        let mut unsent = Vec::new();
         let pending = std::mem::take(&mut self.eventloop.pending);
         for request in pending {
             match request {
+                // Not written yet: the core hands it again.
+                Request::Publish(publish) if publish.pkid == 0 => unsent.push(outgoing(publish)),
                 Request::Publish(mut publish) if publish.pkid != 0 => {
                     publish.dup = true;
                     resends.push(Resend::Publish(publish.pkid));
@@ -199,7 +214,7 @@ impl Link {
         // A fresh state restarts the identifier counter the core mirrors.
         self.eventloop.state = MqttState::new(self.window, true);
         self.arm_released();
-        resends
+        (resends, unsent)
     }
 
     pub(crate) fn force_disconnect(&mut self) {

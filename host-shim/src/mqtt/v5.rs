@@ -231,13 +231,16 @@ impl Link {
         self.eventloop.state.events.drain(..).map(convert).collect()
     }
 
-    pub(crate) fn scrub(&mut self) -> Vec<Resend> {
+    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
         // Pull in whatever reached the channel after rumqttc's own clean-up.
         self.eventloop.clean();
         let mut resends = Vec::new();
+        let mut unsent = Vec::new();
         let pending = std::mem::take(&mut self.eventloop.pending);
         for request in pending {
             match request {
+                // Not written yet: the core hands it again.
+                Request::Publish(publish) if publish.pkid == 0 => unsent.push(outgoing(publish)),
                 Request::Publish(mut publish) if publish.pkid != 0 => {
                     publish.dup = true;
                     resends.push(Resend::Publish(publish.pkid));
@@ -255,7 +258,7 @@ impl Link {
         // that were only valid on the old connection.
         self.eventloop.state = MqttState::new(self.window, true);
         self.arm_released();
-        resends
+        (resends, unsent)
     }
 
     pub(crate) fn force_disconnect(&mut self) {
@@ -339,15 +342,9 @@ fn connack_info(ack: &ConnAck) -> ConnAckInfo {
     ConnAckInfo { caps, receive_max }
 }
 
-fn incoming(p: Publish) -> Ev {
-    let topic = match String::from_utf8(p.topic.to_vec()) {
-        Ok(topic) => topic,
-        Err(e) => {
-            tracing::warn!("topic name is not UTF-8; delivered with replacement characters");
-            String::from_utf8_lossy(e.as_bytes()).into_owned()
-        }
-    };
-    let (properties, subscription_ids) = match p.properties {
+/// A PUBLISH's properties as the core's, and its Subscription Identifiers.
+fn message_properties(properties: Option<PublishProperties>) -> (MessageProperties, Vec<u32>) {
+    match properties {
         None => (MessageProperties::default(), Vec::new()),
         Some(props) => (
             MessageProperties {
@@ -364,7 +361,30 @@ fn incoming(p: Publish) -> Ev {
                 .filter_map(|id| u32::try_from(id).ok())
                 .collect(),
         ),
+    }
+}
+
+/// A publish rumqttc had not written, back as the message it came from;
+/// `None` if its topic does not parse back.
+fn outgoing(p: Publish) -> Option<connector::model::Outgoing> {
+    Some(connector::model::Outgoing {
+        topic: connector::model::TopicName::from_bytes(&p.topic).ok()?,
+        payload: p.payload.to_vec(),
+        qos: model_qos(p.qos),
+        retain: p.retain,
+        properties: message_properties(p.properties).0,
+    })
+}
+
+fn incoming(p: Publish) -> Ev {
+    let topic = match String::from_utf8(p.topic.to_vec()) {
+        Ok(topic) => topic,
+        Err(e) => {
+            tracing::warn!("topic name is not UTF-8; delivered with replacement characters");
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }
     };
+    let (properties, subscription_ids) = message_properties(p.properties);
     Ev::Publish {
         pkid: p.pkid,
         message: Incoming {
