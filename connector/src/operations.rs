@@ -230,8 +230,13 @@ impl<H: Host> ListenOperation<H> {
         let received = state.accept(batch, max, self.opened.elapsed());
         if !received.ack_now.is_empty() {
             // Filtered out by the retained policy: acknowledged at once so
-            // the broker does not send them again.
-            self.client.ack(&received.ack_now)?;
+            // the broker does not send them again. Those of a connection
+            // lost meanwhile come again and are filtered again.
+            if let Err(e) = self.client.ack(&received.ack_now) {
+                if e.code == ErrorCode::Closed {
+                    return Err(e);
+                }
+            }
         }
         Ok(received.documents)
     }
@@ -240,7 +245,9 @@ impl<H: Host> ListenOperation<H> {
     ///
     /// # Errors
     ///
-    /// When the connection is gone.
+    /// `Closed` when the operation is closed; `ConnectionFailed`, saying
+    /// how many, when some of the documents came on a connection since
+    /// lost: those are not acknowledged and come again (the others are).
     pub fn commit(&self, ids: &[u64]) -> Result<(), Error> {
         self.client.ack(ids)
     }

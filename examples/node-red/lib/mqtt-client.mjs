@@ -34,6 +34,9 @@ export const QOS0_QUEUE_LIMIT = 10_000;
 /** The shortest reconnect delay, whatever the options say. */
 const MIN_RECONNECT_MS = 10;
 
+/** Delivery ids of lost connections remembered (see `ack`). */
+const VOIDED_LIMIT = 65_536;
+
 /** The largest packet MQTT can encode. */
 const MQTT_MAX_PACKET = 1 + 4 + 268_435_455;
 
@@ -250,6 +253,12 @@ export class MqttClient {
   #nextId = 1n;
   #unacked = new Map();
   #unackedByPkid = new Map();
+  // QoS 2 deliveries acknowledged with PUBREC and not yet released: the
+  // broker sends one again (DUP) when our PUBREC was lost, and it must not
+  // reach the pipeline twice (MQTT-4.3.3-10).
+  #awaitingRelease = new Set();
+  // QoS 1 and 2 delivery ids of lost connections, oldest first.
+  #voided = new Set();
   #receiveWaiter = null;
   #connectedWaiters = new Set();
 
@@ -364,6 +373,8 @@ export class MqttClient {
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'publish') {
         this.#onPublish(packet);
+      } else if (packet.cmd === 'pubrel') {
+        this.#awaitingRelease.delete(packet.messageId);
       }
     });
     client.on('error', (e) => this.#log('debug', `mqtt client ${this.#url}: ${e.message}`));
@@ -430,6 +441,8 @@ export class MqttClient {
     this.#expired = false;
     for (const wake of this.#connectedWaiters) wake();
     this.#connectedWaiters.clear();
+    // A new session forgets what waited for release.
+    if (!this.#caps.sessionPresent) this.#awaitingRelease.clear();
     if (!this.#caps.sessionPresent && this.#subscriptions.size > 0) {
       this.#log('info', `new session: restoring ${this.#subscriptions.size} subscription(s)`);
       const subs = [...this.#subscriptions.values()];
@@ -472,6 +485,11 @@ export class MqttClient {
     }
     // Deliveries of the lost connection are void: the broker redelivers.
     this.#ready = this.#ready.filter((m) => m.qos === 'at-most-once');
+    for (const id of this.#unacked.keys()) this.#voided.add(id);
+    for (const id of this.#voided) {
+      if (this.#voided.size <= VOIDED_LIMIT) break;
+      this.#voided.delete(id);
+    }
     this.#unacked.clear();
     this.#unackedByPkid.clear();
     this.#scheduleReconnect();
@@ -723,11 +741,14 @@ export class MqttClient {
       // The broker cannot reuse an identifier not yet acknowledged: this
       // is a retransmission of a delivery the pipeline has.
       return;
+    } else if (packet.qos === 2 && this.#awaitingRelease.has(packet.messageId)) {
+      // Taken already; MQTT.js sends the PUBREC again.
+      return;
     }
     const id = this.#nextId;
     this.#nextId += 1n;
     if (packet.qos > 0) {
-      this.#unacked.set(id, { pkid: packet.messageId, acked: false, sendAck: null });
+      this.#unacked.set(id, { pkid: packet.messageId, qos: packet.qos, acked: false, sendAck: null });
       this.#unackedByPkid.set(packet.messageId, id);
     }
     const p = packet.properties ?? {};
@@ -790,11 +811,22 @@ export class MqttClient {
    */
   ack(ids) {
     if (this.#phase === 'closed') throw closed();
+    let voided = 0;
     for (const id of ids) {
       const delivery = this.#unacked.get(BigInt(id));
-      if (delivery) delivery.acked = true;
+      if (delivery) {
+        delivery.acked = true;
+      } else if (this.#voided.delete(BigInt(id))) {
+        voided += 1;
+      }
     }
     this.#flushAcks();
+    if (voided > 0) {
+      throw witError(
+        'connection-failed',
+        `${voided} of the ${ids.length} deliveries acknowledged came on a connection since lost: they are not acknowledged, and the broker delivers them again`,
+      );
+    }
   }
 
   #flushAcks() {
@@ -803,6 +835,7 @@ export class MqttClient {
       if (!delivery.acked || !delivery.sendAck) break;
       this.#unacked.delete(id);
       this.#unackedByPkid.delete(delivery.pkid);
+      if (delivery.qos === 2) this.#awaitingRelease.add(delivery.pkid);
       delivery.sendAck();
     }
   }

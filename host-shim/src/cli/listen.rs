@@ -196,7 +196,10 @@ pub fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 stdout.flush()?;
                 // Printed, so now it is the reader's: acknowledge it.
                 let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
-                listener.commit(&ids).await?;
+                match listener.commit(&ids).await {
+                    Err(e) if e.is_redelivery() => tracing::warn!("{e}"),
+                    other => other?,
+                }
                 received += batch.len() as u64;
                 progress.set(received);
             }

@@ -517,8 +517,10 @@ async fn collect(
         }
         out.flush()?;
         let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
-        if let Err(e) = listener.commit(&ids).await {
-            return Ok((received, Some(e.to_string())));
+        match listener.commit(&ids).await {
+            Err(e) if e.is_redelivery() => tracing::warn!("{e}"),
+            Err(e) => return Ok((received, Some(e.to_string()))),
+            Ok(()) => {}
         }
     }
     Ok((received, None))

@@ -11,7 +11,7 @@ use super::bindings::{Connector, ConnectorPre};
 use super::cache::{CodeCache, CodeOrigin};
 use super::capability::{self, MqttCtx, MqttCtxView, MqttView};
 use super::policy::Policy;
-use connector::model::Error;
+use connector::model::{Error, ErrorCode};
 use connector::validate::Problem;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -56,6 +56,15 @@ pub enum OperationError {
     /// the next call runs in a fresh one.
     #[error("the connector failed and was restarted: {0}")]
     Trap(String),
+}
+
+impl OperationError {
+    /// Whether a failed commit only says that some of its documents came
+    /// on a connection since lost: those were not committed and the broker
+    /// delivers them again; the others were, and the listener goes on.
+    pub fn is_redelivery(&self) -> bool {
+        matches!(self, OperationError::Connector(e) if e.code == ErrorCode::ConnectionFailed)
+    }
 }
 
 /// Why the connector component could not be loaded, or a call that is not

@@ -317,15 +317,28 @@ impl MqttClient {
 
     /// Acknowledges deliveries. PUBACK / PUBREC go out in arrival order: an
     /// ack waits until every earlier QoS 1 or 2 delivery is acked too.
-    /// Unknown ids, QoS 0 ids and ids from a connection since lost are
-    /// ignored (the broker redelivers the latter).
+    /// Unknown ids and QoS 0 ids are ignored.
+    ///
+    /// Ids of deliveries that came on a connection since lost cannot be
+    /// acknowledged: the broker delivers those messages again. The others
+    /// are acknowledged, and the call fails with `ConnectionFailed` saying
+    /// how many, so a pipeline does not take them as done.
     pub async fn ack(&self, ids: &[u64]) -> Result<(), Error> {
         let mut core = self.inner.shared.core();
         if core.phase() == super::core::Phase::Closed {
             return Err(closed());
         }
-        core.ack(ids);
-        Ok(())
+        match core.ack(ids) {
+            0 => Ok(()),
+            voided => Err(Error::new(
+                ErrorCode::ConnectionFailed,
+                format!(
+                    "{voided} of the {} deliveries acknowledged came on a connection since lost: \
+                     they are not acknowledged, and the broker delivers them again",
+                    ids.len()
+                ),
+            )),
+        }
     }
 
     /// Disconnects with a normal DISCONNECT (so the broker discards the

@@ -26,7 +26,7 @@
 //! they fail: nothing is reported sent that the broker did not acknowledge,
 //! and nothing is published twice as a new message.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use connector::model::{
@@ -49,6 +49,10 @@ pub(crate) const QOS0_QUEUE_LIMIT: usize = 10_000;
 /// The largest packet MQTT can encode: 1 byte of header, 4 bytes of
 /// Remaining Length and at most 268,435,455 bytes after them.
 pub(crate) const MQTT_MAX_PACKET: usize = 1 + 4 + 268_435_455;
+
+/// Delivery ids of lost connections remembered, so that acknowledging one
+/// says it was not acknowledged; the oldest are forgotten beyond this.
+const VOIDED_LIMIT: usize = 65_536;
 
 /// A request for the rumqttc event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,8 @@ pub(crate) enum Ev {
     PubRec { pkid: u16, reason: u8 },
     /// PUBCOMP with its reason code.
     PubComp { pkid: u16, reason: u8 },
+    /// PUBREL for a QoS 2 delivery (rumqttc answers it with PUBCOMP).
+    PubRel { pkid: u16 },
     /// SUBACK with one return code per filter.
     SubAck { pkid: u16, codes: Vec<u8> },
     /// UNSUBACK with its reason codes (none on 3.1.1).
@@ -387,6 +393,14 @@ pub(crate) struct Core<O> {
     qos0_ready: usize,
     unacked: BTreeMap<u64, PendingAck>,
     unacked_pkids: HashMap<u16, u64>,
+    /// QoS 2 deliveries acknowledged with PUBREC and not yet released by
+    /// the broker's PUBREL. Kept across a resumed session: the broker
+    /// sends such a PUBLISH again (DUP) when our PUBREC was lost, and it
+    /// must not reach the pipeline twice (MQTT-4.3.3-10).
+    awaiting_release: HashSet<u16>,
+    /// QoS 1 and 2 deliveries of lost connections, not acknowledged: the
+    /// broker delivers them again, under new ids.
+    voided: BTreeSet<u64>,
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
     acked: bool,
@@ -431,6 +445,8 @@ impl<O: Outlet> Core<O> {
             qos0_ready: 0,
             unacked: BTreeMap::new(),
             unacked_pkids: HashMap::new(),
+            awaiting_release: HashSet::new(),
+            voided: BTreeSet::new(),
             dropped_qos0: 0,
             acked: false,
             send_timeout,
@@ -679,6 +695,10 @@ impl<O: Outlet> Core<O> {
                 self.on_unsuback(pkid, &codes);
                 false
             }
+            Ev::PubRel { pkid } => {
+                self.awaiting_release.remove(&pkid);
+                false
+            }
             Ev::Publish { pkid, message } => self.on_delivery(pkid, message),
             Ev::OutDisconnect | Ev::Other => false,
         }
@@ -706,6 +726,7 @@ impl<O: Outlet> Core<O> {
             }
             self.publishes_in_flight = 0;
             self.expected_resends.clear();
+            self.awaiting_release.clear();
             if !self.subscriptions.is_empty() {
                 tracing::info!(
                     count = self.subscriptions.len(),
@@ -972,6 +993,13 @@ impl<O: Outlet> Core<O> {
                 self.qos0_ready += 1;
             }
             qos => {
+                if qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid) {
+                    // Delivered and acknowledged already; our PUBREC was
+                    // lost with a connection: acknowledge it again.
+                    tracing::debug!(pkid, "QoS 2 delivery already taken; PUBREC sent again");
+                    let _ = self.outlet.send(Req::Ack { pkid, qos });
+                    return false;
+                }
                 if let Some(id) = self.unacked_pkids.get(&pkid) {
                     // The broker cannot reuse an identifier we have not
                     // acked: this is a retransmission of delivery `id`.
@@ -1011,12 +1039,16 @@ impl<O: Outlet> Core<O> {
     }
 
     /// Marks deliveries as processed and sends the acks that are now due,
-    /// in arrival order. Unknown ids (QoS 0, already acked, or from a lost
-    /// connection) are ignored.
-    pub(crate) fn ack(&mut self, ids: &[u64]) {
+    /// in arrival order. Returns how many of `ids` came on a connection
+    /// since lost: those cannot be acknowledged, and the broker delivers
+    /// them again. Other unknown ids (QoS 0, already acked) are ignored.
+    pub(crate) fn ack(&mut self, ids: &[u64]) -> usize {
+        let mut voided = 0;
         for id in ids {
             if let Some(pending) = self.unacked.get_mut(id) {
                 pending.acked = true;
+            } else if self.voided.remove(id) {
+                voided += 1;
             }
         }
         while let Some(entry) = self.unacked.first_entry() {
@@ -1025,6 +1057,9 @@ impl<O: Outlet> Core<O> {
             }
             let pending = entry.remove();
             self.unacked_pkids.remove(&pending.pkid);
+            if pending.qos == QoS::ExactlyOnce {
+                self.awaiting_release.insert(pending.pkid);
+            }
             let req = Req::Ack {
                 pkid: pending.pkid,
                 qos: pending.qos,
@@ -1034,6 +1069,7 @@ impl<O: Outlet> Core<O> {
                 break;
             }
         }
+        voided
     }
 
     /// The connection dropped at `now` (or an attempt to reconnect failed).
@@ -1101,6 +1137,10 @@ impl<O: Outlet> Core<O> {
         // Deliveries of the lost connection are void: their identifiers may
         // name other messages on the next one, and the broker redelivers.
         self.ready.retain(|m| m.qos == QoS::AtMostOnce);
+        self.voided.extend(self.unacked.keys());
+        while self.voided.len() > VOIDED_LIMIT {
+            self.voided.pop_first();
+        }
         self.unacked.clear();
         self.unacked_pkids.clear();
         if self.phase == Phase::Up {
@@ -1108,6 +1148,11 @@ impl<O: Outlet> Core<O> {
             self.down_since = Some(now);
             self.on_send_deadline(now);
         }
+    }
+
+    /// The QoS 2 deliveries acknowledged with PUBREC and not yet released.
+    pub(crate) fn awaiting_release(&self) -> Vec<u16> {
+        self.awaiting_release.iter().copied().collect()
     }
 
     /// When the publishes waiting through an outage time out, if they can.
@@ -1158,6 +1203,7 @@ impl<O: Outlet> Core<O> {
         self.qos0_ready = 0;
         self.unacked.clear();
         self.unacked_pkids.clear();
+        self.voided.clear();
         was_up && self.outlet.send(Req::Disconnect).is_ok()
     }
 
@@ -1652,6 +1698,77 @@ mod tests {
         core.on_event(Ev::OutPublish(1));
         core.on_event(Ev::PubAck { pkid: 1, reason: 0 });
         assert_eq!(outcome(&after), Ok(()));
+    }
+
+    #[test]
+    fn a_qos2_delivery_sent_again_after_a_lost_pubrec_is_not_delivered_twice() {
+        let mut core = up(10);
+        core.on_event(Ev::Publish {
+            pkid: 7,
+            message: delivery(QoS::ExactlyOnce),
+        });
+        let id = core.take_ready(1)[0].id;
+        assert_eq!(core.ack(&[id]), 0);
+        assert_eq!(core.awaiting_release(), vec![7]);
+        // The PUBREC is lost with the connection; the session resumes and
+        // the broker sends the PUBLISH again.
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        reconnect(&mut core, true);
+        let before = core.outlet.0.len();
+        assert!(!core.on_event(Ev::Publish {
+            pkid: 7,
+            message: delivery(QoS::ExactlyOnce),
+        }));
+        assert!(!core.has_ready(), "not delivered twice");
+        assert_eq!(
+            core.outlet.0[before..],
+            [Req::Ack {
+                pkid: 7,
+                qos: QoS::ExactlyOnce
+            }]
+        );
+        // Released: the identifier names a new message from now on.
+        core.on_event(Ev::PubRel { pkid: 7 });
+        assert!(core.on_event(Ev::Publish {
+            pkid: 7,
+            message: delivery(QoS::ExactlyOnce),
+        }));
+        // A new session forgets what waited for release.
+        let id = core.take_ready(1)[0].id;
+        core.ack(&[id]);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        reconnect(&mut core, false);
+        assert!(core.awaiting_release().is_empty());
+    }
+
+    #[test]
+    fn acking_a_delivery_of_a_lost_connection_says_it_was_not_acked() {
+        let mut core = up(10);
+        for pkid in [1, 2] {
+            core.on_event(Ev::Publish {
+                pkid,
+                message: delivery(QoS::AtLeastOnce),
+            });
+        }
+        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        reconnect(&mut core, true);
+        core.on_event(Ev::Publish {
+            pkid: 1,
+            message: delivery(QoS::AtLeastOnce),
+        });
+        let again = core.take_ready(1)[0].id;
+        let before = core.outlet.0.len();
+        assert_eq!(core.ack(&[ids[0], ids[1], again]), 2);
+        assert_eq!(
+            core.outlet.0[before..],
+            [Req::Ack {
+                pkid: 1,
+                qos: QoS::AtLeastOnce
+            }]
+        );
+        // Said once: the same ids again are simply unknown.
+        assert_eq!(core.ack(&ids), 0);
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(crate) async fn run(
                     }
                     let closed = core.phase() == Phase::Closed;
                     if !closed {
-                        let (resends, unsent) = link.scrub();
+                        let (resends, unsent) = link.scrub(&core.awaiting_release());
                         core.on_connection_lost(std::time::Instant::now(), &resends, unsent);
                     }
                     closed

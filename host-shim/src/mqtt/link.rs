@@ -192,11 +192,16 @@ impl Link {
     /// resends MQTT asks for when the session resumes, and gives the event
     /// loop a fresh protocol state. Returns the resends, and the messages of
     /// the publishes it dropped, in order (`None` for one whose topic does
-    /// not parse back), for the core to hand again.
-    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<Outgoing>>) {
+    /// not parse back), for the core to hand again. `awaiting_release` are
+    /// the QoS 2 deliveries acknowledged with PUBREC and not yet released:
+    /// the fresh state takes a PUBREL for them as expected.
+    pub(crate) fn scrub(
+        &mut self,
+        awaiting_release: &[u16],
+    ) -> (Vec<Resend>, Vec<Option<Outgoing>>) {
         match self {
-            Link::V4(l) => l.scrub(),
-            Link::V5(l) => l.scrub(),
+            Link::V4(l) => l.scrub(awaiting_release),
+            Link::V5(l) => l.scrub(awaiting_release),
         }
     }
 

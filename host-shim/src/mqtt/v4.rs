@@ -165,8 +165,11 @@ impl Link {
     /// (MQTT-4.4.0-1) looks unsolicited and drops the connection, again and
     /// again. Marking those ids as received QoS 2 publishes lets rumqttc
     /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
-    fn arm_released(&mut self) {
-        for &pkid in &self.released {
+    fn arm_released(&mut self, awaiting_release: &[u16]) {
+        let known = awaiting_release
+            .iter()
+            .filter(|p| !self.released.contains(p));
+        for &pkid in self.released.iter().chain(known) {
             let mut marker = Publish::new("", QoS::ExactlyOnce, Vec::new());
             marker.pkid = pkid;
             if self
@@ -189,7 +192,10 @@ impl Link {
         self.eventloop.state.events.drain(..).map(convert).collect()
     }
 
-    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
+    pub(crate) fn scrub(
+        &mut self,
+        awaiting_release: &[u16],
+    ) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
         // Pull in whatever reached the channel after rumqttc's own clean-up.
         self.eventloop.clean();
         let mut resends = Vec::new();
@@ -213,7 +219,7 @@ impl Link {
         }
         // A fresh state restarts the identifier counter the core mirrors.
         self.eventloop.state = MqttState::new(self.window, true);
-        self.arm_released();
+        self.arm_released(awaiting_release);
         (resends, unsent)
     }
 
@@ -299,6 +305,7 @@ fn convert(event: Event) -> Ev {
                 pkid: u.pkid,
                 codes: Vec::new(),
             },
+            Packet::PubRel(r) => Ev::PubRel { pkid: r.pkid },
             _ => Ev::Other,
         },
         Event::Outgoing(out) => match out {

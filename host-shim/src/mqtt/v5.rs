@@ -194,8 +194,11 @@ impl Link {
     /// (MQTT-4.4.0-1) looks unsolicited and drops the connection, again and
     /// again. Marking those ids as received QoS 2 publishes lets rumqttc
     /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
-    fn arm_released(&mut self) {
-        for &pkid in &self.released {
+    fn arm_released(&mut self, awaiting_release: &[u16]) {
+        let known = awaiting_release
+            .iter()
+            .filter(|p| !self.released.contains(p));
+        for &pkid in self.released.iter().chain(known) {
             let mut marker = Publish::new("", QoS::ExactlyOnce, Bytes::new(), None);
             marker.pkid = pkid;
             if self
@@ -231,7 +234,10 @@ impl Link {
         self.eventloop.state.events.drain(..).map(convert).collect()
     }
 
-    pub(crate) fn scrub(&mut self) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
+    pub(crate) fn scrub(
+        &mut self,
+        awaiting_release: &[u16],
+    ) -> (Vec<Resend>, Vec<Option<connector::model::Outgoing>>) {
         // Pull in whatever reached the channel after rumqttc's own clean-up.
         self.eventloop.clean();
         let mut resends = Vec::new();
@@ -257,7 +263,7 @@ impl Link {
         // forgets the in-flight slots rumqttc leaked, and drops topic aliases
         // that were only valid on the old connection.
         self.eventloop.state = MqttState::new(self.window, true);
-        self.arm_released();
+        self.arm_released(awaiting_release);
         (resends, unsent)
     }
 
@@ -428,6 +434,7 @@ fn convert(event: Event) -> Ev {
                 pkid: u.pkid,
                 codes: u.reasons.iter().map(|r| unsuback_code(*r)).collect(),
             },
+            Packet::PubRel(r) => Ev::PubRel { pkid: r.pkid },
             _ => Ev::Other,
         },
         Event::Outgoing(out) => match out {
