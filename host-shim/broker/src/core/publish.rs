@@ -224,7 +224,12 @@ impl Broker {
         session: SessionId,
         rec: PubRec,
     ) {
-        let accepted = (rec.reason as u8) < 0x80;
+        // The two reason codes below 0x80; the enum's discriminants are not
+        // the codes.
+        let accepted = matches!(
+            rec.reason,
+            PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+        );
         match self.session_mut(session).handle_pubrec(rec.pkid, accepted) {
             Some(true) => self.send(conn, Packet::PubRel(PubRel::new(rec.pkid, None))),
             Some(false) => self.flush_queue(now, session),

@@ -3,6 +3,7 @@
 //! for each way a session ends.
 
 use super::*;
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, PubRecReason};
 
 const GROUP: &str = "$share/g/jobs/+";
 
@@ -406,4 +407,31 @@ fn unsubscribe_keeps_a_retained_delivery_in_its_place() {
     assert_eq!(b_receives(&mut h), names(2..5));
     ack_all(&mut h, 1, &in_flight);
     assert_eq!(receive_all(&mut h, 1, None), ["old", "new"]);
+}
+
+#[test]
+fn a_message_the_client_refused_is_not_handed_over_mqtt_4_8_2_6() {
+    // MQTT-4.8.2-6: PUBACK or PUBREC with a reason of 0x80 or more: the
+    // message is discarded, not sent to any other subscriber.
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut h = harness();
+        five_to_a(&mut h, (V5, 0), qos);
+        let refusal = if qos == QoS::AtLeastOnce {
+            let mut ack = PubAck::new(1, None);
+            ack.reason = PubAckReason::UnspecifiedError;
+            Packet::PubAck(ack)
+        } else {
+            let mut rec = PubRec::new(1, None);
+            rec.reason = PubRecReason::UnspecifiedError;
+            Packet::PubRec(rec)
+        };
+        h.packet(1, refusal);
+        // m0 is done, no PUBREL (5.0 section 4.3.3); m2 takes its slot.
+        let out = h.take(1);
+        assert!(!out.iter().any(|p| matches!(p, Packet::PubRel(_))));
+        assert_eq!(payloads(&out), names(2..3), "{qos:?}");
+        h.broker.handle_closed(h.now, 1);
+        h.drain();
+        assert_eq!(b_receives(&mut h), names(1..5), "{qos:?}");
+    }
 }
