@@ -51,6 +51,8 @@
 //!     (QoS 1 and 2) or by its socket (QoS 0).
 //!   - `core/disconnect.rs`: the end of a connection and of its session's
 //!     attachment.
+//!   - `core/shared.rs`: a shared subscription member's undelivered
+//!     messages handed to another member of the group.
 //!   - `core/timers.rs`: keep alive, wills, session expiry, retained sweep.
 //!   - `core/admin.rs`: retained messages for the management API.
 //! - `session`: one client's state: subscriptions, packet identifiers, the

@@ -44,6 +44,11 @@ pub struct Queued {
     /// Retained messages sent because of a new subscription: never dropped
     /// for a full queue, so a wildcard subscriber gets all of them.
     pub from_retained: bool,
+    /// The shared subscriptions (`$share/{group}/{filter}`) this delivery
+    /// was made for, if the message is QoS 1 or 2; empty otherwise, which
+    /// costs no allocation. Should the session end before the client has
+    /// the message, another member of each of those groups gets it.
+    pub shared: Vec<TopicFilter>,
 }
 
 impl Queued {
@@ -71,8 +76,10 @@ pub struct QueueLimits {
 #[derive(Debug, Clone)]
 pub enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept so it
-    /// can be sent again with DUP set when the session resumes.
-    Publish(Publish),
+    /// can be sent again with DUP set when the session resumes; with the
+    /// shared delivery it belongs to, if it came through shared
+    /// subscriptions.
+    Publish(Publish, Option<Box<SharedDelivery>>),
     /// PUBREL sent, waiting for PUBCOMP.
     Release(u16),
 }
@@ -80,10 +87,23 @@ pub enum Inflight {
 impl Inflight {
     fn pkid(&self) -> u16 {
         match self {
-            Inflight::Publish(publish) => publish.pkid,
+            Inflight::Publish(publish, _) => publish.pkid,
             Inflight::Release(pkid) => *pkid,
         }
     }
+}
+
+/// A message given to this session by shared subscriptions and not yet
+/// received by the client: what another member of each group needs, should
+/// the session end first (MQTT 5.0 section 4.8.2).
+#[derive(Debug, Clone)]
+pub struct SharedDelivery {
+    /// The message as published (a PUBLISH in flight to a 3.1.1 client has
+    /// lost its properties).
+    pub message: Arc<Message>,
+    /// The shared subscriptions it was delivered for (see
+    /// [`Queued::shared`]).
+    pub filters: Vec<TopicFilter>,
 }
 
 /// A will as the CONNECT carried it, its topic parsed.
@@ -264,11 +284,43 @@ impl Session {
         Some(queued)
     }
 
+    /// Removes the queued message at `index`, as [`Session::dequeue`] does
+    /// the first.
+    pub fn remove_queued(&mut self, index: usize) -> Option<Queued> {
+        let queued = self.queue.remove(index)?;
+        if !queued.from_retained {
+            self.queued_live -= 1;
+            self.queued_live_bytes -= queued.bytes();
+            self.gauge.sub(queued.bytes());
+        }
+        Some(queued)
+    }
+
+    /// Takes the messages shared subscriptions gave this session that the
+    /// client has not received, oldest first: PUBLISHes in flight (a QoS 2
+    /// message whose PUBREC came has been received), then queued ones. The
+    /// queue keeps its entries, without their groups.
+    pub fn take_shared_undelivered(&mut self) -> Vec<SharedDelivery> {
+        let in_flight = self.inflight.iter_mut().filter_map(|i| match i {
+            Inflight::Publish(_, shared) => shared.take().map(|s| *s),
+            Inflight::Release(_) => None,
+        });
+        let queued = self
+            .queue
+            .iter_mut()
+            .filter(|q| !q.shared.is_empty())
+            .map(|q| SharedDelivery {
+                message: Arc::clone(&q.message),
+                filters: std::mem::take(&mut q.shared),
+            });
+        in_flight.chain(queued).collect()
+    }
+
     /// PUBACK received: true when it completed a QoS 1 message in flight.
     pub fn handle_puback(&mut self, pkid: u16) -> bool {
         self.remove_inflight(
             pkid,
-            |i| matches!(i, Inflight::Publish(p) if p.qos == QoS::AtLeastOnce),
+            |i| matches!(i, Inflight::Publish(p, _) if p.qos == QoS::AtLeastOnce),
         )
     }
 
@@ -278,7 +330,7 @@ impl Session {
     pub fn handle_pubrec(&mut self, pkid: u16, accepted: bool) -> Option<bool> {
         let slot = self.inflight.iter_mut().find(|i| i.pkid() == pkid)?;
         match slot {
-            Inflight::Publish(p) if p.qos == QoS::ExactlyOnce => {
+            Inflight::Publish(p, _) if p.qos == QoS::ExactlyOnce => {
                 if accepted {
                     *slot = Inflight::Release(pkid);
                     Some(true)
@@ -289,7 +341,7 @@ impl Session {
             }
             // A PUBREC repeated after the PUBREL was sent: send PUBREL again.
             Inflight::Release(_) => Some(true),
-            Inflight::Publish(_) => None,
+            Inflight::Publish(..) => None,
         }
     }
 
@@ -333,6 +385,7 @@ mod tests {
             retain: from_retained,
             subscription_ids: Vec::new(),
             from_retained,
+            shared: Vec::new(),
         }
     }
 
@@ -345,7 +398,7 @@ mod tests {
     fn packet_ids_skip_those_in_flight_and_wrap_past_zero() {
         let mut s = session();
         s.inflight
-            .push_back(Inflight::Publish(publish(2, QoS::AtLeastOnce)));
+            .push_back(Inflight::Publish(publish(2, QoS::AtLeastOnce), None));
         assert_eq!(s.next_pkid(), Some(1));
         assert_eq!(s.next_pkid(), Some(3));
         s.next_pkid = u16::MAX;
@@ -390,7 +443,7 @@ mod tests {
     fn qos2_outbound_flow() {
         let mut s = session();
         s.inflight
-            .push_back(Inflight::Publish(publish(7, QoS::ExactlyOnce)));
+            .push_back(Inflight::Publish(publish(7, QoS::ExactlyOnce), None));
         assert!(
             !s.handle_puback(7),
             "PUBACK does not complete a QoS 2 message"
@@ -435,7 +488,7 @@ mod tests {
     fn refused_pubrec_completes_the_message() {
         let mut s = session();
         s.inflight
-            .push_back(Inflight::Publish(publish(3, QoS::ExactlyOnce)));
+            .push_back(Inflight::Publish(publish(3, QoS::ExactlyOnce), None));
         assert_eq!(s.handle_pubrec(3, false), Some(false));
         assert!(s.inflight.is_empty());
     }

@@ -11,6 +11,9 @@
 //! Each place a filter can end holds the non-shared subscribers of that
 //! filter and its shared groups (`$share/{group}/{filter}`, MQTT 5.0 4.8.2):
 //! a group gets one copy of each message, given to one member in turn.
+//! Each match from a group is labelled with the group's full filter, so that
+//! a message a member will not receive can be given to another one
+//! ([`SubscriptionTrie::pick_member`]).
 //!
 //! Filters and topic names can be up to 65,535 bytes, so more than 30,000
 //! levels deep. Every walk here is therefore a loop with an explicit stack,
@@ -19,6 +22,7 @@
 
 use super::types::{SessionId, SubOptions};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One delivery the router found for a topic: the session and the options
 /// of the subscription that matched.
@@ -28,8 +32,10 @@ pub struct Match {
     pub session: SessionId,
     /// The matching subscription's options.
     pub options: SubOptions,
-    /// Whether it came from a shared subscription (`$share/...`).
-    pub shared: bool,
+    /// For a match from a shared subscription, its full filter
+    /// (`$share/{group}/{filter}`); shared with the group, so a match costs
+    /// no allocation.
+    pub shared: Option<Arc<str>>,
 }
 
 /// Subscriptions indexed by topic level.
@@ -69,8 +75,10 @@ struct Subscribers {
 }
 
 /// The members of one shared subscription group, in the order they joined.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedGroup {
+    /// The full filter, `$share/{group}/{filter}`: the label of its matches.
+    filter: Arc<str>,
     /// Members and the options each was granted (MQTT-4.8.2-3: each keeps
     /// its own granted QoS).
     members: Vec<(SessionId, SubOptions)>,
@@ -125,7 +133,7 @@ impl SubscriptionTrie {
             Some(name) => subscribers
                 .groups
                 .entry(name.into())
-                .or_default()
+                .or_insert_with(|| SharedGroup::new(name, filter))
                 .insert(session, options),
         };
         if previous.is_none() {
@@ -253,6 +261,24 @@ impl SubscriptionTrie {
         }
     }
 
+    /// A member of shared group `group` on `filter` (without the `$share/`
+    /// prefix) to take a message another member will not receive: chosen
+    /// as [`SubscriptionTrie::route`] chooses, in turn among those for which
+    /// `available` is true. `None` when the group has no member left.
+    pub fn pick_member(
+        &mut self,
+        filter: &str,
+        group: &str,
+        available: &dyn Fn(SessionId) -> bool,
+    ) -> Option<(SessionId, SubOptions)> {
+        let (edges, slot) = Self::path(filter);
+        let mut node = &mut self.root;
+        for edge in edges {
+            node = node.child_mut(edge)?;
+        }
+        node.slot_mut(&slot).groups.get_mut(group)?.pick(available)
+    }
+
     /// Number of subscriptions stored (shared group members included).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -352,19 +378,29 @@ impl Subscribers {
         out.extend(self.direct.iter().map(|(session, options)| Match {
             session: *session,
             options: options.clone(),
-            shared: false,
+            shared: None,
         }));
         out.extend(self.groups.values_mut().filter_map(|group| {
+            let shared = Some(Arc::clone(&group.filter));
             group.pick(available).map(|(session, options)| Match {
                 session,
                 options,
-                shared: true,
+                shared,
             })
         }));
     }
 }
 
 impl SharedGroup {
+    /// A group without members yet: `name` on `filter`.
+    fn new(name: &str, filter: &str) -> Self {
+        SharedGroup {
+            filter: format!("$share/{name}/{filter}").into(),
+            members: Vec::new(),
+            next: 0,
+        }
+    }
+
     /// Adds `session` at the end of the rotation, or replaces its options
     /// keeping its place. Returns the options replaced.
     fn insert(&mut self, session: SessionId, options: SubOptions) -> Option<SubOptions> {
@@ -599,7 +635,7 @@ mod tests {
         let mut ids: Vec<_> = out.iter().map(|m| m.options.subscription_id).collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![Some(1), Some(2), Some(3)]);
-        assert!(out.iter().all(|m| m.session == 1 && !m.shared));
+        assert!(out.iter().all(|m| m.session == 1 && m.shared.is_none()));
     }
 
     #[test]
@@ -615,7 +651,7 @@ mod tests {
             trie.route("t/x", &|_| true, &mut out);
             assert_eq!(out.len(), 1);
             let only = &out[0];
-            assert!(only.shared);
+            assert_eq!(only.shared.as_deref(), Some("$share/g/t/+"));
             assert_eq!(only.options.subscription_id, Some(only.session as usize));
             chosen.push(only.session);
         }
@@ -658,8 +694,8 @@ mod tests {
         assert_eq!(trie.len(), 5);
         let mut out = Vec::new();
         trie.route("t/x", &|_| true, &mut out);
-        assert_eq!(out.iter().filter(|m| m.shared).count(), 3);
-        assert_eq!(out.iter().filter(|m| !m.shared).count(), 1);
+        assert_eq!(out.iter().filter(|m| m.shared.is_some()).count(), 3);
+        assert_eq!(out.iter().filter(|m| m.shared.is_none()).count(), 1);
         // Replacing a member's options keeps one membership.
         assert!(trie
             .insert("t/#", Some("g1"), 2, opts(QoS::ExactlyOnce, 0))
@@ -689,6 +725,41 @@ mod tests {
         assert!(trie.remove("t", Some("g"), 3).is_some());
         assert_eq!(next(&mut trie), None);
         assert!(trie.root.children.is_empty());
+    }
+
+    #[test]
+    fn pick_member_takes_the_next_turn_of_the_group() {
+        let mut trie = SubscriptionTrie::new();
+        for session in 1..=3 {
+            trie.insert(
+                "t/#",
+                Some("g"),
+                session,
+                opts(QoS::AtLeastOnce, session as usize),
+            );
+        }
+        trie.insert("t/#", None, 9, opts(QoS::AtMostOnce, 0));
+        let picked = |trie: &mut SubscriptionTrie, available: &dyn Fn(SessionId) -> bool| {
+            trie.pick_member("t/#", "g", available).map(|(s, _)| s)
+        };
+        assert_eq!(picked(&mut trie, &|_| true), Some(1));
+        // The same rotation as routing: 2 is next, and routing goes on after it.
+        assert_eq!(picked(&mut trie, &|_| true), Some(2));
+        let mut out = Vec::new();
+        trie.route("t/x", &|_| true, &mut out);
+        let member = out.iter().find(|m| m.shared.is_some()).map(|m| m.session);
+        assert_eq!(member, Some(3));
+        // Available members first; the options are the member's own.
+        let (session, options) = trie.pick_member("t/#", "g", &|s| s == 2).expect("a member");
+        assert_eq!((session, options.subscription_id), (2, Some(2)));
+        assert_eq!(picked(&mut trie, &|_| true), Some(3));
+        // Another group, another filter, or a group emptied: nobody.
+        assert_eq!(trie.pick_member("t/#", "h", &|_| true), None);
+        assert_eq!(trie.pick_member("t/+", "g", &|_| true), None);
+        for session in 1..=3 {
+            trie.remove("t/#", Some("g"), session);
+        }
+        assert_eq!(trie.pick_member("t/#", "g", &|_| true), None);
     }
 
     #[test]
@@ -767,13 +838,13 @@ mod tests {
 
                 let mut got_plain: Vec<(SessionId, usize)> = out
                     .iter()
-                    .filter(|m| !m.shared)
+                    .filter(|m| m.shared.is_none())
                     .map(|m| (m.session, m.options.subscription_id.unwrap_or(usize::MAX)))
                     .collect();
                 got_plain.sort_unstable();
                 let mut want_plain = Vec::new();
                 let mut got_shared: BTreeMap<usize, Vec<SessionId>> = BTreeMap::new();
-                for m in out.iter().filter(|m| m.shared) {
+                for m in out.iter().filter(|m| m.shared.is_some()) {
                     got_shared
                         .entry(m.options.subscription_id.unwrap_or(usize::MAX))
                         .or_default()

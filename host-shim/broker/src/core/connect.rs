@@ -352,7 +352,7 @@ impl Broker {
         let mut resend = Vec::with_capacity(session.inflight.len());
         for inflight in &mut session.inflight {
             match inflight {
-                Inflight::Publish(publish) => {
+                Inflight::Publish(publish, _) => {
                     publish.dup = true;
                     resend.push(Packet::Publish(publish.clone()));
                 }

@@ -80,6 +80,25 @@
 //!   passed in at construction (so tests stay deterministic); a wall clock
 //!   stepped later does not skew the core.
 //!
+//! # Shared subscriptions
+//!
+//! A group (`$share/{group}/{filter}`) gives each message to one member in
+//! turn, a connected one when there is one. A QoS 1 or 2 delivery records
+//! the groups it was made for (`Queued::shared`, kept with the PUBLISH
+//! while in flight). When a member's session ends (expiry 0 or clean
+//! session and the connection goes; session expiry, 3.1.1 ones by
+//! `persistent_client_expiration`; a takeover with clean start; eviction by
+//! `max_parked_sessions`), what the groups gave it and its client did not
+//! receive goes to another member of each group, as a new delivery at that
+//! member's QoS with its own subscription identifier: the PUBLISHes in
+//! flight without PUBACK or PUBREC (one whose PUBREC came has been
+//! received), then the queued ones. An UNSUBSCRIBE from the shared filter
+//! hands on the queued ones; those in flight stay with the client, whose
+//! delivery must complete (MQTT-3.10.4-3), unless its session ends first.
+//! A session that is only parked keeps its messages until it resumes or
+//! ends. With no member left they are dropped, counted in [`Stats`] and
+//! logged.
+//!
 //! # Layout
 //!
 //! Each file holds one `impl Broker` block with one job:
@@ -95,6 +114,8 @@
 //!   them to a new subscription a step at a time;
 //! - `disconnect`: DISCONNECT, closes for protocol violations and lost
 //!   transports, and what happens to the session left behind;
+//! - `shared`: a shared subscription member's undelivered messages handed
+//!   to another member when its session ends or it unsubscribes;
 //! - `timers`: keep alive, will delay, session expiry and the retained
 //!   sweep;
 //! - `admin`: retained messages listed, read, deleted and counted for the
@@ -105,6 +126,7 @@ mod connect;
 mod disconnect;
 mod publish;
 mod retained;
+mod shared;
 mod subscribe;
 mod timers;
 
@@ -172,6 +194,11 @@ pub struct Stats {
     pub sessions_evicted: u64,
     /// PUBLISHes refused because `memory_limit` was reached.
     pub refused_memory_limit: u64,
+    /// Messages a shared subscription gave a member whose session ended
+    /// (or that unsubscribed) before its client received them, dropped
+    /// because no other member of the group was left to take them (or the
+    /// one chosen may not read the topic, as when routing).
+    pub dropped_no_shared_member: u64,
 }
 
 /// A transport connection the core knows about.
@@ -236,6 +263,7 @@ struct Logs {
     retained_full: LogLimit,
     session_evicted: LogLimit,
     memory_full: LogLimit,
+    shared_orphaned: LogLimit,
 }
 
 impl Broker {
@@ -440,7 +468,9 @@ impl Broker {
             Packet::PubComp(comp) => self.handle_pubcomp(now, session, comp),
             Packet::PubRel(rel) => self.handle_pubrel(conn, session, rel),
             Packet::Subscribe(subscribe) => self.handle_subscribe(now, conn, session, subscribe),
-            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, session, unsubscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.handle_unsubscribe(now, conn, session, unsubscribe)
+            }
             Packet::PingReq(_) => self.send(conn, Packet::PingResp(PingResp)),
             Packet::Disconnect(disconnect) => {
                 self.handle_disconnect(now, conn, session, disconnect)

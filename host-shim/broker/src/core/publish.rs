@@ -4,10 +4,10 @@
 
 use super::retained::Step;
 use super::{Action, Broker, ConnId};
-use crate::session::{Inflight, Message, QueueLimits, Queued};
+use crate::session::{Inflight, Message, QueueLimits, Queued, SharedDelivery};
 use crate::types::SessionId;
 use bytes::Bytes;
-use mqtt_topic::{MqttVersion, TopicName};
+use mqtt_topic::{MqttVersion, TopicFilter, TopicName};
 use rumqttc::v5::mqttbytes::v5::{
     DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
     PubRecReason, PubRel, Publish, PublishProperties,
@@ -224,7 +224,12 @@ impl Broker {
         session: SessionId,
         rec: PubRec,
     ) {
-        let accepted = (rec.reason as u8) < 0x80;
+        // The two reason codes below 0x80; the enum's discriminants are not
+        // the codes.
+        let accepted = matches!(
+            rec.reason,
+            PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+        );
         match self.session_mut(session).handle_pubrec(rec.pkid, accepted) {
             Some(true) => self.send(conn, Packet::PubRel(PubRel::new(rec.pkid, None))),
             Some(false) => self.flush_queue(now, session),
@@ -304,11 +309,19 @@ impl Broker {
             let mut granted = QoS::AtMostOnce;
             let mut retain = false;
             let mut ids = Vec::new();
+            let mut shared = Vec::new();
             while i < matches.len() && matches[i].session == session {
                 let o = &matches[i].options;
                 granted = max_qos(granted, o.qos);
                 retain |= o.retain_as_published;
                 ids.extend(o.subscription_id);
+                // Kept for QoS 1 and 2 only: a QoS 0 message is never
+                // handed to another member. The trie's labels are the
+                // filters subscribed with, so they parse.
+                if message.publish.qos != QoS::AtMostOnce {
+                    let label = matches[i].shared.as_deref();
+                    shared.extend(label.and_then(|l| TopicFilter::try_from(l.to_owned()).ok()));
+                }
                 i += 1;
             }
             if !self
@@ -325,6 +338,7 @@ impl Broker {
                 message: Arc::clone(&message),
                 subscription_ids: ids,
                 from_retained: false,
+                shared,
             };
             self.deliver(now, session, queued);
             delivered += 1;
@@ -465,9 +479,15 @@ impl Broker {
                 return;
             };
             publish.pkid = pkid;
+            let shared = (!queued.shared.is_empty()).then(|| {
+                Box::new(SharedDelivery {
+                    message: Arc::clone(&queued.message),
+                    filters: queued.shared,
+                })
+            });
             session
                 .inflight
-                .push_back(Inflight::Publish(publish.clone()));
+                .push_back(Inflight::Publish(publish.clone(), shared));
         }
         session.apply_topic_alias(&mut publish);
         self.stats.sent += 1;

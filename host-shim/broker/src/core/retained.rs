@@ -274,6 +274,8 @@ impl Broker {
                 message,
                 subscription_ids: options.subscription_id.into_iter().collect(),
                 from_retained: true,
+                // Shared subscriptions get no retained messages.
+                shared: Vec::new(),
             };
             self.transmit(now, session_id, queued);
         }

@@ -154,6 +154,7 @@ impl Broker {
 
     pub(super) fn handle_unsubscribe(
         &mut self,
+        now: Instant,
         conn: ConnId,
         session_id: SessionId,
         unsubscribe: Unsubscribe,
@@ -163,7 +164,7 @@ impl Broker {
         for path in filters {
             let reason = match TopicFilter::try_from(path) {
                 Err(_) => UnsubAckReason::TopicFilterInvalid,
-                Ok(filter) if self.remove_subscription(session_id, &filter) => {
+                Ok(filter) if self.remove_subscription(now, session_id, &filter) => {
                     UnsubAckReason::Success
                 }
                 Ok(_) => UnsubAckReason::NoSubscriptionExisted,
@@ -180,7 +181,12 @@ impl Broker {
         );
     }
 
-    fn remove_subscription(&mut self, session_id: SessionId, filter: &TopicFilter) -> bool {
+    fn remove_subscription(
+        &mut self,
+        now: Instant,
+        session_id: SessionId,
+        filter: &TopicFilter,
+    ) -> bool {
         if self
             .session_mut(session_id)
             .subscriptions
@@ -197,6 +203,9 @@ impl Broker {
             }
         }
         self.unroute(session_id, filter);
+        if filter.shared().is_some() {
+            self.hand_over_queued(now, session_id, filter);
+        }
         true
     }
 

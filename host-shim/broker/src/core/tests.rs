@@ -13,6 +13,8 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 
+mod shared;
+
 /// A broker with a virtual clock and the actions it produced, per
 /// connection; with disk storage, the store's file, written the way the
 /// shell writes it.

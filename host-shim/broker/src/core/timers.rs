@@ -99,8 +99,9 @@ impl Broker {
         self.publish_message(now, session_id, &topic, publish);
     }
 
-    /// Ends a session: its subscriptions go, a will still waiting is sent
-    /// now, queued messages are dropped.
+    /// Ends a session: its subscriptions go, what shared subscriptions gave
+    /// it and its client did not receive goes to other members, a will
+    /// still waiting is sent now, other queued messages are dropped.
     pub(super) fn end_session(&mut self, now: Instant, session_id: SessionId) {
         let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
@@ -112,6 +113,7 @@ impl Broker {
         for filter in session.subscriptions.keys() {
             self.unroute(session_id, filter);
         }
+        self.hand_over_session(now, &mut session);
         if let Some(will) = session.pending_will.take() {
             // The will is published on behalf of a session that is gone,
             // so its publisher cannot match No Local subscriptions.
