@@ -11,8 +11,8 @@
 //! - At most `receive_maximum` are held per connection, the number a 5.0
 //!   client may have unacknowledged anyway. Beyond that a PUBLISH may not go
 //!   over any limit (a full queue drops it, as with `"drop"`) and its
-//!   acknowledgement is sent at once, so what is queued over the limits is
-//!   bounded by connections × `receive_maximum`.
+//!   acknowledgement is sent at once, so what a queue holds over its limits
+//!   is bounded by connections × `receive_maximum` messages.
 //! - Sessions whose client is away are not waited for: a full queue drops
 //!   as with `"drop"`.
 //! - A PUBLISH resent while its acknowledgement is held is answered by that
@@ -182,8 +182,8 @@ impl Broker {
     }
 
     /// `session` no longer holds anything back: its queue is within its
-    /// limits again, its client disconnected, or it ended. Sends the
-    /// acknowledgements that were waiting only for it, in order.
+    /// limits again, its client disconnected, or it ended. Sends, in order,
+    /// the acknowledgements left waiting for nothing.
     pub(super) fn release_held(&mut self, session: SessionId) {
         if self.flow.waiters.is_empty() {
             return;
