@@ -45,6 +45,8 @@
 //!     created or resumed.
 //!   - `core/publish.rs`: inbound PUBLISH, the QoS flows, routing and
 //!     delivery.
+//!   - `core/flow.rs`: publishers' acknowledgements held back while a
+//!     subscriber's queue is full (`queue_full`).
 //!   - `core/subscribe.rs`: SUBSCRIBE and UNSUBSCRIBE.
 //!   - `core/retained.rs`: storing retained messages, and their delivery
 //!     to new subscriptions a step at a time, paced by the client's window
@@ -113,7 +115,7 @@ pub use self::core::Stats;
 pub use auth::HashError;
 pub use config::{
     broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
-    RetainConfig, RetainStorage, TlsConfig, User,
+    QueueFullPolicy, RetainConfig, RetainStorage, TlsConfig, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{

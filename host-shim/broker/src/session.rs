@@ -258,19 +258,41 @@ impl Session {
     /// retained messages for a new subscription never are (the core paces
     /// them).
     pub fn enqueue(&mut self, queued: Queued, limits: QueueLimits) -> Result<(), QueueFull> {
+        if !self.has_room_for(&queued, limits) {
+            return Err(QueueFull);
+        }
+        self.enqueue_over_limit(queued);
+        Ok(())
+    }
+
+    /// Whether the queue takes `queued` within `limits`.
+    pub fn has_room_for(&self, queued: &Queued, limits: QueueLimits) -> bool {
+        if queued.from_retained {
+            return true;
+        }
+        let over_bytes = limits.bytes > 0
+            && self.queued_live_bytes.saturating_add(queued.bytes()) > limits.bytes;
+        self.queued_live < limits.messages && !over_bytes
+    }
+
+    /// Queues a message whatever the limits: flow control does, and holds
+    /// back the publisher's acknowledgement until the queue is within them
+    /// again.
+    pub fn enqueue_over_limit(&mut self, queued: Queued) {
         if !queued.from_retained {
             let bytes = queued.bytes();
-            let over_bytes =
-                limits.bytes > 0 && self.queued_live_bytes.saturating_add(bytes) > limits.bytes;
-            if self.queued_live >= limits.messages || over_bytes {
-                return Err(QueueFull);
-            }
             self.queued_live += 1;
             self.queued_live_bytes += bytes;
             self.gauge.add(bytes);
         }
         self.queue.push_back(queued);
-        Ok(())
+    }
+
+    /// Whether what is queued is within `limits` (a queue that went over
+    /// them is back).
+    pub fn within_limits(&self, limits: QueueLimits) -> bool {
+        self.queued_live <= limits.messages
+            && (limits.bytes == 0 || self.queued_live_bytes <= limits.bytes)
     }
 
     /// Takes the next queued message.

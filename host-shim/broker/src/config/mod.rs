@@ -169,14 +169,26 @@ pub struct BrokerConfig {
     /// Receive Maximum lowers it further. Default 100.
     pub max_inflight: u16,
     /// Most messages queued for one session (offline, or beyond the in-flight
-    /// window). Messages over the limit are dropped, counted and logged.
-    /// Default 100000.
+    /// window). Messages over the limit are dropped, counted and logged,
+    /// unless `queue_full` slows their publisher instead. Default 100000.
     pub max_queued_messages: usize,
     /// Most bytes (topic and payload) of the messages queued for one
     /// session, beside `max_queued_messages`: whichever is reached first
-    /// drops further messages (counted, logged at most once every 10 s).
-    /// 0 is no limit. Default 128 MiB.
+    /// drops further messages (counted, logged at most once every 10 s),
+    /// unless `queue_full` slows their publisher instead. 0 is no limit.
+    /// Default 128 MiB.
     pub max_queued_bytes: usize,
+    /// What happens to a QoS 1 or 2 message for a connected client whose
+    /// session queue is full (`max_queued_messages`, `max_queued_bytes`).
+    /// `"slow_publisher"`: it is queued anyway, and the publisher's PUBACK
+    /// or PUBREC (and those of its later PUBLISHes) is held back until that
+    /// queue is within its limits again, or the client has gone; the
+    /// publisher's window fills and it stops sending, so nothing is lost.
+    /// At most `receive_maximum` acknowledgements are held per connection,
+    /// beyond which full queues drop. `"drop"`: it is dropped, counted and
+    /// logged, as Mosquitto does. QoS 0 messages, and messages for clients
+    /// that are away, are dropped either way. Default `"slow_publisher"`.
+    pub queue_full: QueueFullPolicy,
     /// Most bytes of memory held by what is queued for one connection and
     /// not yet written to its socket (replies and messages, each counted
     /// with its place in the queue). Above it the broker stops reading the
@@ -388,6 +400,20 @@ pub struct RetainConfig {
     pub delivery_rate: u32,
 }
 
+/// What the broker does with a QoS 1 or 2 message for a connected client
+/// whose session queue is full (`queue_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// Queue it over the limits and hold back the publisher's
+    /// acknowledgements until the queue is within them again: the publisher
+    /// is slowed, nothing is lost.
+    #[default]
+    SlowPublisher,
+    /// Drop it (counted, logged), as Mosquitto does.
+    Drop,
+}
+
 /// Where retained messages are stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -412,6 +438,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             max_queued_messages: 100_000,
             max_queued_bytes: 128 * 1024 * 1024,
+            queue_full: QueueFullPolicy::SlowPublisher,
             max_outbound_bytes: 16 * 1024 * 1024,
             slow_client_timeout: 10,
             memory_limit: 0,
@@ -530,6 +557,7 @@ struct ConfigFile {
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
+    queue_full: Option<QueueFullPolicy>,
     max_outbound_bytes: Option<usize>,
     slow_client_timeout: Option<u32>,
     memory_limit: Option<usize>,
@@ -595,6 +623,7 @@ impl From<ConfigFile> for BrokerConfig {
             max_inflight,
             max_queued_messages,
             max_queued_bytes,
+            queue_full,
             max_outbound_bytes,
             slow_client_timeout,
             memory_limit,
@@ -714,6 +743,23 @@ mod tests {
             let text = serde_json::to_string(&config).unwrap();
             assert_eq!(BrokerConfig::from_json(&text).unwrap(), config, "{text}");
         }
+    }
+
+    #[test]
+    fn queue_full_reads_both_policies() {
+        assert_eq!(
+            BrokerConfig::default().queue_full,
+            QueueFullPolicy::SlowPublisher
+        );
+        let config = BrokerConfig::from_json(r#"{"queue_full": "drop"}"#).unwrap();
+        assert_eq!(config.queue_full, QueueFullPolicy::Drop);
+        let err = BrokerConfig::from_json(r#"{"queue_full": "block"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("block") && err.contains("slow_publisher") && err.contains("drop"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Broker {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.forget_held(conn);
         let Some(session_id) = c.session else {
             return;
         };
@@ -80,6 +81,8 @@ impl Broker {
         let generation = session.generation;
         let expiry = session.expiry_interval;
         let will = c.will.filter(|_| publish_will);
+        // Publishers do not wait for a client that is away.
+        self.release_held(session_id);
 
         if let Some(will) = will {
             let delay = will

@@ -99,6 +99,23 @@
 //! ends. With no member left they are dropped, counted in [`Stats`] and
 //! logged.
 //!
+//! # Full queues
+//!
+//! A session's queue is bounded by `max_queued_messages` and
+//! `max_queued_bytes`; a message for a full queue is dropped, counted in
+//! [`Stats`] and logged. With `queue_full = "slow_publisher"` (the default)
+//! a QoS 1 or 2 message for a connected session is not: it is queued over
+//! the limits, and its publisher's PUBACK or PUBREC is held back until that
+//! queue is within its limits again (its client has received and
+//! acknowledged enough), or its client has gone. A connection's
+//! acknowledgements leave in the order of its PUBLISHes, so those behind a
+//! held one wait too. The publisher's window fills and it stops sending:
+//! the slowness of a subscriber reaches its publishers instead of losing
+//! messages. At most `receive_maximum` acknowledgements are held per
+//! connection; beyond that, full queues drop again, so what is queued over
+//! the limits stays bounded. Sessions whose client is away are not waited
+//! for: their full queues drop.
+//!
 //! # Layout
 //!
 //! Each file holds one `impl Broker` block with one job:
@@ -109,6 +126,7 @@
 //!   resumed;
 //! - `publish`: inbound PUBLISH and the QoS 1 and 2 flows both ways,
 //!   routing, and delivery: send now, queue, or transmit from the queue;
+//! - `flow`: the publishers' acknowledgements held back for full queues;
 //! - `subscribe`: SUBSCRIBE and UNSUBSCRIBE, with the filter checks;
 //! - `retained`: storing retained messages, and the cursor that delivers
 //!   them to a new subscription a step at a time;
@@ -124,6 +142,7 @@
 mod admin;
 mod connect;
 mod disconnect;
+mod flow;
 mod publish;
 mod retained;
 mod shared;
@@ -199,6 +218,16 @@ pub struct Stats {
     /// because no other member of the group was left to take them (or the
     /// one chosen may not read the topic, as when routing).
     pub dropped_no_shared_member: u64,
+    /// QoS 1 and 2 messages queued over a connected session's queue limits:
+    /// with `queue_full = "slow_publisher"`, their publisher's
+    /// acknowledgement held back; or handed over from a shared
+    /// subscription's member that went away.
+    pub queued_over_limit: u64,
+    /// PUBACKs and PUBRECs held back: for a message queued over a limit,
+    /// or behind such an acknowledgement on the same connection.
+    pub acks_held: u64,
+    /// Times a connection's acknowledgements started being held back.
+    pub held_episodes: u64,
 }
 
 /// A transport connection the core knows about.
@@ -253,6 +282,8 @@ pub struct Broker {
     /// generation they were parked at; entries for sessions since resumed
     /// or ended are skipped and pruned.
     parked: VecDeque<(SessionId, u64)>,
+    /// Publishers' acknowledgements held back for full queues.
+    flow: flow::Flow,
 }
 
 /// The rate-limited log lines of the core, one limit each.
@@ -264,6 +295,7 @@ struct Logs {
     session_evicted: LogLimit,
     memory_full: LogLimit,
     shared_orphaned: LogLimit,
+    publisher_held: LogLimit,
 }
 
 impl Broker {
@@ -303,6 +335,7 @@ impl Broker {
             logs: Logs::default(),
             parked: VecDeque::new(),
             gauge: MemoryGauge::default(),
+            flow: flow::Flow::default(),
         };
         broker.schedule_sweep(now);
         broker

@@ -101,12 +101,12 @@ impl Broker {
                 QoS::AtLeastOnce => {
                     let mut ack = PubAck::new(pkid, None);
                     ack.reason = PubAckReason::NotAuthorized;
-                    self.send(conn, Packet::PubAck(ack));
+                    self.acknowledge(now, conn, Packet::PubAck(ack), Vec::new());
                 }
                 QoS::ExactlyOnce => {
                     let mut rec = PubRec::new(pkid, None);
                     rec.reason = PubRecReason::NotAuthorized;
-                    self.send(conn, Packet::PubRec(rec));
+                    self.acknowledge(now, conn, Packet::PubRec(rec), Vec::new());
                 }
             }
             return;
@@ -118,7 +118,8 @@ impl Broker {
                 if s.incoming_qos2.contains(&pkid) {
                     // A resent PUBLISH whose PUBREL has not come: it was
                     // already routed, only acknowledge (MQTT-4.3.3-9/-10).
-                    self.send(conn, Packet::PubRec(PubRec::new(pkid, None)));
+                    let rec = Packet::PubRec(PubRec::new(pkid, None));
+                    self.acknowledge(now, conn, rec, Vec::new());
                     return;
                 }
                 if version == MqttVersion::V5 && s.incoming_qos2.len() >= receive_maximum {
@@ -134,11 +135,13 @@ impl Broker {
         let qos = publish.qos;
         // 3.1.1 cannot say no: a refused message is acknowledged as usual
         // and dropped, as Mosquitto does.
+        self.begin_routing(conn, qos, pkid);
         let delivered = if allowed {
             self.publish_message(now, session, &topic, publish)
         } else {
             0
         };
+        let waits_for = self.end_routing();
 
         match qos {
             QoS::AtMostOnce => {}
@@ -147,14 +150,14 @@ impl Broker {
                 if version == MqttVersion::V5 && delivered == 0 {
                     ack.reason = PubAckReason::NoMatchingSubscribers;
                 }
-                self.send(conn, Packet::PubAck(ack));
+                self.acknowledge(now, conn, Packet::PubAck(ack), waits_for);
             }
             QoS::ExactlyOnce => {
                 let mut rec = PubRec::new(pkid, None);
                 if version == MqttVersion::V5 && delivered == 0 {
                     rec.reason = PubRecReason::NoMatchingSubscribers;
                 }
-                self.send(conn, Packet::PubRec(rec));
+                self.acknowledge(now, conn, Packet::PubRec(rec), waits_for);
             }
         }
     }
@@ -193,7 +196,7 @@ impl Broker {
                 if v5 {
                     ack.reason = PubAckReason::QuotaExceeded;
                 }
-                self.send(conn, Packet::PubAck(ack));
+                self.acknowledge(now, conn, Packet::PubAck(ack), Vec::new());
             }
             QoS::ExactlyOnce => {
                 let mut rec = PubRec::new(pkid, None);
@@ -202,7 +205,7 @@ impl Broker {
                 if v5 {
                     rec.reason = PubRecReason::QuotaExceeded;
                 }
-                self.send(conn, Packet::PubRec(rec));
+                self.acknowledge(now, conn, Packet::PubRec(rec), Vec::new());
             }
         }
     }
@@ -349,10 +352,7 @@ impl Broker {
 
     /// Sends a message to a session now if it can, else queues it.
     pub(super) fn deliver(&mut self, now: Instant, session_id: SessionId, queued: Queued) {
-        let limits = QueueLimits {
-            messages: self.config.max_queued_messages,
-            bytes: self.config.max_queued_bytes,
-        };
+        let limits = self.queue_limits();
         // Behind a retained delivery in progress, live messages wait their
         // turn, so that a topic's retained message comes before what was
         // published on it later (MQTT-4.6.0-5 in 5.0, 4.6.0-6 in 3.1.1).
@@ -374,6 +374,12 @@ impl Broker {
             self.transmit(now, session_id, queued);
             return;
         }
+        if online && self.flow.may_go_over(&queued) && !session.has_room_for(&queued, limits) {
+            session.enqueue_over_limit(queued);
+            self.flow.went_over(session_id);
+            self.stats.queued_over_limit += 1;
+            return;
+        }
         if session.enqueue(queued, limits).is_err() {
             self.stats.dropped_queue_full += 1;
             let total = self.stats.dropped_queue_full;
@@ -390,9 +396,18 @@ impl Broker {
         }
     }
 
+    /// How much one session may queue.
+    pub(super) fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.config.max_queued_messages,
+            bytes: self.config.max_queued_bytes,
+        }
+    }
+
     /// Sends queued messages and steps retained deliveries, in order, while
     /// the client's window has room.
     pub(super) fn flush_queue(&mut self, now: Instant, session_id: SessionId) {
+        let limits = self.queue_limits();
         loop {
             let cursor_ahead = self
                 .cursors
@@ -420,12 +435,16 @@ impl Broker {
             let Some(queued) = session.dequeue() else {
                 return;
             };
+            let drained = session.within_limits(limits);
             if let Some(cursors) = self.cursors.get_mut(&session_id) {
                 for cursor in cursors {
                     cursor.ahead = cursor.ahead.saturating_sub(1);
                 }
             }
             self.transmit(now, session_id, queued);
+            if drained {
+                self.release_held(session_id);
+            }
         }
     }
 

@@ -136,6 +136,16 @@ impl Broker {
             // Should this member go away too, the next one gets it.
             shared: vec![filter.clone()],
         };
+        // A message handed over is not lost to a full queue: it goes over
+        // the limits, bounded by what the departed member held.
+        let limits = self.queue_limits();
+        if let Some(session) = self.sessions.get_mut(&member) {
+            if !session.queue.is_empty() && !session.has_room_for(&queued, limits) {
+                session.enqueue_over_limit(queued);
+                self.stats.queued_over_limit += 1;
+                return true;
+            }
+        }
         self.deliver(now, member, queued);
         true
     }

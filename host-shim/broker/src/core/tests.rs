@@ -1567,3 +1567,6 @@ mod retainer {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// Flow control for slow subscribers (`queue_full`).
+mod flow;

@@ -107,6 +107,7 @@ impl Broker {
             return;
         };
         self.cursors.remove(&session_id);
+        self.release_held(session_id);
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {
             self.by_client_id.remove(&session.client_id);
         }

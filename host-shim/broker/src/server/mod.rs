@@ -40,7 +40,9 @@
 //! - **Flow control.** The router reads a socket only when it has handled
 //!   what it read before, one read per socket per turn. When it falls
 //!   behind, bytes wait in the kernel and TCP pushes back on the
-//!   publishers: that is the only flow control a 3.1.1 client gets.
+//!   publishers: that, and the acknowledgements the core holds back while
+//!   a subscriber's queue is full (`queue_full`), is the only flow control
+//!   a 3.1.1 client gets.
 //! - The router carries out the core's actions by writing to each
 //!   connection's *unbounded* outbound channel, so the router never waits on
 //!   a slow subscriber. QoS 1 and 2 traffic is bounded there by the core's

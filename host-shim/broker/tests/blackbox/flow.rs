@@ -1,12 +1,14 @@
 //! Flow control and volume: Receive Maximum in both directions, a burst of
-//! QoS 2 publishes, and 10,000 retained messages through a small in-flight
-//! window.
+//! QoS 2 publishes, 10,000 retained messages through a small in-flight
+//! window, and a publisher slowed to its slow subscriber's pace.
 
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
 use e2e::*;
 use mqtt_broker::BrokerConfig;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// 5.0: the broker announces its Receive Maximum in CONNACK, and a client
@@ -217,5 +219,115 @@ async fn bulk_10000_retained_through_inflight_10_mqtt_3_3_1_6() -> Result<()> {
     sub.no_publish().await?;
     let expected: BTreeSet<String> = (0..N).map(|i| format!("bulk/{i}")).collect();
     assert_eq!(seen, expected);
+    broker.shutdown().await
+}
+
+/// `queue_full = "slow_publisher"` (the default), `max_queued_messages` 100:
+/// a rumqttc publisher with a window of 10 sends 2,000 QoS 1 messages to a
+/// subscriber that stops acknowledging. Once the subscriber's window (100)
+/// and queue (100) are full the broker holds back the PUBACKs, so the
+/// publisher's window fills and it stops sending. When the subscriber
+/// acknowledges again, one message at a time, it gets all 2,000, in order:
+/// none was dropped for the full queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_slows_the_publisher_and_loses_nothing() -> Result<()> {
+    const N: u32 = 2000;
+    const WINDOW: u16 = 10;
+    const SUBSCRIBER_WINDOW: u32 = 100;
+    const QUEUE: u32 = 100;
+    let broker = Broker::with(BrokerConfig {
+        max_inflight: SUBSCRIBER_WINDOW as u16,
+        max_queued_messages: QUEUE as usize,
+        ..config()
+    })
+    .await?;
+    let mut sub = Raw::connected(&broker, &RawConnect::v4("slow-sub")).await?;
+    sub.send(&raw_subscribe(4, 1, "slow/t", 1)).await?;
+    ensure!(sub.recv().await?.kind() == kind::SUBACK);
+
+    // The publisher, counting the PUBLISHes it sent and the PUBACKs it got.
+    let mut opts = v4_opts(&broker, "slow-pub");
+    opts.set_inflight(WINDOW);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, usize::from(WINDOW));
+    let sent = Arc::new(AtomicU32::new(0));
+    let acked = Arc::new(AtomicU32::new(0));
+    let (sent_in, acked_in) = (Arc::clone(&sent), Arc::clone(&acked));
+    let driver = tokio::spawn(async move {
+        while acked_in.load(Ordering::SeqCst) < N {
+            match eventloop.poll().await? {
+                rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)) => {
+                    sent_in.fetch_add(1, Ordering::SeqCst);
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => {
+                    acked_in.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+        Ok::<_, rumqttc::ConnectionError>(())
+    });
+    let producer = tokio::spawn(async move {
+        for i in 0..N {
+            client
+                .publish("slow/t", qos4(1), false, i.to_be_bytes().to_vec())
+                .await?;
+        }
+        // Kept until the end: its event loop stops once no client is left.
+        Ok::<_, rumqttc::ClientError>(client)
+    });
+
+    // Paused: the subscriber takes its window's worth and acknowledges none.
+    let mut received = Vec::new();
+    let mut unacked = Vec::new();
+    while let Some(f) = sub.recv_for(Duration::from_secs(1)).await? {
+        let p = f.publish(false)?;
+        unacked.push(p.pkid);
+        received.push(p.payload);
+    }
+    assert_eq!(
+        received.len() as u32,
+        SUBSCRIBER_WINDOW,
+        "its window, no more"
+    );
+    // The publisher has everything within the limits acknowledged, and then
+    // a full window of PUBLISHes whose PUBACKs are held: it waits.
+    let outstanding = || sent.load(Ordering::SeqCst) - acked.load(Ordering::SeqCst);
+    within("the publisher's window to fill", async {
+        while acked.load(Ordering::SeqCst) < SUBSCRIBER_WINDOW + QUEUE
+            || outstanding() < u32::from(WINDOW)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        (acked.load(Ordering::SeqCst), outstanding()),
+        (SUBSCRIBER_WINDOW + QUEUE, u32::from(WINDOW)),
+        "while the subscriber is paused, the publisher waits with a full window"
+    );
+    assert!(sent.load(Ordering::SeqCst) < N, "the publisher was slowed");
+
+    // Resumed: one acknowledgement per message, as each arrives.
+    for pkid in unacked {
+        sub.send(&raw_ack(kind::PUBACK, pkid)).await?;
+    }
+    within_for(Duration::from_secs(60), "2,000 messages", async {
+        while received.len() < N as usize {
+            let p = sub.recv().await?.publish(false)?;
+            ensure!(!p.dup, "sent once: {p:?}");
+            received.push(p.payload);
+            sub.send(&raw_ack(kind::PUBACK, p.pkid)).await?;
+        }
+        Ok(())
+    })
+    .await??;
+    let expected: Vec<Bytes> = (0..N)
+        .map(|i| Bytes::copy_from_slice(&i.to_be_bytes()))
+        .collect();
+    assert!(received == expected, "all 2,000 messages, in order");
+    within("every PUBACK", driver).await???;
+    let _client = within("every PUBLISH", producer).await???;
+    assert!(sub.recv_for(QUIET).await?.is_none(), "nothing more");
     broker.shutdown().await
 }
