@@ -96,6 +96,7 @@ mod auth;
 mod codec;
 pub mod config;
 mod core;
+mod disk;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -111,9 +112,10 @@ pub use self::core::Stats;
 pub use auth::HashError;
 pub use config::{
     broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
-    RetainConfig, RetainStorage, TlsConfig, User,
+    RetainConfig, RetainStorage, SessionsConfig, TlsConfig, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{
     start, AdminError, BrokerAdmin, BrokerHandle, StartError, TlsSetupError, MAX_PAGE_SIZE,
 };
+pub use session::SessionStoreError;

@@ -6,6 +6,17 @@
 //! for a free in-flight slot (or for the client to come back), and the QoS 2
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
+//!
+//! With `sessions.storage = {"disk": ...}` persistent sessions are also kept
+//! on disk: `stored` has the shapes the core records their changes in and
+//! reads them back as, `disk` the file, which the shell owns.
+
+mod disk;
+mod stored;
+
+pub(crate) use disk::SessionStore;
+pub use disk::SessionStoreError;
+pub(crate) use stored::{SessionMeta, SessionRecord, SessionWrites, StoredInflight, StoredQueued};
 
 use super::auth::Grants;
 use super::memory::MemoryGauge;
@@ -68,7 +79,7 @@ pub struct QueueLimits {
 // Most entries are PUBLISHes; boxing them would add an allocation per
 // message in flight to shrink the release step.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept so it
     /// can be sent again with DUP set when the session resumes.
@@ -78,7 +89,8 @@ pub enum Inflight {
 }
 
 impl Inflight {
-    fn pkid(&self) -> u16 {
+    /// Its packet identifier.
+    pub fn pkid(&self) -> u16 {
         match self {
             Inflight::Publish(publish) => publish.pkid,
             Inflight::Release(pkid) => *pkid,
@@ -140,7 +152,8 @@ pub struct Session {
     pub grants: Option<Arc<Grants>>,
     /// The broker's gauge, which `queued_live_bytes` is part of.
     pub gauge: MemoryGauge,
-    next_pkid: u16,
+    /// The last packet identifier handed out.
+    pub next_pkid: u16,
 }
 
 impl Drop for Session {

@@ -80,6 +80,7 @@ impl Broker {
         let generation = session.generation;
         let expiry = session.expiry_interval;
         let will = c.will.filter(|_| publish_will);
+        self.journal_parked(now, session_id);
 
         if let Some(will) = will {
             let delay = will
@@ -116,7 +117,7 @@ impl Broker {
 
     /// Ends the sessions parked longest while more than
     /// `max_parked_sessions` are parked.
-    fn evict_parked(&mut self, now: Instant) {
+    pub(super) fn evict_parked(&mut self, now: Instant) {
         let max = self.config.max_parked_sessions;
         let is_parked = |sessions: &HashMap<SessionId, Session>,
                          (id, generation): (SessionId, u64)| {

@@ -103,6 +103,7 @@
 mod admin;
 mod connect;
 mod disconnect;
+mod persist;
 mod publish;
 mod retained;
 mod subscribe;
@@ -119,7 +120,7 @@ use super::config::{BrokerConfig, RetainStorage};
 use super::log_limit::LogLimit;
 use super::memory::MemoryGauge;
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
-use super::session::{Session, Will};
+use super::session::{Session, SessionWrites, Will};
 use super::trie::{Match, SubscriptionTrie};
 use super::types::SessionId;
 use mqtt_topic::{MqttVersion, TopicName};
@@ -226,6 +227,9 @@ pub struct Broker {
     /// generation they were parked at; entries for sessions since resumed
     /// or ended are skipped and pruned.
     parked: VecDeque<(SessionId, u64)>,
+    /// With `sessions.storage = {"disk": ...}`, the changes of persistent
+    /// sessions recorded for the disk.
+    journal: Option<persist::Journal>,
 }
 
 /// The rate-limited log lines of the core, one limit each.
@@ -253,6 +257,10 @@ impl Broker {
             RetainStorage::Disk(_) => RetainedStore::persistent(),
         };
         retained.load(loaded, now, wall);
+        let journal = match config.sessions.storage {
+            RetainStorage::Memory => None,
+            RetainStorage::Disk(_) => Some(persist::Journal::default()),
+        };
         let mut broker = Broker {
             auth: Auth::inline(&config),
             config,
@@ -275,6 +283,7 @@ impl Broker {
             logs: Logs::default(),
             parked: VecDeque::new(),
             gauge: MemoryGauge::default(),
+            journal,
         };
         broker.schedule_sweep(now);
         broker
@@ -313,7 +322,9 @@ impl Broker {
                 let Some(session) = c.session else {
                     return;
                 };
+                let mark = self.journal_mark(&packet);
                 self.handle_packet(now, conn, session, packet);
+                self.journal_waits(conn, mark);
             }
         }
     }
@@ -380,7 +391,7 @@ impl Broker {
     }
 
     /// Disconnects every client (5.0: reason 0x8B Server shutting down).
-    pub fn handle_shutdown(&mut self, _now: Instant) {
+    pub fn handle_shutdown(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if let Some(c) = self.conns.remove(&conn) {
@@ -394,6 +405,9 @@ impl Broker {
                 }
                 if let Some(s) = c.session.and_then(|s| self.sessions.get_mut(&s)) {
                     s.conn = None;
+                }
+                if let Some(session) = c.session {
+                    self.journal_parked(now, session);
                 }
             }
             self.actions.push_back(Action::Close(conn));
@@ -414,13 +428,27 @@ impl Broker {
         self.retained.take_writes()
     }
 
+    /// The session changes not yet handed out, with disk session storage:
+    /// the shell writes them to disk before it carries out any action, as
+    /// the retained changes. `None` when there are none, and always with
+    /// memory storage.
+    #[must_use]
+    pub fn poll_session_writes(&mut self) -> Option<SessionWrites> {
+        self.take_session_writes()
+    }
+
     /// The next action for the shell, in order. Call
-    /// [`Broker::poll_retained_writes`] first.
+    /// [`Broker::poll_retained_writes`] and [`Broker::poll_session_writes`]
+    /// first.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         debug_assert!(
             self.actions.is_empty() || !self.retained.has_writes(),
             "actions polled before the retained writes they may acknowledge"
+        );
+        debug_assert!(
+            self.actions.is_empty() || !self.has_session_writes(),
+            "actions polled before the session writes they may acknowledge"
         );
         self.actions.pop_front()
     }
