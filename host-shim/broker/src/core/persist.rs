@@ -17,12 +17,13 @@ use super::retained::wall_time;
 use super::timers::Timer;
 use super::{Broker, ConnId};
 use crate::session::{
-    QueueLimits, Queued, Session, SessionMeta, SessionRecord, SessionWrites, StoredInflight,
-    StoredQueued,
+    Inflight, QueueLimits, Queued, Session, SessionMeta, SessionRecord, SessionWrites,
+    StoredInflight, StoredQueued,
 };
 use crate::types::SessionId;
 use mqtt_topic::{MqttVersion, TopicFilter};
 use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -106,15 +107,16 @@ impl Broker {
 
     /// Taken before `packet` is handled, for [`Broker::journal_waits`]:
     /// `None` without disk storage, or when the packet's acknowledgement
-    /// promises nothing about the disk (only PUBLISH, PUBREL, SUBSCRIBE
-    /// and UNSUBSCRIBE are acknowledged for changes they make).
+    /// promises nothing about the disk (only a QoS 1 or 2 PUBLISH, PUBREL,
+    /// SUBSCRIBE and UNSUBSCRIBE are acknowledged for changes they make).
     pub(super) fn journal_mark(&self, packet: &Packet) -> Option<u64> {
         let journal = self.journal.as_ref()?;
-        matches!(
-            packet,
-            Packet::Publish(_) | Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_)
-        )
-        .then_some(journal.changes)
+        let promises = match packet {
+            Packet::Publish(publish) => publish.qos != QoS::AtMostOnce,
+            Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => true,
+            _ => false,
+        };
+        promises.then_some(journal.changes)
     }
 
     /// `conn`'s acknowledgement waits for the changes made since `mark`, if
@@ -258,13 +260,22 @@ impl Broker {
                 inflight: inflight.clone(),
             }
         });
+        if matches!(
+            entry,
+            Some(StoredInflight {
+                inflight: Inflight::Publish(_),
+                ..
+            })
+        ) {
+            // Sent: the last packet identifier handed out, in the session's
+            // own record, changed.
+            journal.meta.insert(session_id);
+        }
         journal
             .writes
             .changes(session_id, &session.client_id)
             .inflight
             .insert(pkid, entry);
-        // The last packet identifier handed out is in the session's record.
-        journal.meta.insert(session_id);
         journal.changes += 1;
     }
 

@@ -311,15 +311,23 @@ fn write(txn: &WriteTransaction, orphans: &[String], writes: &SessionWrites) -> 
                 tables.incoming.remove((client, pkid)).map_err(storage)?;
             }
         }
+        // A message rumqttc cannot encode is left out (logged) rather than
+        // failing every write from now on; it stays in memory.
         for (&pkid, inflight) in &changes.inflight {
-            match inflight {
-                Some(inflight) => {
-                    value.clear();
-                    encode_inflight((client, pkid), inflight, &mut value)?;
+            value.clear();
+            let encoded = inflight
+                .as_ref()
+                .map(|inflight| encode_inflight((client, pkid), inflight, &mut value));
+            match encoded {
+                Some(Ok(())) => {
                     tables
                         .inflight
                         .insert((client, pkid), &value[..])
                         .map_err(storage)?;
+                }
+                Some(Err(reason)) => {
+                    tracing::error!(client, pkid, "message in flight not stored: {reason}");
+                    tables.inflight.remove((client, pkid)).map_err(storage)?;
                 }
                 None => {
                     tables.inflight.remove((client, pkid)).map_err(storage)?;
@@ -330,11 +338,17 @@ fn write(txn: &WriteTransaction, orphans: &[String], writes: &SessionWrites) -> 
             match queued {
                 Some(queued) => {
                     value.clear();
-                    encode_queued((client, seq), queued, &mut value)?;
-                    tables
-                        .queue
-                        .insert((client, seq), &value[..])
-                        .map_err(storage)?;
+                    match encode_queued((client, seq), queued, &mut value) {
+                        Ok(()) => {
+                            tables
+                                .queue
+                                .insert((client, seq), &value[..])
+                                .map_err(storage)?;
+                        }
+                        Err(reason) => {
+                            tracing::error!(client, seq, "queued message not stored: {reason}");
+                        }
+                    }
                 }
                 None => {
                     tables.queue.remove((client, seq)).map_err(storage)?;
