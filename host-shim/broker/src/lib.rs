@@ -38,8 +38,8 @@
 //!   - `codec/connect.rs`: CONNECT, which fixes the protocol version.
 //!   - `codec/v5.rs`, `codec/v311.rs`: each version's packets, both ways.
 //! - `core`: the broker as a state machine without I/O. Events go in
-//!   through `handle_*`, packets to send and retained changes to write come
-//!   out of `poll_*`, and time is passed in.
+//!   through `handle_*`, packets to send and retained and session changes
+//!   to write come out of `poll_*`, and time is passed in.
 //!   - `core/mod.rs`: the state, the inputs and outputs, the dispatch.
 //!   - `core/connect.rs`: CONNECT, authentication, CONNACK, sessions
 //!     created or resumed.
@@ -53,14 +53,25 @@
 //!     attachment.
 //!   - `core/timers.rs`: keep alive, wills, session expiry, retained sweep.
 //!   - `core/admin.rs`: retained messages for the management API.
+//!   - `core/persist.rs`: sessions on disk: the changes of persistent
+//!     sessions recorded for the shell, and the sessions read at start
+//!     loaded, parked.
 //! - `session`: one client's state: subscriptions, packet identifiers, the
 //!   in-flight window and the queue behind it.
+//!   - `session/stored.rs`: what of a session is kept on disk: the changes
+//!     the core records, the sessions read back.
+//!   - `session/disk.rs`: the session store's `redb` tables, read at start
+//!     and written by the shell.
 //! - `trie`: the subscription trie, shared subscriptions included.
 //! - `retained`: the retained message store with wildcard lookup, expiry
 //!   and resumable walks in topic order, each costing what it finds, not
 //!   what is left; it records changes for the disk but does no I/O.
 //!   - `retained/disk.rs`: the `redb` file, read at start and written by
 //!     the shell.
+//! - `disk`: what the stores on disk share: one database per file (the
+//!   retained and the session store may share one), the guard against
+//!   redb's panics on damaged files, value checksums, PUBLISH packets as
+//!   stored.
 //! - `server`: the thin tokio shell.
 //!   - `server/start.rs`: [`start`].
 //!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
@@ -72,10 +83,10 @@
 //!   - `server/transport.rs`: a connection's byte stream, plain TCP or
 //!     TLS, split into the halves the router and the writer use.
 //!   - `server/router.rs`: the router task, which owns the core, the
-//!     retained store's file and the read side of every connection; it
-//!     reads the connections in the order their sockets became readable,
-//!     and writes retained changes before the acknowledgements that depend
-//!     on them (group commit).
+//!     stores' files and the read side of every connection; it reads the
+//!     connections in the order their sockets became readable, and writes
+//!     retained and session changes before the acknowledgements that
+//!     depend on them (group commit).
 //!   - `server/reader.rs`: one connection's read side as the router waits
 //!     on it: readiness in arrival order, the CONNECT deadline, the
 //!     lingering read after a close.

@@ -10,7 +10,8 @@
 //! # Calling it
 //!
 //! - Construction: [`Broker::new`], with the retained messages the shell
-//!   read from disk.
+//!   read from disk, then `with_auth`, `with_gauge` and
+//!   [`Broker::with_sessions`], with the sessions it read.
 //! - Inputs: [`Broker::handle_frame`] for each decoded packet,
 //!   [`Broker::handle_malformed`] when a connection's bytes cannot be decoded,
 //!   [`Broker::handle_written`] when [`Action::SendPaced`] messages have
@@ -21,11 +22,14 @@
 //!   1. [`Broker::poll_retained_writes`]: with disk storage, the retained
 //!      changes made since the last call. The shell writes them to disk, in
 //!      one transaction, before anything else.
-//!   2. [`Broker::poll_action`] until it returns `None`: the actions, which
+//!   2. [`Broker::poll_session_writes`]: the same for the changes of
+//!      persistent sessions, with disk session storage.
+//!   3. [`Broker::poll_action`] until it returns `None`: the actions, which
 //!      the shell carries out in order.
 //!
 //!   The order is what keeps the rule that a PUBACK or PUBREC for a
-//!   retained PUBLISH goes out only once the message is on disk.
+//!   retained PUBLISH, or for one queued for a persistent session, goes
+//!   out only once the message is on disk.
 //! - [`Broker::poll_timeout`] may change after any input.
 //! - Time passed in must never go backwards.
 //!
@@ -80,6 +84,44 @@
 //!   passed in at construction (so tests stay deterministic); a wall clock
 //!   stepped later does not skew the core.
 //!
+//! # Sessions on disk
+//!
+//! - Storing: with `sessions.storage = {"disk": ...}` every persistent
+//!   session (5.0 Session Expiry Interval above 0, 3.1.1 Clean Session 0)
+//!   is also kept on disk: its client identifier, protocol, expiry interval
+//!   and the time its client disconnected; its subscriptions with their
+//!   options; the QoS 1 and 2 messages in flight to it (the PUBLISH with
+//!   its packet identifier, or the PUBREL awaiting PUBCOMP); its queued
+//!   messages (with their QoS, RETAIN, subscription identifiers and expiry
+//!   on the wall clock); the QoS 2 packet identifiers from its client that
+//!   wait for a PUBREL; and its packet identifier counter. Sessions that
+//!   end with their connection are never written. A will waiting for its
+//!   delay is not kept, nor a retained delivery to a new subscription in
+//!   progress (the retained messages stay in the retained store).
+//! - Writes: each change is a pending write of the entry it changed (a
+//!   queued message, a message in flight, a subscription, a packet
+//!   identifier, the session's own small record), never the session
+//!   whole, except when a CONNECT makes it persistent; handed out by
+//!   [`Broker::poll_session_writes`] with the connections whose
+//!   acknowledgements in the batch depend on them. As for retained
+//!   messages, the shell writes a batch's changes in one transaction before
+//!   it carries out the batch's actions, so a PUBACK or PUBREC to a
+//!   publisher whose message was queued for a persistent session, a PUBREC
+//!   for a QoS 2 PUBLISH from one (its packet identifier is kept, so a
+//!   resend after a crash is recognised), a PUBCOMP, SUBACK or UNSUBACK
+//!   leave once what they acknowledge is on disk. With memory storage
+//!   nothing is recorded.
+//! - Loading: [`Broker::with_sessions`] takes the sessions the shell read
+//!   at start, parked. Expiry counts from when the client disconnected, on
+//!   the wall clock; a session whose client was connected when the broker
+//!   stopped without a shutdown (a crash, a kill) counts from the restart.
+//!   Sessions, and queued messages, that expired while the broker was down
+//!   are dropped (the messages counted in [`Stats::dropped_expired`]);
+//!   `persistent_client_expiration`, `max_session_expiry`,
+//!   `max_parked_sessions` and the queue limits apply as configured now. A
+//!   resumed session sends its messages in flight again with DUP, as one
+//!   resumed from memory does.
+//!
 //! # Layout
 //!
 //! Each file holds one `impl Broker` block with one job:
@@ -98,7 +140,9 @@
 //! - `timers`: keep alive, will delay, session expiry and the retained
 //!   sweep;
 //! - `admin`: retained messages listed, read, deleted and counted for the
-//!   management API.
+//!   management API;
+//! - `persist`: sessions on disk: their changes recorded, and the sessions
+//!   read at start loaded.
 
 mod admin;
 mod connect;

@@ -362,7 +362,7 @@ impl Broker {
     /// `max_parked_sessions` ends the sessions parked longest. `now` and
     /// `wall` are the same moment on both clocks. Call it after
     /// [`Broker::with_auth`] and [`Broker::with_gauge`].
-    pub(crate) fn with_sessions(
+    pub fn with_sessions(
         mut self,
         mut records: Vec<SessionRecord>,
         now: Instant,
