@@ -414,8 +414,8 @@ pub struct SessionsConfig {
     /// identifiers awaiting PUBREL. An acknowledgement that depends on a
     /// session's change (a PUBACK or PUBREC for a message queued for a
     /// persistent session, for one) goes out only once the change is on
-    /// disk. The same file as `retain.storage` holds both. Default
-    /// `"memory"`.
+    /// disk. It may name the `retain.storage` file: one file then holds
+    /// both. Default `"memory"`.
     pub storage: RetainStorage,
 }
 
