@@ -411,3 +411,289 @@ fn memory_storage_records_nothing() {
     assert!(h.broker.journal.is_none());
     assert!(h.broker.poll_session_writes().is_none());
 }
+
+/// What of a session must read back the same from disk.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    version: MqttVersion,
+    expiry: u32,
+    last_pkid: u16,
+    subscriptions: Vec<(String, crate::types::SubOptions)>,
+    incoming: std::collections::BTreeSet<u16>,
+    /// PUBLISHes in flight, in the order sent: packet identifier, payload.
+    publishes: Vec<(u16, Bytes)>,
+    /// PUBRELs awaiting PUBCOMP.
+    releases: std::collections::BTreeSet<u16>,
+    /// Queued: payload, QoS, RETAIN, subscription identifiers.
+    queue: Vec<(Bytes, QoS, bool, Vec<usize>)>,
+}
+
+/// Every persistent session of `h`'s core, by client identifier.
+fn persistent(h: &Harness) -> std::collections::BTreeMap<String, Summary> {
+    use crate::session::Inflight;
+    h.broker
+        .sessions
+        .values()
+        .filter(|s| s.expiry_interval > 0)
+        .map(|s| {
+            let mut subscriptions: Vec<_> = s
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.as_str().to_owned(), o.clone()))
+                .collect();
+            subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+            let summary = Summary {
+                version: s.version,
+                expiry: s.expiry_interval,
+                last_pkid: s.next_pkid,
+                subscriptions,
+                incoming: s.incoming_qos2.iter().copied().collect(),
+                publishes: s
+                    .inflight
+                    .iter()
+                    .filter_map(|i| match i {
+                        Inflight::Publish(p) => Some((p.pkid, p.payload.clone())),
+                        Inflight::Release(_) => None,
+                    })
+                    .collect(),
+                releases: s
+                    .inflight
+                    .iter()
+                    .filter_map(|i| match i {
+                        Inflight::Release(pkid) => Some(*pkid),
+                        Inflight::Publish(_) => None,
+                    })
+                    .collect(),
+                queue: s
+                    .queue
+                    .iter()
+                    .map(|q| {
+                        let payload = q.message.publish.payload.clone();
+                        (payload, q.qos, q.retain, q.subscription_ids.clone())
+                    })
+                    .collect(),
+            };
+            (s.client_id.clone(), summary)
+        })
+        .collect()
+}
+
+/// One step of a client of [`what_is_stored_reads_back_as_it_was`].
+#[derive(Debug, Clone)]
+enum Step {
+    Connect {
+        client: usize,
+        v5: bool,
+        clean: bool,
+        expiry: Option<u32>,
+    },
+    Subscribe {
+        client: usize,
+        filter: &'static str,
+        qos: u8,
+        id: Option<usize>,
+    },
+    Unsubscribe {
+        client: usize,
+        filter: &'static str,
+    },
+    Publish {
+        client: usize,
+        topic: &'static str,
+        qos: u8,
+        pkid: u16,
+    },
+    PubRel {
+        client: usize,
+        pkid: u16,
+    },
+    /// Acknowledge everything sent to the client so far.
+    Ack {
+        client: usize,
+    },
+    Close {
+        client: usize,
+    },
+    Advance {
+        secs: u64,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let client = 0..3_usize;
+    let filter = prop_oneof![Just("t/a"), Just("t/#"), Just("$share/g/t/a"), Just("u")];
+    let topic = prop_oneof![Just("t/a"), Just("t/b"), Just("u")];
+    // Mostly persistent sessions, resumed: the interesting ones here.
+    let clean = prop_oneof![3 => Just(false), 1 => Just(true)];
+    let expiry = prop_oneof![3 => Just(Some(600)), 1 => Just(None), 1 => Just(Some(0))];
+    prop_oneof![
+        3 => (client.clone(), any::<bool>(), clean, expiry).prop_map(
+            |(client, v5, clean, expiry)| Step::Connect {
+                client,
+                v5,
+                clean,
+                expiry
+            }
+        ),
+        3 => (
+            client.clone(),
+            filter.clone(),
+            0..3_u8,
+            prop::option::of(1..4_usize)
+        )
+            .prop_map(|(client, filter, qos, id)| Step::Subscribe {
+                client,
+                filter,
+                qos,
+                id
+            }),
+        1 => (client.clone(), filter)
+            .prop_map(|(client, filter)| Step::Unsubscribe { client, filter }),
+        8 => (client.clone(), topic, 0..3_u8, 1..4_u16).prop_map(|(client, topic, qos, pkid)| {
+            Step::Publish {
+                client,
+                topic,
+                qos,
+                pkid,
+            }
+        }),
+        1 => (client.clone(), 1..4_u16).prop_map(|(client, pkid)| Step::PubRel { client, pkid }),
+        2 => client.clone().prop_map(|client| Step::Ack { client }),
+        2 => client.prop_map(|client| Step::Close { client }),
+        1 => prop_oneof![3 => Just(1_u64), 1 => Just(300), 1 => Just(700)]
+            .prop_map(|secs| Step::Advance { secs }),
+    ]
+}
+
+/// Runs `steps` on a core storing sessions in a new file; returns the
+/// persistent sessions it holds at the end, and those a core started on the
+/// file after a kill (at the same wall-clock time) holds.
+fn run_and_reload(
+    name: &str,
+    steps: &[Step],
+) -> (
+    std::collections::BTreeMap<String, Summary>,
+    std::collections::BTreeMap<String, Summary>,
+) {
+    let path = temp_path(name);
+    // A small window, so that messages queue behind it while online too.
+    let config = BrokerConfig {
+        max_inflight: 2,
+        ..on_disk(&path)
+    };
+    let mut h = start(config.clone(), WALL);
+    let started = h.now;
+    let mut conns: [Option<ConnId>; 3] = [None; 3];
+    let mut next_conn = 1;
+    let mut message = 0_u32;
+    for step in steps {
+        match *step {
+            Step::Connect {
+                client,
+                v5,
+                clean,
+                expiry,
+            } => {
+                let conn = next_conn;
+                next_conn += 1;
+                let version = if v5 { V5 } else { V3 };
+                h.connect(conn, version, &format!("c{client}"), clean, expiry);
+                h.take(conn);
+                conns[client] = Some(conn);
+            }
+            Step::Subscribe {
+                client,
+                filter: path,
+                qos,
+                id,
+            } => {
+                if let Some(conn) = conns[client] {
+                    let v5 = h.broker.conns.get(&conn).map(|c| c.version) == Some(V5);
+                    // What came before the SUBACK waits for `Ack` too.
+                    let mut before = h.take(conn);
+                    h.subscribe(conn, filter(path, qos_from(qos)), id.filter(|_| v5));
+                    before.extend(h.take(conn));
+                    h.out.insert(conn, before);
+                }
+            }
+            Step::Unsubscribe { client, filter } => {
+                if let Some(conn) = conns[client] {
+                    let unsubscribe = Unsubscribe {
+                        pkid: 1,
+                        filters: vec![filter.to_owned()],
+                        properties: None,
+                    };
+                    h.packet(conn, Packet::Unsubscribe(unsubscribe));
+                }
+            }
+            Step::Publish {
+                client,
+                topic,
+                qos,
+                pkid,
+            } => {
+                if let Some(conn) = conns[client] {
+                    message += 1;
+                    let qos = qos_from(qos);
+                    let payload = Bytes::from(message.to_string());
+                    let mut p = Publish::new(topic, qos, payload, None);
+                    p.pkid = if qos == QoS::AtMostOnce { 0 } else { pkid };
+                    h.packet(conn, Packet::Publish(p));
+                }
+            }
+            Step::PubRel { client, pkid } => {
+                if let Some(conn) = conns[client] {
+                    h.packet(conn, Packet::PubRel(PubRel::new(pkid, None)));
+                }
+            }
+            Step::Ack { client } => {
+                if let Some(conn) = conns[client] {
+                    for packet in h.take(conn) {
+                        let ack = match packet {
+                            Packet::Publish(p) if p.qos == QoS::AtLeastOnce => {
+                                Packet::PubAck(PubAck::new(p.pkid, None))
+                            }
+                            Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                                Packet::PubRec(PubRec::new(p.pkid, None))
+                            }
+                            Packet::PubRel(r) => Packet::PubComp(PubComp::new(r.pkid, None)),
+                            _ => continue,
+                        };
+                        h.packet(conn, ack);
+                    }
+                }
+            }
+            Step::Close { client } => {
+                if let Some(conn) = conns[client].take() {
+                    h.broker.handle_closed(h.now, conn);
+                    h.drain();
+                }
+            }
+            Step::Advance { secs } => h.advance(Duration::from_secs(secs)),
+        }
+    }
+    let live = persistent(&h);
+    let elapsed = (h.now - started).as_secs();
+    drop(h);
+    let h = start(config, WALL + elapsed);
+    let loaded = persistent(&h);
+    drop(h);
+    let _ = std::fs::remove_file(&path);
+    (live, loaded)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever clients do, the sessions a core reads back after a kill are
+    /// the persistent sessions the killed core held: every change reached
+    /// the disk, and nothing else did.
+    #[test]
+    fn what_is_stored_reads_back_as_it_was(
+        steps in proptest::collection::vec(step(), 1..100),
+    ) {
+        let (live, loaded) = run_and_reload("property", &steps);
+        proptest::prop_assert_eq!(live, loaded);
+    }
+}
