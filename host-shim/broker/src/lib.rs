@@ -38,8 +38,8 @@
 //!   - `codec/connect.rs`: CONNECT, which fixes the protocol version.
 //!   - `codec/v5.rs`, `codec/v311.rs`: each version's packets, both ways.
 //! - `core`: the broker as a state machine without I/O. Events go in
-//!   through `handle_*`, packets to send and retained changes to write come
-//!   out of `poll_*`, and time is passed in.
+//!   through `handle_*`, packets to send and retained and session changes
+//!   to write come out of `poll_*`, and time is passed in.
 //!   - `core/mod.rs`: the state, the inputs and outputs, the dispatch.
 //!   - `core/connect.rs`: CONNECT, authentication, CONNACK, sessions
 //!     created or resumed.
@@ -57,14 +57,25 @@
 //!     messages handed to another member of the group.
 //!   - `core/timers.rs`: keep alive, wills, session expiry, retained sweep.
 //!   - `core/admin.rs`: retained messages for the management API.
+//!   - `core/persist.rs`: sessions on disk: the changes of persistent
+//!     sessions recorded for the shell, and the sessions read at start
+//!     loaded, parked.
 //! - `session`: one client's state: subscriptions, packet identifiers, the
 //!   in-flight window and the queue behind it.
+//!   - `session/stored.rs`: what of a session is kept on disk: the changes
+//!     the core records, the sessions read back.
+//!   - `session/disk.rs`: the session store's `redb` tables, read at start
+//!     and written by the shell.
 //! - `trie`: the subscription trie, shared subscriptions included.
 //! - `retained`: the retained message store with wildcard lookup, expiry
 //!   and resumable walks in topic order, each costing what it finds, not
 //!   what is left; it records changes for the disk but does no I/O.
 //!   - `retained/disk.rs`: the `redb` file, read at start and written by
 //!     the shell.
+//! - `disk`: what the stores on disk share: one database per file (the
+//!   retained and the session store may share one), the guard against
+//!   redb's panics on damaged files, value checksums, PUBLISH packets as
+//!   stored.
 //! - `server`: the thin tokio shell.
 //!   - `server/start.rs`: [`start`].
 //!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
@@ -76,10 +87,10 @@
 //!   - `server/transport.rs`: a connection's byte stream, plain TCP or
 //!     TLS, split into the halves the router and the writer use.
 //!   - `server/router.rs`: the router task, which owns the core, the
-//!     retained store's file and the read side of every connection; it
-//!     reads the connections in the order their sockets became readable,
-//!     and writes retained changes before the acknowledgements that depend
-//!     on them (group commit).
+//!     stores' files and the read side of every connection; it reads the
+//!     connections in the order their sockets became readable, and writes
+//!     retained and session changes before the acknowledgements that
+//!     depend on them (group commit).
 //!   - `server/reader.rs`: one connection's read side as the router waits
 //!     on it: readiness in arrival order, the CONNECT deadline, the
 //!     lingering read after a close.
@@ -100,6 +111,7 @@ mod auth;
 mod codec;
 pub mod config;
 mod core;
+mod disk;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -115,9 +127,10 @@ pub use self::core::Stats;
 pub use auth::HashError;
 pub use config::{
     broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
-    QueueFullPolicy, RetainConfig, RetainStorage, TlsConfig, User,
+    QueueFullPolicy, RetainConfig, RetainStorage, SessionsConfig, TlsConfig, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{
     start, AdminError, BrokerAdmin, BrokerHandle, StartError, TlsSetupError, MAX_PAGE_SIZE,
 };
+pub use session::SessionStoreError;

@@ -6,6 +6,17 @@
 //! for a free in-flight slot (or for the client to come back), and the QoS 2
 //! packet identifiers received from it that still wait for a PUBREL. It does
 //! no routing and no I/O; the core drives it.
+//!
+//! With `sessions.storage = {"disk": ...}` persistent sessions are also kept
+//! on disk: `stored` has the shapes the core records their changes in and
+//! reads them back as, `disk` the file, which the shell owns.
+
+mod disk;
+mod stored;
+
+pub(crate) use disk::SessionStore;
+pub use disk::SessionStoreError;
+pub(crate) use stored::{SessionMeta, SessionRecord, SessionWrites, StoredInflight, StoredQueued};
 
 use super::auth::Grants;
 use super::memory::MemoryGauge;
@@ -20,7 +31,7 @@ use std::time::Instant;
 
 /// A message as the router hands it to sessions: shared by every subscriber,
 /// so the payload is never copied per subscriber.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Message {
     /// The PUBLISH as received, topic resolved, without topic alias,
     /// subscription identifiers or packet identifier.
@@ -73,7 +84,7 @@ pub struct QueueLimits {
 // Most entries are PUBLISHes; boxing them would add an allocation per
 // message in flight to shrink the release step.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept so it
     /// can be sent again with DUP set when the session resumes; with the
@@ -85,7 +96,8 @@ pub enum Inflight {
 }
 
 impl Inflight {
-    fn pkid(&self) -> u16 {
+    /// Its packet identifier.
+    pub fn pkid(&self) -> u16 {
         match self {
             Inflight::Publish(publish, _) => publish.pkid,
             Inflight::Release(pkid) => *pkid,
@@ -96,7 +108,7 @@ impl Inflight {
 /// A message given to this session by shared subscriptions and not yet
 /// received by the client: what another member of each group needs, should
 /// the session end first (MQTT 5.0 section 4.8.2).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SharedDelivery {
     /// The message as published (a PUBLISH in flight to a 3.1.1 client has
     /// lost its properties).
@@ -160,7 +172,8 @@ pub struct Session {
     pub grants: Option<Arc<Grants>>,
     /// The broker's gauge, which `queued_live_bytes` is part of.
     pub gauge: MemoryGauge,
-    next_pkid: u16,
+    /// The last packet identifier handed out.
+    pub next_pkid: u16,
 }
 
 impl Drop for Session {

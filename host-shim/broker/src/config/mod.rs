@@ -282,6 +282,8 @@ pub struct BrokerConfig {
     pub acl_file: Option<PathBuf>,
     /// Retained message options.
     pub retain: RetainConfig,
+    /// Session options.
+    pub sessions: SessionsConfig,
     /// A TLS listener beside the plain TCP one, on the same `host`. Default
     /// none: plain TCP only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -414,7 +416,8 @@ pub enum QueueFullPolicy {
     Drop,
 }
 
-/// Where retained messages are stored.
+/// Where the broker keeps what it stores: retained messages
+/// (`retain.storage`) or sessions (`sessions.storage`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetainStorage {
@@ -424,6 +427,22 @@ pub enum RetainStorage {
     /// In memory and in a database file at this path (created if missing),
     /// loaded back at start.
     Disk(PathBuf),
+}
+
+/// Session options.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Where persistent sessions (5.0 Session Expiry Interval above 0,
+    /// 3.1.1 Clean Session 0) are kept: `"memory"`, or `{"disk": "PATH"}`
+    /// for a database file that survives restarts and crashes: the
+    /// subscriptions, the messages in flight and queued, the QoS 2 packet
+    /// identifiers awaiting PUBREL. An acknowledgement that depends on a
+    /// session's change (a PUBACK or PUBREC for a message queued for a
+    /// persistent session, for one) goes out only once the change is on
+    /// disk. It may name the `retain.storage` file: one file then holds
+    /// both. Default `"memory"`.
+    pub storage: RetainStorage,
 }
 
 impl Default for BrokerConfig {
@@ -460,6 +479,7 @@ impl Default for BrokerConfig {
             password_file: None,
             acl_file: None,
             retain: RetainConfig::default(),
+            sessions: SessionsConfig::default(),
             tls: None,
         }
     }
@@ -580,6 +600,7 @@ struct ConfigFile {
     acl_file: Option<PathBuf>,
     #[serde(default)]
     retain: RetainFile,
+    sessions: Option<SessionsConfig>,
     tls: Option<TlsConfig>,
 }
 
@@ -652,6 +673,9 @@ impl From<ConfigFile> for BrokerConfig {
         if file.tls.is_some() {
             config.tls = file.tls;
         }
+        if let Some(sessions) = file.sessions {
+            config.sessions = sessions;
+        }
         let retain = file.retain;
         overlay!(
             config.retain,
@@ -719,6 +743,18 @@ mod tests {
         );
         let config = BrokerConfig::from_json(r#"{"retain": {"storage": "memory"}}"#).unwrap();
         assert_eq!(config.retain.storage, RetainStorage::Memory);
+        let config =
+            BrokerConfig::from_json(r#"{"sessions": {"storage": {"disk": "/tmp/s.redb"}}}"#)
+                .unwrap();
+        assert_eq!(
+            config.sessions.storage,
+            RetainStorage::Disk(PathBuf::from("/tmp/s.redb"))
+        );
+        assert_eq!(config.retain.storage, RetainStorage::Memory);
+        let err = BrokerConfig::from_json(r#"{"sessions": {"store": "memory"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store"), "{err}");
 
         let err = BrokerConfig::from_json("{\n \"retain\": {\"colour\": 1}}")
             .unwrap_err()

@@ -96,12 +96,7 @@ impl Broker {
         } else if connect.clean_start {
             0
         } else {
-            // 3.1.1 persistent sessions have no expiry of their own:
-            // `persistent_client_expiration` gives them one.
-            match self.config.persistent_client_expiration {
-                0 => self.config.max_session_expiry,
-                secs => secs.min(self.config.max_session_expiry),
-            }
+            self.persistent_expiry()
         };
 
         // Session takeover (MQTT-3.1.4-2, 5.0 MQTT-3.1.4-3).
@@ -162,6 +157,7 @@ impl Broker {
             session.pending_will = None;
             session.grants = grants;
         }
+        self.journal_connected(session_id, username);
         self.conns.insert(
             conn,
             Conn {
@@ -329,7 +325,16 @@ impl Broker {
         p
     }
 
-    fn create_session(&mut self, client_id: String, version: MqttVersion) -> SessionId {
+    /// The expiry interval of a 3.1.1 persistent session, which has none of
+    /// its own: `persistent_client_expiration` gives it one.
+    pub(super) fn persistent_expiry(&self) -> u32 {
+        match self.config.persistent_client_expiration {
+            0 => self.config.max_session_expiry,
+            secs => secs.min(self.config.max_session_expiry),
+        }
+    }
+
+    pub(super) fn create_session(&mut self, client_id: String, version: MqttVersion) -> SessionId {
         let id = self.next_session;
         self.next_session += 1;
         self.by_client_id.insert(client_id.clone(), id);

@@ -83,6 +83,7 @@ impl Broker {
         let will = c.will.filter(|_| publish_will);
         // Publishers do not wait for a client that is away.
         self.release_held(session_id);
+        self.journal_parked(now, session_id);
 
         if let Some(will) = will {
             let delay = will
@@ -119,7 +120,7 @@ impl Broker {
 
     /// Ends the sessions parked longest while more than
     /// `max_parked_sessions` are parked.
-    fn evict_parked(&mut self, now: Instant) {
+    pub(super) fn evict_parked(&mut self, now: Instant) {
         let max = self.config.max_parked_sessions;
         let is_parked = |sessions: &HashMap<SessionId, Session>,
                          (id, generation): (SessionId, u64)| {

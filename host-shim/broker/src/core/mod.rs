@@ -10,7 +10,8 @@
 //! # Calling it
 //!
 //! - Construction: [`Broker::new`], with the retained messages the shell
-//!   read from disk.
+//!   read from disk, then `with_auth`, `with_gauge` and
+//!   [`Broker::with_sessions`], with the sessions it read.
 //! - Inputs: [`Broker::handle_frame`] for each decoded packet,
 //!   [`Broker::handle_malformed`] when a connection's bytes cannot be decoded,
 //!   [`Broker::handle_written`] when [`Action::SendPaced`] messages have
@@ -21,11 +22,14 @@
 //!   1. [`Broker::poll_retained_writes`]: with disk storage, the retained
 //!      changes made since the last call. The shell writes them to disk, in
 //!      one transaction, before anything else.
-//!   2. [`Broker::poll_action`] until it returns `None`: the actions, which
+//!   2. [`Broker::poll_session_writes`]: the same for the changes of
+//!      persistent sessions, with disk session storage.
+//!   3. [`Broker::poll_action`] until it returns `None`: the actions, which
 //!      the shell carries out in order.
 //!
 //!   The order is what keeps the rule that a PUBACK or PUBREC for a
-//!   retained PUBLISH goes out only once the message is on disk.
+//!   retained PUBLISH, or for one queued for a persistent session, goes
+//!   out only once the message is on disk.
 //! - [`Broker::poll_timeout`] may change after any input.
 //! - Time passed in must never go backwards.
 //!
@@ -116,6 +120,44 @@
 //! the limits stays bounded. Sessions whose client is away are not waited
 //! for: their full queues drop.
 //!
+//! # Sessions on disk
+//!
+//! - Storing: with `sessions.storage = {"disk": ...}` every persistent
+//!   session (5.0 Session Expiry Interval above 0, 3.1.1 Clean Session 0)
+//!   is also kept on disk: its client identifier, protocol, expiry interval
+//!   and the time its client disconnected; its subscriptions with their
+//!   options; the QoS 1 and 2 messages in flight to it (the PUBLISH with
+//!   its packet identifier, or the PUBREL awaiting PUBCOMP); its queued
+//!   messages (with their QoS, RETAIN, subscription identifiers and expiry
+//!   on the wall clock); the QoS 2 packet identifiers from its client that
+//!   wait for a PUBREL; and its packet identifier counter. Sessions that
+//!   end with their connection are never written. A will waiting for its
+//!   delay is not kept, nor a retained delivery to a new subscription in
+//!   progress (the retained messages stay in the retained store).
+//! - Writes: each change is a pending write of the entry it changed (a
+//!   queued message, a message in flight, a subscription, a packet
+//!   identifier, the session's own small record), never the session
+//!   whole, except when a CONNECT makes it persistent; handed out by
+//!   [`Broker::poll_session_writes`] with the connections whose
+//!   acknowledgements in the batch depend on them. As for retained
+//!   messages, the shell writes a batch's changes in one transaction before
+//!   it carries out the batch's actions, so a PUBACK or PUBREC to a
+//!   publisher whose message was queued for a persistent session, a PUBREC
+//!   for a QoS 2 PUBLISH from one (its packet identifier is kept, so a
+//!   resend after a crash is recognised), a PUBCOMP, SUBACK or UNSUBACK
+//!   leave once what they acknowledge is on disk. With memory storage
+//!   nothing is recorded.
+//! - Loading: [`Broker::with_sessions`] takes the sessions the shell read
+//!   at start, parked. Expiry counts from when the client disconnected, on
+//!   the wall clock; a session whose client was connected when the broker
+//!   stopped without a shutdown (a crash, a kill) counts from the restart.
+//!   Sessions, and queued messages, that expired while the broker was down
+//!   are dropped (the messages counted in [`Stats::dropped_expired`]);
+//!   `persistent_client_expiration`, `max_session_expiry`,
+//!   `max_parked_sessions` and the queue limits apply as configured now. A
+//!   resumed session sends its messages in flight again with DUP, as one
+//!   resumed from memory does.
+//!
 //! # Layout
 //!
 //! Each file holds one `impl Broker` block with one job:
@@ -137,12 +179,15 @@
 //! - `timers`: keep alive, will delay, session expiry and the retained
 //!   sweep;
 //! - `admin`: retained messages listed, read, deleted and counted for the
-//!   management API.
+//!   management API;
+//! - `persist`: sessions on disk: their changes recorded, and the sessions
+//!   read at start loaded.
 
 mod admin;
 mod connect;
 mod disconnect;
 mod flow;
+mod persist;
 mod publish;
 mod retained;
 mod shared;
@@ -160,7 +205,7 @@ use super::config::{BrokerConfig, RetainStorage};
 use super::log_limit::LogLimit;
 use super::memory::MemoryGauge;
 use super::retained::{RetainedMessage, RetainedRecord, RetainedStore, RetainedWrites};
-use super::session::{Session, Will};
+use super::session::{Session, SessionWrites, Will};
 use super::trie::{Match, SubscriptionTrie};
 use super::types::SessionId;
 use mqtt_topic::{MqttVersion, TopicName};
@@ -284,6 +329,9 @@ pub struct Broker {
     parked: VecDeque<(SessionId, u64)>,
     /// Publishers' acknowledgements held back for full queues.
     flow: flow::Flow,
+    /// With `sessions.storage = {"disk": ...}`, the changes of persistent
+    /// sessions recorded for the disk.
+    journal: Option<persist::Journal>,
 }
 
 /// The rate-limited log lines of the core, one limit each.
@@ -313,6 +361,10 @@ impl Broker {
             RetainStorage::Disk(_) => RetainedStore::persistent(),
         };
         retained.load(loaded, now, wall);
+        let journal = match config.sessions.storage {
+            RetainStorage::Memory => None,
+            RetainStorage::Disk(_) => Some(persist::Journal::default()),
+        };
         let mut broker = Broker {
             auth: Auth::inline(&config),
             config,
@@ -336,6 +388,7 @@ impl Broker {
             parked: VecDeque::new(),
             gauge: MemoryGauge::default(),
             flow: flow::Flow::default(),
+            journal,
         };
         broker.schedule_sweep(now);
         broker
@@ -374,7 +427,9 @@ impl Broker {
                 let Some(session) = c.session else {
                     return;
                 };
+                let mark = self.journal_mark(&packet);
                 self.handle_packet(now, conn, session, packet);
+                self.journal_waits(conn, mark);
             }
         }
     }
@@ -441,7 +496,7 @@ impl Broker {
     }
 
     /// Disconnects every client (5.0: reason 0x8B Server shutting down).
-    pub fn handle_shutdown(&mut self, _now: Instant) {
+    pub fn handle_shutdown(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if let Some(c) = self.conns.remove(&conn) {
@@ -455,6 +510,9 @@ impl Broker {
                 }
                 if let Some(s) = c.session.and_then(|s| self.sessions.get_mut(&s)) {
                     s.conn = None;
+                }
+                if let Some(session) = c.session {
+                    self.journal_parked(now, session);
                 }
             }
             self.actions.push_back(Action::Close(conn));
@@ -475,13 +533,27 @@ impl Broker {
         self.retained.take_writes()
     }
 
+    /// The session changes not yet handed out, with disk session storage:
+    /// the shell writes them to disk before it carries out any action, as
+    /// the retained changes. `None` when there are none, and always with
+    /// memory storage.
+    #[must_use]
+    pub fn poll_session_writes(&mut self) -> Option<SessionWrites> {
+        self.take_session_writes()
+    }
+
     /// The next action for the shell, in order. Call
-    /// [`Broker::poll_retained_writes`] first.
+    /// [`Broker::poll_retained_writes`] and [`Broker::poll_session_writes`]
+    /// first.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         debug_assert!(
             self.actions.is_empty() || !self.retained.has_writes(),
             "actions polled before the retained writes they may acknowledge"
+        );
+        debug_assert!(
+            self.actions.is_empty() || !self.has_session_writes(),
+            "actions polled before the session writes they may acknowledge"
         );
         self.actions.pop_front()
     }

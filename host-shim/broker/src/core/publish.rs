@@ -128,6 +128,7 @@ impl Broker {
                     return;
                 }
                 s.incoming_qos2.insert(pkid);
+                self.journal_incoming(session, pkid, true);
             }
             QoS::AtLeastOnce | QoS::AtMostOnce => {}
         }
@@ -214,6 +215,7 @@ impl Broker {
     /// free.
     pub(super) fn handle_puback(&mut self, now: Instant, session: SessionId, ack: PubAck) {
         if self.session_mut(session).handle_puback(ack.pkid) {
+            self.journal_inflight(session, ack.pkid);
             self.flush_queue(now, session);
         }
     }
@@ -233,7 +235,11 @@ impl Broker {
             rec.reason,
             PubRecReason::Success | PubRecReason::NoMatchingSubscribers
         );
-        match self.session_mut(session).handle_pubrec(rec.pkid, accepted) {
+        let step = self.session_mut(session).handle_pubrec(rec.pkid, accepted);
+        if step.is_some() {
+            self.journal_inflight(session, rec.pkid);
+        }
+        match step {
             Some(true) => self.send(conn, Packet::PubRel(PubRel::new(rec.pkid, None))),
             Some(false) => self.flush_queue(now, session),
             None => {}
@@ -244,6 +250,7 @@ impl Broker {
     /// free.
     pub(super) fn handle_pubcomp(&mut self, now: Instant, session: SessionId, comp: PubComp) {
         if self.session_mut(session).handle_pubcomp(comp.pkid) {
+            self.journal_inflight(session, comp.pkid);
             self.flush_queue(now, session);
         }
     }
@@ -252,7 +259,9 @@ impl Broker {
     pub(super) fn handle_pubrel(&mut self, conn: ConnId, session: SessionId, rel: PubRel) {
         let known = self.session_mut(session).incoming_qos2.remove(&rel.pkid);
         let mut comp = PubComp::new(rel.pkid, None);
-        if !known {
+        if known {
+            self.journal_incoming(session, rel.pkid, false);
+        } else {
             // MQTT-4.3.3-? : answer anyway so the client's flow ends.
             comp.reason = PubCompReason::PacketIdentifierNotFound;
         }
@@ -357,6 +366,7 @@ impl Broker {
         // turn, so that a topic's retained message comes before what was
         // published on it later (MQTT-4.6.0-5 in 5.0, 4.6.0-6 in 3.1.1).
         let behind_cursor = self.cursors.contains_key(&session_id);
+        let journaled = self.journaled(session_id);
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -375,11 +385,16 @@ impl Broker {
             return;
         }
         if online && self.flow.may_go_over(&queued) && !session.has_room_for(&queued, limits) {
+            let copy = journaled.then(|| queued.clone());
             session.enqueue_over_limit(queued);
             self.flow.went_over(session_id);
             self.stats.queued_over_limit += 1;
+            if let Some(queued) = copy {
+                self.journal_enqueued(session_id, queued);
+            }
             return;
         }
+        let copy = journaled.then(|| queued.clone());
         if session.enqueue(queued, limits).is_err() {
             self.stats.dropped_queue_full += 1;
             let total = self.stats.dropped_queue_full;
@@ -393,6 +408,8 @@ impl Broker {
                     "session queue full: message dropped"
                 )
             });
+        } else if let Some(queued) = copy {
+            self.journal_enqueued(session_id, queued);
         }
     }
 
@@ -436,6 +453,7 @@ impl Broker {
                 return;
             };
             let drained = session.within_limits(limits);
+            self.journal_dequeued(session_id);
             if let Some(cursors) = self.cursors.get_mut(&session_id) {
                 for cursor in cursors {
                     cursor.ahead = cursor.ahead.saturating_sub(1);
@@ -493,6 +511,7 @@ impl Broker {
                 return;
             }
         }
+        let mut sent = None;
         if publish.qos != QoS::AtMostOnce {
             let Some(pkid) = session.next_pkid() else {
                 return;
@@ -507,6 +526,7 @@ impl Broker {
             session
                 .inflight
                 .push_back(Inflight::Publish(publish.clone(), shared));
+            sent = Some(pkid);
         }
         session.apply_topic_alias(&mut publish);
         self.stats.sent += 1;
@@ -518,6 +538,9 @@ impl Broker {
                 .push_back(Action::SendPaced(conn, Packet::Publish(publish)));
         } else {
             self.send(conn, Packet::Publish(publish));
+        }
+        if let Some(pkid) = sent {
+            self.journal_inflight(session_id, pkid);
         }
     }
 }

@@ -43,6 +43,15 @@ pub(super) struct RetainedCursor {
     pub(super) scheduled: Option<Instant>,
 }
 
+/// `at` on the wall clock, from `clock`, one moment on both clocks.
+pub(super) fn wall_time(clock: (Instant, SystemTime), at: Instant) -> SystemTime {
+    let (base, wall) = clock;
+    match at.checked_duration_since(base) {
+        Some(since) => wall.checked_add(since).unwrap_or(wall),
+        None => wall,
+    }
+}
+
 /// What one step of a retained cursor achieved.
 pub(super) enum Step {
     /// The cursor is finished and gone.
@@ -113,11 +122,7 @@ impl Broker {
 
     /// `now` on the wall clock.
     fn wall_time(&self, now: Instant) -> SystemTime {
-        let (base, wall) = self.clock;
-        match now.checked_duration_since(base) {
-            Some(since) => wall.checked_add(since).unwrap_or(wall),
-            None => wall,
-        }
+        wall_time(self.clock, now)
     }
 
     /// Starts the retained delivery of new subscriptions, `retained_for`

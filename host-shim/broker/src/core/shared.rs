@@ -89,6 +89,7 @@ impl Broker {
             return;
         }
         let client_id = session.client_id.clone();
+        self.journal_rewrite(session_id);
         let mut dropped = 0;
         for message in &handed {
             if !self.hand_over(now, filter, message) {
@@ -139,10 +140,15 @@ impl Broker {
         // A message handed over is not lost to a full queue: it goes over
         // the limits, bounded by what the departed member held.
         let limits = self.queue_limits();
+        let journaled = self.journaled(member);
         if let Some(session) = self.sessions.get_mut(&member) {
             if !session.queue.is_empty() && !session.has_room_for(&queued, limits) {
+                let copy = journaled.then(|| queued.clone());
                 session.enqueue_over_limit(queued);
                 self.stats.queued_over_limit += 1;
+                if let Some(queued) = copy {
+                    self.journal_enqueued(member, queued);
+                }
                 return true;
             }
         }

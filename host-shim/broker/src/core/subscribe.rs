@@ -74,19 +74,14 @@ impl Broker {
                         retain_handling: filter.retain_forward_rule,
                         subscription_id,
                     };
-                    let shared = path.shared();
-                    let (group, inner) = match shared {
-                        Some(shared) => (Some(shared.group), shared.filter),
-                        None => (None, path.as_str()),
-                    };
+                    let shared = path.shared().is_some();
                     let existed = self
-                        .trie
-                        .insert(inner, group, session_id, options.clone())
+                        .route_subscription(session_id, &path, options.clone())
                         .is_some();
                     // MQTT-3.3.1-9..11 (5.0) and MQTT-3.8.4-3 (3.1.1):
                     // retained messages for the new subscription, never
                     // for shared subscriptions (MQTT-4.8.2-? / 3.8.3.1).
-                    let send_retained = shared.is_none()
+                    let send_retained = !shared
                         && match options.retain_handling {
                             RetainForwardRule::OnEverySubscribe => true,
                             RetainForwardRule::OnNewSubscribe => !existed,
@@ -95,6 +90,7 @@ impl Broker {
                     self.session_mut(session_id)
                         .subscriptions
                         .insert(path.clone(), options.clone());
+                    self.journal_subscription(session_id, &path);
                     if send_retained {
                         retained_for.push((path, options));
                     }
@@ -206,7 +202,25 @@ impl Broker {
         if filter.shared().is_some() {
             self.hand_over_queued(now, session_id, filter);
         }
+        self.journal_subscription(session_id, filter);
         true
+    }
+
+    /// Puts `session_id`'s subscription to `filter` in the trie; returns the
+    /// options it replaced.
+    pub(super) fn route_subscription(
+        &mut self,
+        session_id: SessionId,
+        filter: &TopicFilter,
+        options: SubOptions,
+    ) -> Option<SubOptions> {
+        match filter.shared() {
+            Some(shared) => {
+                self.trie
+                    .insert(shared.filter, Some(shared.group), session_id, options)
+            }
+            None => self.trie.insert(filter.as_str(), None, session_id, options),
+        }
     }
 
     /// Takes `session_id`'s subscription to `filter` out of the trie.

@@ -5,6 +5,7 @@ use super::publish::qos_from;
 use super::retained::PACED_WINDOW;
 use super::*;
 use crate::retained::{DiskStore, RetainedPage, RetainedStoreError};
+use crate::session::SessionStore;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, LastWill, LastWillProperties,
@@ -24,6 +25,8 @@ struct Harness {
     out: HashMap<ConnId, Vec<Packet>>,
     closed: Vec<ConnId>,
     disk: Option<DiskStore>,
+    /// With disk session storage, the session store's file.
+    sessions: Option<SessionStore>,
     /// Paced messages are not reported written until [`Harness::write_held`].
     hold_paced: bool,
     /// Paced messages sent and not reported written, per connection.
@@ -45,14 +48,22 @@ impl Harness {
             out: HashMap::new(),
             closed: Vec::new(),
             disk: None,
+            sessions: None,
             hold_paced: false,
             unwritten: HashMap::new(),
         }
     }
 
-    /// Writes the retained changes to disk, as the shell does before it
-    /// carries out any action.
+    /// Writes the retained and session changes to disk, as the shell does
+    /// before it carries out any action.
     fn commit(&mut self) -> Result<(), RetainedStoreError> {
+        let sessions = self.broker.poll_session_writes();
+        if let Some(store) = self.sessions.as_mut() {
+            if let Some(writes) = sessions {
+                store.stage(writes);
+            }
+            store.commit().expect("session changes written to disk");
+        }
         let writes = self.broker.poll_retained_writes();
         let Some(disk) = self.disk.as_mut() else {
             return Ok(());
@@ -910,6 +921,8 @@ mod properties {
     }
 }
 
+mod sessions_on_disk;
+
 /// Retainer options (`retain.*`), profiles, disk storage and management.
 mod retainer {
     use super::*;
@@ -949,6 +962,7 @@ mod retainer {
             out: HashMap::new(),
             closed: Vec::new(),
             disk,
+            sessions: None,
             hold_paced: false,
             unwritten: HashMap::new(),
         }

@@ -106,6 +106,7 @@ impl Broker {
         let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
         };
+        self.journal_ended(session_id, &session.client_id);
         self.cursors.remove(&session_id);
         self.release_held(session_id);
         if self.by_client_id.get(&session.client_id) == Some(&session_id) {

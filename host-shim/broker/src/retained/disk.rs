@@ -35,13 +35,15 @@
 //! the file and what to do. An entry whose checksum or encoding is wrong is
 //! reported and left out: never served, and replaced when its topic is next
 //! retained.
+//!
+//! The file may also hold the session store's tables, when
+//! `sessions.storage` names it too (see `crate::disk`).
 
 use super::{RetainedMessage, RetainedRecord, RetainedStoreError, RetainedWrites};
+use crate::disk::{self, DbFile, FileError};
 use bytes::BytesMut;
-use redb::{Database, ReadableTable, TableDefinition};
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use std::path::{Path, PathBuf};
+use redb::{ReadableTable, TableDefinition};
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Topic name to encoded message.
@@ -67,26 +69,16 @@ const DAMAGED_HINT: &str =
     "restore the file from a backup, or move it away to start with no retained messages";
 
 /// The database and the changes not written yet.
+#[derive(Debug)]
 pub struct DiskStore {
-    db: Database,
-    path: PathBuf,
+    file: DbFile,
     /// Changes staged and not written yet.
     pending: RetainedWrites,
 }
 
-impl std::fmt::Debug for DiskStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskStore")
-            .field("path", &self.path)
-            .field("pending", &!self.pending.is_empty())
-            .finish()
-    }
-}
-
 impl DiskStore {
-    /// Opens or creates the database at `path` and reads every entry. An
-    /// entry that cannot be decoded, or whose checksum is wrong, is logged
-    /// and left out.
+    /// Opens or creates the database at `path` and reads every entry; see
+    /// [`DiskStore::load`].
     ///
     /// # Errors
     ///
@@ -94,20 +86,21 @@ impl DiskStore {
     /// created, [`RetainedStoreError::Damaged`] when it is not a database
     /// this broker can read.
     pub fn open(path: &Path) -> Result<(DiskStore, Vec<RetainedRecord>), RetainedStoreError> {
-        // redb panics on some damaged files (a truncated one, for one)
-        // instead of returning an error: a panic here is a damaged file.
-        let opened = std::panic::catch_unwind(|| open_unguarded(path));
-        let (store, loaded) = match opened {
-            Ok(result) => result?,
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("the database library panicked");
-                return Err(damaged(path, reason));
-            }
-        };
+        let file = DbFile::open(path).map_err(|e| file_error(path, e))?;
+        DiskStore::load(file)
+    }
+
+    /// Reads every entry of the open database `file`. An entry that cannot
+    /// be decoded, or whose checksum is wrong, is logged and left out.
+    ///
+    /// # Errors
+    ///
+    /// [`RetainedStoreError::Damaged`] when it is not a database this
+    /// broker can read.
+    pub fn load(file: DbFile) -> Result<(DiskStore, Vec<RetainedRecord>), RetainedStoreError> {
+        let loaded =
+            disk::guarded(|| read_entries(&file)).map_err(|e| file_error(file.path(), e))?;
+        let path = file.path();
         let mut records = Vec::with_capacity(loaded.len());
         for (topic, record) in loaded {
             match record {
@@ -125,7 +118,16 @@ impl DiskStore {
                 }
             }
         }
+        let store = DiskStore {
+            file,
+            pending: RetainedWrites::default(),
+        };
         Ok((store, records))
+    }
+
+    /// The open database file, which the session store may share.
+    pub fn file(&self) -> &DbFile {
+        &self.file
     }
 
     /// Adds `writes` to the changes waiting for [`commit`](Self::commit);
@@ -152,11 +154,12 @@ impl DiskStore {
             return Ok(());
         }
         let write_error = |reason: String| RetainedStoreError::Write {
-            path: self.path.clone(),
+            path: self.file.path().to_owned(),
             reason,
         };
         let txn = self
-            .db
+            .file
+            .db()
             .begin_write()
             .map_err(|e| write_error(e.to_string()))?;
         {
@@ -191,24 +194,10 @@ impl DiskStore {
 /// it cannot be decoded.
 type Entries = Vec<(String, Result<RetainedRecord, String>)>;
 
-/// [`DiskStore::open`] without the guard against panics.
-fn open_unguarded(path: &Path) -> Result<(DiskStore, Entries), RetainedStoreError> {
-    let existed = path.exists();
-    let db = Database::create(path).map_err(|e| match e {
-        // Held by another process, no permission, no such directory: the
-        // file is not the problem.
-        redb::DatabaseError::DatabaseAlreadyOpen
-        | redb::DatabaseError::Storage(redb::StorageError::Io(_)) => RetainedStoreError::Open {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        },
-        other if existed => damaged(path, &other.to_string()),
-        other => RetainedStoreError::Open {
-            path: path.to_owned(),
-            reason: other.to_string(),
-        },
-    })?;
-    let read_error = |e: &dyn std::fmt::Display| damaged(path, &e.to_string());
+/// Every entry of the database, without the guard against panics.
+fn read_entries(file: &DbFile) -> Result<Entries, FileError> {
+    let db = file.db();
+    let read_error = |e: &dyn std::fmt::Display| FileError::Damaged(e.to_string());
     // Create the table on a new file, so that reading never has to tell
     // "no table" from other errors.
     let setup = db.begin_write().map_err(|e| read_error(&e))?;
@@ -224,21 +213,20 @@ fn open_unguarded(path: &Path) -> Result<(DiskStore, Entries), RetainedStoreErro
         let record = decode(&topic, value.value());
         entries.push((topic, record));
     }
-    drop(table);
-    drop(read);
-    let store = DiskStore {
-        db,
-        path: path.to_owned(),
-        pending: RetainedWrites::default(),
-    };
-    Ok((store, entries))
+    Ok(entries)
 }
 
-/// The error for a file that is not a database this broker can read.
-fn damaged(path: &Path, reason: &str) -> RetainedStoreError {
-    RetainedStoreError::Damaged {
-        path: path.to_owned(),
-        reason: format!("{reason}; {DAMAGED_HINT}"),
+/// The store's error for a file it cannot use.
+fn file_error(path: &Path, error: FileError) -> RetainedStoreError {
+    match error {
+        FileError::Open(reason) => RetainedStoreError::Open {
+            path: path.to_owned(),
+            reason,
+        },
+        FileError::Damaged(reason) => RetainedStoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("{reason}; {DAMAGED_HINT}"),
+        },
     }
 }
 
@@ -253,25 +241,18 @@ fn encode(topic: &str, message: &RetainedMessage, out: &mut BytesMut) -> Result<
     out.extend_from_slice(&millis.to_be_bytes());
     out.extend_from_slice(&[u8::from(message.expiry_secs.is_some())]);
     out.extend_from_slice(&message.expiry_secs.unwrap_or(0).to_be_bytes());
+    // The packet identifier is not kept: any will do.
     let mut publish = message.publish.clone();
-    // The packet format needs an identifier for QoS 1 and 2; any will do.
-    publish.pkid = u16::from(publish.qos != QoS::AtMostOnce);
-    publish.dup = false;
-    publish
-        .write(out)
-        .map_err(|e| format!("cannot encode the message: {e:?}"))?;
+    publish.pkid = 0;
+    disk::write_publish(&publish, out)?;
     let crc = checksum(topic, &out[PREFIX_V2..]);
     out[1..PREFIX_V2].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
 
-/// The checksum of a version 2 value: the topic (the key, so that a value
-/// under another key is caught too) and the value's fields.
+/// The checksum of a version 2 value: the topic is the key.
 fn checksum(topic: &str, fields: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(topic.as_bytes());
-    hasher.update(fields);
-    hasher.finalize()
+    disk::checksum(&[topic.as_bytes()], fields)
 }
 
 /// Decodes a value written by [`encode`], or by version 1.
@@ -313,15 +294,8 @@ fn decode(topic: &str, value: &[u8]) -> Result<RetainedRecord, String> {
     ) else {
         return Err("value shorter than its header".to_owned());
     };
-    let mut packet = BytesMut::from(packet);
-    let publish = match Packet::read(&mut packet, None) {
-        Ok(Packet::Publish(mut publish)) => {
-            publish.pkid = 0;
-            publish
-        }
-        Ok(other) => return Err(format!("not a PUBLISH: {other:?}")),
-        Err(e) => return Err(format!("cannot decode the PUBLISH: {e:?}")),
-    };
+    let mut publish = disk::read_publish(packet)?;
+    publish.pkid = 0;
     if publish.topic != topic.as_bytes() {
         return Err("the PUBLISH's topic differs from the key".to_owned());
     }
@@ -338,6 +312,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::{Instant, SystemTime};
 

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - `start`: [`start()`] checks the configuration, binds, opens the retained
-//!   store and spawns the tasks.
+//!   and session stores and spawns the tasks.
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
 //! - `accept`: the accept loop, on the plain and the TLS listener.
@@ -65,16 +65,19 @@
 //!   most. Every task holds a clone of a `done` sender it never uses;
 //!   `shutdown` waits until the last one is dropped, that is until every
 //!   task has ended.
-//! - **Group commit.** The core does no I/O: start-up opens the retained
-//!   store's file and hands its messages to the core, and the router owns
-//!   the file. The router handles a batch of packets (up to `EVENT_BATCH`),
-//!   takes that batch's retained changes from the core, writes them to disk
-//!   in one transaction, and only then carries out the batch's actions.
-//!   So a PUBACK or PUBREC for a retained PUBLISH leaves only once the
-//!   message is durable, and one fsync serves many publishers. When the
-//!   write fails, the connections that sent a retained QoS 1 or 2 PUBLISH
-//!   in the batch are closed without their acknowledgement: the clients
-//!   resend, and the write is tried again.
+//! - **Group commit.** The core does no I/O: start-up opens the stores'
+//!   files (one when `retain.storage` and `sessions.storage` name the same)
+//!   and hands their retained messages and sessions to the core, and the
+//!   router owns the files. The router handles a batch of packets (up to
+//!   `EVENT_BATCH`), takes that batch's retained and session changes from
+//!   the core, writes each store's in one transaction, and only then
+//!   carries out the batch's actions. So a PUBACK or PUBREC for a retained
+//!   PUBLISH, or for one queued for a persistent session, leaves only once
+//!   the message is durable, and one fsync serves many publishers. When a
+//!   write fails, the connections whose acknowledgements in the batch wait
+//!   for it (those that sent a retained QoS 1 or 2 PUBLISH, and those the
+//!   core names for session changes) are closed without their
+//!   acknowledgement: the clients resend, and the write is tried again.
 //! - **Management.** [`BrokerAdmin`] (from [`BrokerHandle::admin`]) sends
 //!   requests to the router on their own small channel, each with a oneshot
 //!   reply, so listing or deleting retained messages takes no lock on the

@@ -1,9 +1,9 @@
-//! The router task: it owns the core, the retained store's file and the
-//! read side of every connection. It reads the connections in the order
-//! their sockets became readable (see `reader`), decodes their bytes and
-//! feeds the packets to the core, with the management requests, the timers
-//! and what the connection tasks report; writes the retained changes the
-//! core hands out; and carries out its actions.
+//! The router task: it owns the core, the files of the retained and session
+//! stores and the read side of every connection. It reads the connections
+//! in the order their sockets became readable (see `reader`), decodes their
+//! bytes and feeds the packets to the core, with the management requests,
+//! the timers and what the connection tasks report; writes the retained and
+//! session changes the core hands out; and carries out its actions.
 
 use super::budget::{packet_cost, Budget, Episodes};
 use super::handle::{AdminError, AdminRequest};
@@ -12,6 +12,7 @@ use crate::codec::{self, DecodeError, Frame};
 use crate::core::{Action, Broker, ConnId};
 use crate::log_limit::LogLimit;
 use crate::retained::{DiskStore, RetainedStoreError};
+use crate::session::{SessionStore, SessionStoreError};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -163,10 +164,14 @@ pub(super) struct Router {
     reads: Reads,
     /// The retained message store's file, with disk storage.
     disk: Option<DiskStore>,
+    /// The session store's file, with disk storage.
+    sessions: Option<SessionStore>,
     /// The last retained write failed: the next failure is not logged
     /// again, and a success is.
     store_failing: bool,
-    /// Failed writes of retained messages to disk.
+    /// The same for the last session write.
+    sessions_failing: bool,
+    /// Failed writes of retained messages or sessions to disk.
     write_errors: u64,
     /// Connections closed for a packet not finished in time.
     packet_timeouts: u64,
@@ -180,18 +185,23 @@ struct Batch {
     /// Connections that sent a retained QoS 1 or 2 PUBLISH in the batch:
     /// their acknowledgement promises that the message is stored.
     retained_publishers: Vec<ConnId>,
+    /// Connections whose acknowledgements in the batch promise that a
+    /// session's change is stored (the core says which).
+    session_waiting: Vec<ConnId>,
 }
 
 impl Router {
     /// A router with no connections; QoS 0 messages beyond `max_queued`
     /// (or `max_outbound` bytes) waiting for one connection are dropped, and
     /// a connection over `max_outbound` bytes for `slow_grace` is closed. `disk` is the retained
-    /// message store's file, with disk storage.
+    /// message store's file, and `sessions` the session store's, with disk
+    /// storage.
     pub(super) fn new(
         max_queued: usize,
         max_outbound: usize,
         slow_grace: Duration,
         disk: Option<DiskStore>,
+        sessions: Option<SessionStore>,
     ) -> Self {
         Router {
             max_queued,
@@ -204,7 +214,9 @@ impl Router {
             conns: HashMap::new(),
             reads: Reads::new(),
             disk,
+            sessions,
             store_failing: false,
+            sessions_failing: false,
             write_errors: 0,
             packet_timeouts: 0,
             packet_timeout_log: LogLimit::default(),
@@ -295,15 +307,16 @@ impl Router {
         }
         debug!(
             stats = ?core.stats(),
-            retained_write_errors = self.write_errors,
+            disk_write_errors = self.write_errors,
             over_outbound_budget = self.slow_episodes,
             closed_over_outbound_budget = self.slow_closed,
             packet_timeouts = self.packet_timeouts,
             "router stopped"
         );
-        // Close the retained store's file before `_done` goes, so once
-        // `shutdown` returns a new broker can open the file.
+        // Close the stores' files before `_done` goes, so once `shutdown`
+        // returns a new broker can open them.
         drop(self.disk.take());
+        drop(self.sessions.take());
         // Every connection is closing: read what the clients still send
         // while the writers flush, so the closes stay clean.
         let reads = &mut self.reads;
@@ -542,10 +555,12 @@ impl Router {
         }
     }
 
-    /// Ends a batch: writes its retained changes to disk, then carries out
-    /// its actions. When the write fails, the connections that sent a
-    /// retained QoS 1 or 2 PUBLISH in the batch are closed instead of
-    /// acknowledged, so their clients send it again.
+    /// Ends a batch: writes its retained and session changes to disk, then
+    /// carries out its actions. When a write fails, the connections whose
+    /// acknowledgements promise what it wrote (a retained QoS 1 or 2
+    /// PUBLISH, a message queued for a persistent session, a QoS 2 packet
+    /// identifier) are closed instead of acknowledged, so their clients
+    /// send it again.
     fn finish(&mut self, core: &mut Broker, batch: &mut Batch) {
         match self.commit_retained(core) {
             Ok(()) => {
@@ -563,21 +578,47 @@ impl Router {
                          connections that wait for their acknowledgement"
                     );
                 }
-                for conn in batch.retained_publishers.drain(..) {
-                    if let Some(entry) = self.conns.get_mut(&conn) {
-                        if !entry.closing {
-                            warn!(conn, "closed: its retained message is not on disk");
-                            entry.closing = true;
-                            // The entry stays: the connection's `Closed`
-                            // event still tells the core.
-                            let _ = entry.outbound.send(Outbound::Close);
-                        }
-                    }
+                self.close_waiting(&batch.retained_publishers, "its retained message");
+            }
+        }
+        match self.commit_sessions(core, batch) {
+            Ok(()) => {
+                if self.sessions_failing {
+                    self.sessions_failing = false;
+                    info!("sessions are written to disk again");
                 }
+            }
+            Err(error) => {
+                if !self.sessions_failing {
+                    self.sessions_failing = true;
+                    error!(
+                        %error,
+                        "session changes not written to disk; closing the \
+                         connections that wait for their acknowledgement"
+                    );
+                }
+                self.close_waiting(&batch.session_waiting, "a session change");
             }
         }
         batch.retained_publishers.clear();
+        batch.session_waiting.clear();
         self.dispatch(core);
+    }
+
+    /// Closes `conns` without what the batch owes them: `what` they wait
+    /// for is not on disk.
+    fn close_waiting(&mut self, conns: &[ConnId], what: &str) {
+        for conn in conns {
+            if let Some(entry) = self.conns.get_mut(conn) {
+                if !entry.closing {
+                    warn!(conn, "closed: {what} is not on disk");
+                    entry.closing = true;
+                    // The entry stays: the connection's `Closed` event
+                    // still tells the core.
+                    let _ = entry.outbound.send(Outbound::Close);
+                }
+            }
+        }
     }
 
     /// Answers a management request. A delete is written to disk before
@@ -636,9 +677,35 @@ impl Router {
         disk.commit().inspect_err(|_| self.write_errors += 1)
     }
 
+    /// Writes the session changes the core has made since the last call,
+    /// with any still pending from a failed write, in one transaction, and
+    /// notes in `batch` the connections whose acknowledgements wait for
+    /// them. A no-op with memory storage or nothing to write.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails; the changes stay pending and are tried again
+    /// at the next commit.
+    fn commit_sessions(
+        &mut self,
+        core: &mut Broker,
+        batch: &mut Batch,
+    ) -> Result<(), SessionStoreError> {
+        let writes = core.poll_session_writes();
+        let Some(store) = self.sessions.as_mut() else {
+            return Ok(());
+        };
+        if let Some(mut writes) = writes {
+            batch.session_waiting.append(&mut writes.waiting);
+            store.stage(writes);
+        }
+        store.commit().inspect_err(|_| self.write_errors += 1)
+    }
+
     /// Carries out every action the core has queued. Callers write the
-    /// retained changes first ([`Router::commit_retained`]), since the
-    /// actions may acknowledge them.
+    /// retained and session changes first ([`Router::commit_retained`],
+    /// [`Router::commit_sessions`]), since the actions may acknowledge
+    /// them.
     fn dispatch(&mut self, core: &mut Broker) {
         while let Some(action) = core.poll_action() {
             match action {

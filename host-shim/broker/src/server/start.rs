@@ -1,5 +1,5 @@
 //! Start-up: the configuration checked, the socket bound, the retained
-//! store opened, and the tasks spawned.
+//! and session stores opened, and the tasks spawned.
 
 use super::accept::Acceptor;
 use super::handle::{BrokerAdmin, BrokerHandle};
@@ -11,6 +11,7 @@ use crate::config::{self, BrokerConfig, ConfigError, RetainStorage};
 use crate::core::Broker;
 use crate::memory::MemoryGauge;
 use crate::retained::{DiskStore, RetainedStoreError};
+use crate::session::{SessionStore, SessionStoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The retained message store (`retain.storage`) cannot be opened.
     #[error("cannot open the retained message store")]
     RetainedStore(#[source] RetainedStoreError),
+    /// The session store (`sessions.storage`) cannot be opened.
+    #[error("cannot open the session store")]
+    SessionStore(#[source] SessionStoreError),
     /// The TLS listener's files (`tls`) cannot be read or used.
     #[error("cannot set up the TLS listener: {0}")]
     Tls(#[from] TlsSetupError),
@@ -56,7 +60,9 @@ impl From<ConfigError> for StartError {
 /// [`StartError::Bind`] when the address cannot be bound,
 /// [`StartError::Config`] when the configuration is invalid or the password
 /// file cannot be read, [`StartError::RetainedStore`] when the retained
-/// message store's file cannot be opened or read, [`StartError::Tls`] when
+/// message store's file cannot be opened or read,
+/// [`StartError::SessionStore`] when the session store's cannot,
+/// [`StartError::Tls`] when
 /// a file of `tls` cannot be read or used.
 ///
 /// # Example
@@ -94,8 +100,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
     let (admin, admin_rx) = BrokerAdmin::channel();
 
-    // A retained store that cannot be opened is a start error, never a
-    // silent fall back to memory that would lose what the user stored.
+    // A store that cannot be opened is a start error, never a silent
+    // fall back to memory that would lose what the user stored.
     let (disk, loaded) = match &config.retain.storage {
         RetainStorage::Memory => (None, Vec::new()),
         RetainStorage::Disk(path) => {
@@ -103,11 +109,26 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
             (Some(disk), loaded)
         }
     };
+    let (sessions, stored) = match &config.sessions.storage {
+        RetainStorage::Memory => (None, Vec::new()),
+        RetainStorage::Disk(path) => {
+            let shared = disk.as_ref().map(DiskStore::file).filter(|f| f.is_at(path));
+            let opened = match shared {
+                // One file for both, as Mosquitto keeps one persistence
+                // file (and redb opens a file once).
+                Some(file) => SessionStore::load(file.clone()),
+                None => SessionStore::open(path),
+            };
+            let (store, stored) = opened.map_err(StartError::SessionStore)?;
+            (Some(store), stored)
+        }
+    };
     let router = Router::new(
         config.max_queued_messages,
         config.max_outbound_bytes,
         Duration::from_secs(u64::from(config.slow_client_timeout)),
         disk,
+        sessions,
     );
     let gauge = MemoryGauge::default();
     let accept = Acceptor {
@@ -126,9 +147,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now())
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let core = Broker::new(config, loaded, now, wall)
         .with_auth(auth)
-        .with_gauge(gauge);
+        .with_gauge(gauge)
+        .with_sessions(stored, now, wall);
     tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
     tokio::spawn(accept.run());
 

@@ -22,6 +22,7 @@ mod retained;
 mod retained_delivery;
 mod retainer;
 mod session;
+mod session_store;
 mod shared;
 mod tls;
 mod will;
