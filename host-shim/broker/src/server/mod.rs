@@ -4,6 +4,8 @@
 //!
 //! - `start`: [`start()`] checks the configuration, binds, opens the retained
 //!   store and spawns the tasks.
+//! - `restart`: the supervisor task, which runs one instance of the broker
+//!   at a time on the same listening sockets and restarts it.
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
 //! - `accept`: the accept loop, on the plain and the TLS listener.
@@ -17,6 +19,8 @@
 //! - `connection`: one task per connection: the write loop (encode).
 //! - `budget`: a connection's outbound byte budget, shared by the router
 //!   and the writer.
+//! - `faults`: the faults the router injects (`faults`), logged and
+//!   counted.
 //!
 //! # Tasks and channels
 //!
@@ -77,12 +81,22 @@
 //!   requests to the router on their own small channel, each with a oneshot
 //!   reply, so listing or deleting retained messages takes no lock on the
 //!   publish path and sees the store exactly as subscribers do.
+//! - **Restarts.** The **supervisor task** holds the handle's end of the
+//!   shutdown signal and the running instance: its router, accept loop and
+//!   connection tasks, which watch the instance's own signal. A restart
+//!   tells them the instance is restarting: the router closes every
+//!   connection without DISCONNECT and hands back the management requests
+//!   and the fault injector, the accept loop hands back the listening
+//!   sockets, and the supervisor starts the next instance through
+//!   start-up's own path, which opens and loads the stores again.
 
 mod accept;
 mod budget;
 mod connection;
+mod faults;
 mod handle;
 mod reader;
+mod restart;
 mod router;
 mod start;
 mod tls;
@@ -91,6 +105,6 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{AdminError, BrokerAdmin, BrokerHandle, MAX_PAGE_SIZE};
+pub use handle::{AdminError, BrokerAdmin, BrokerHandle, RestartError, MAX_PAGE_SIZE};
 pub use start::{start, StartError};
 pub use tls::TlsSetupError;

@@ -1,9 +1,12 @@
 //! Start-up: the configuration checked, the socket bound, the retained
-//! store opened, and the tasks spawned.
+//! store opened, and the tasks spawned. A restart starts the next instance
+//! of the broker through the same [`Base::launch`].
 
-use super::accept::Acceptor;
-use super::handle::{BrokerAdmin, BrokerHandle};
+use super::accept::{Acceptor, Listeners};
+use super::faults::Faults;
+use super::handle::{AdminRequest, BrokerAdmin, BrokerHandle};
 use super::reader::ReadLimits;
+use super::restart::{Instance, Phase, Supervisor, RESTART_CAPACITY};
 use super::router::{Router, EVENT_CAPACITY};
 use super::tls::{TlsListener, TlsSetupError};
 use crate::auth::Auth;
@@ -15,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,46 +94,28 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(());
     let (done_tx, done_rx) = mpsc::channel(1);
-    let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
     let (admin, admin_rx) = BrokerAdmin::channel();
+    let (restarts_tx, restarts_rx) = mpsc::channel(RESTART_CAPACITY);
 
-    // A retained store that cannot be opened is a start error, never a
-    // silent fall back to memory that would lose what the user stored.
-    let (disk, loaded) = match &config.retain.storage {
-        RetainStorage::Memory => (None, Vec::new()),
-        RetainStorage::Disk(path) => {
-            let (disk, loaded) = DiskStore::open(path).map_err(StartError::RetainedStore)?;
-            (Some(disk), loaded)
-        }
-    };
-    let router = Router::new(
-        config.max_queued_messages,
-        config.max_outbound_bytes,
-        Duration::from_secs(u64::from(config.slow_client_timeout)),
-        disk,
-    );
-    let gauge = MemoryGauge::default();
-    let accept = Acceptor {
-        listener,
-        gauge: gauge.clone(),
+    let listeners = Listeners {
+        plain: listener,
         tls,
-        limit: Arc::new(Semaphore::new(config.max_connections)),
-        limits: ReadLimits {
-            max_packet_size: config.max_packet_size,
-            packet_timeout: (config.packet_timeout > 0)
-                .then(|| Duration::from_secs(u64::from(config.packet_timeout))),
-        },
-        outbound_limit: config.max_outbound_bytes,
-        events: events_tx,
-        shutdown: shutdown_rx.clone(),
-        done: done_tx.clone(),
         next_conn: 1,
     };
-    let core = Broker::new(config, loaded, Instant::now(), SystemTime::now())
-        .with_auth(auth)
-        .with_gauge(gauge);
-    tokio::spawn(router.run(core, events_rx, admin_rx, shutdown_rx, done_tx));
-    tokio::spawn(accept.run());
+    let faults = Faults::new(&config.faults);
+    let base = Base {
+        config,
+        auth,
+        done: done_tx,
+    };
+    let instance = base.launch(listeners, admin_rx, faults)?;
+    let supervisor = Supervisor {
+        base,
+        instance,
+        shutdown: shutdown_rx,
+        requests: restarts_rx,
+    };
+    tokio::spawn(supervisor.run());
 
     Ok(BrokerHandle::new(
         local_addr,
@@ -138,7 +123,91 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         shutdown_tx,
         done_rx,
         admin,
+        restarts_tx,
     ))
+}
+
+/// What start-up prepares once for every instance of the broker: the
+/// checked configuration, the accounts, and the `done` sender every task
+/// holds a clone of (see [`BrokerHandle::shutdown`]).
+pub(super) struct Base {
+    pub(super) config: BrokerConfig,
+    auth: Auth,
+    done: mpsc::Sender<()>,
+}
+
+impl Base {
+    /// Starts an instance of the broker on `listeners`: opens and loads what
+    /// storage keeps, builds the core, and spawns the router and the accept
+    /// loop. Start-up and every restart go through here, so a restart
+    /// rebuilds what a start builds.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::RetainedStore`] when the retained message store's file
+    /// cannot be opened or read.
+    pub(super) fn launch(
+        &self,
+        listeners: Listeners,
+        admin_rx: mpsc::Receiver<AdminRequest>,
+        faults: Faults,
+    ) -> Result<Instance, StartError> {
+        let config = &self.config;
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+
+        // A retained store that cannot be opened is a start error, never a
+        // silent fall back to memory that would lose what the user stored.
+        let (disk, loaded) = match &config.retain.storage {
+            RetainStorage::Memory => (None, Vec::new()),
+            RetainStorage::Disk(path) => {
+                let (disk, loaded) = DiskStore::open(path).map_err(StartError::RetainedStore)?;
+                (Some(disk), loaded)
+            }
+        };
+        let router = Router::new(
+            config.max_queued_messages,
+            config.max_outbound_bytes,
+            Duration::from_secs(u64::from(config.slow_client_timeout)),
+            disk,
+            faults,
+        );
+        let gauge = MemoryGauge::default();
+        let accept = Acceptor {
+            listener: listeners.plain,
+            gauge: gauge.clone(),
+            tls: listeners.tls,
+            limit: Arc::new(Semaphore::new(config.max_connections)),
+            limits: ReadLimits {
+                max_packet_size: config.max_packet_size,
+                packet_timeout: (config.packet_timeout > 0)
+                    .then(|| Duration::from_secs(u64::from(config.packet_timeout))),
+            },
+            outbound_limit: config.max_outbound_bytes,
+            events: events_tx,
+            shutdown: phase_rx.clone(),
+            done: self.done.clone(),
+            next_conn: listeners.next_conn,
+        };
+        let core = Broker::new(config.clone(), loaded, Instant::now(), SystemTime::now())
+            .with_auth(self.auth.clone())
+            .with_gauge(gauge);
+        let (handback_tx, handback) = oneshot::channel();
+        tokio::spawn(router.run(
+            core,
+            events_rx,
+            admin_rx,
+            phase_rx,
+            self.done.clone(),
+            handback_tx,
+        ));
+        let accept = tokio::spawn(accept.run());
+        Ok(Instance {
+            phase: phase_tx,
+            handback,
+            accept,
+        })
+    }
 }
 
 /// A listening socket on `host:port`, and the address it got.
