@@ -280,7 +280,7 @@ pub struct BrokerConfig {
     pub tls: Option<TlsConfig>,
     /// Failures injected on purpose (connections closed, acknowledgements
     /// lost or late, CONNECTs refused, restarts), to try a flow against what
-    /// real networks and brokers do. Default none.
+    /// real networks and brokers do. Default: none injected.
     pub faults: FaultsConfig,
 }
 

@@ -28,13 +28,17 @@ pub(super) enum Phase {
     Restarting,
 }
 
-/// What a stopped router hands to the next instance.
+/// What passes from one instance of the broker to the next: a stopped
+/// router hands it back (start-up makes the first).
 pub(super) struct Handback {
     /// The management requests, which [`BrokerAdmin`](super::BrokerAdmin)s
     /// keep sending across restarts.
     pub(super) admin: mpsc::Receiver<AdminRequest>,
     /// The fault injector, whose random sequence and counters go on.
     pub(super) faults: Faults,
+    /// The number of the next assigned client identifier: clients keep
+    /// theirs across a restart.
+    pub(super) next_assigned_id: u64,
 }
 
 /// A running instance of the broker.
@@ -122,12 +126,12 @@ impl Supervisor {
         let listeners = (&mut self.instance.accept)
             .await
             .map_err(|_| RestartError::Closed)?;
-        let mut faults = handback.faults;
-        faults.stats.restarts += 1;
-        let restarts = faults.stats.restarts;
+        let mut handback = handback;
+        handback.faults.stats.restarts += 1;
+        let restarts = handback.faults.stats.restarts;
         self.instance = self
             .base
-            .launch(listeners, handback.admin, faults)
+            .launch(listeners, handback)
             .map_err(RestartError::Start)?;
         info!(restarts, "fault: the broker restarted ({why})");
         Ok(())

@@ -338,6 +338,7 @@ impl Router {
         let _ = handback.send(Handback {
             admin,
             faults: self.faults,
+            next_assigned_id: core.next_assigned_id(),
         });
         // Every connection is closing: read what the clients still send
         // while the writers flush, so the closes stay clean.

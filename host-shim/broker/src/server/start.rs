@@ -4,9 +4,9 @@
 
 use super::accept::{Acceptor, Listeners};
 use super::faults::Faults;
-use super::handle::{AdminRequest, BrokerAdmin, BrokerHandle};
+use super::handle::{BrokerAdmin, BrokerHandle};
 use super::reader::ReadLimits;
-use super::restart::{Instance, Phase, Supervisor, RESTART_CAPACITY};
+use super::restart::{Handback, Instance, Phase, Supervisor, RESTART_CAPACITY};
 use super::router::{Router, EVENT_CAPACITY};
 use super::tls::{TlsListener, TlsSetupError};
 use crate::auth::Auth;
@@ -102,13 +102,17 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         tls,
         next_conn: 1,
     };
-    let faults = Faults::new(&config.faults);
+    let first = Handback {
+        admin: admin_rx,
+        faults: Faults::new(&config.faults),
+        next_assigned_id: 1,
+    };
     let base = Base {
         config,
         auth,
         done: done_tx,
     };
-    let instance = base.launch(listeners, admin_rx, faults)?;
+    let instance = base.launch(listeners, first)?;
     let supervisor = Supervisor {
         base,
         instance,
@@ -137,10 +141,11 @@ pub(super) struct Base {
 }
 
 impl Base {
-    /// Starts an instance of the broker on `listeners`: opens and loads what
-    /// storage keeps, builds the core, and spawns the router and the accept
-    /// loop. Start-up and every restart go through here, so a restart
-    /// rebuilds what a start builds.
+    /// Starts an instance of the broker on `listeners`, going on from what
+    /// the previous one handed back: opens and loads what storage keeps,
+    /// builds the core, and spawns the router and the accept loop. Start-up
+    /// and every restart go through here, so a restart rebuilds what a
+    /// start builds.
     ///
     /// # Errors
     ///
@@ -149,8 +154,7 @@ impl Base {
     pub(super) fn launch(
         &self,
         listeners: Listeners,
-        admin_rx: mpsc::Receiver<AdminRequest>,
-        faults: Faults,
+        handback: Handback,
     ) -> Result<Instance, StartError> {
         let config = &self.config;
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -170,7 +174,7 @@ impl Base {
             config.max_outbound_bytes,
             Duration::from_secs(u64::from(config.slow_client_timeout)),
             disk,
-            faults,
+            handback.faults,
         );
         let gauge = MemoryGauge::default();
         let accept = Acceptor {
@@ -191,12 +195,13 @@ impl Base {
         };
         let core = Broker::new(config.clone(), loaded, Instant::now(), SystemTime::now())
             .with_auth(self.auth.clone())
-            .with_gauge(gauge);
-        let (handback_tx, handback) = oneshot::channel();
+            .with_gauge(gauge)
+            .with_next_assigned_id(handback.next_assigned_id);
+        let (handback_tx, handed_back) = oneshot::channel();
         tokio::spawn(router.run(
             core,
             events_rx,
-            admin_rx,
+            handback.admin,
             phase_rx,
             self.done.clone(),
             handback_tx,
@@ -204,7 +209,7 @@ impl Base {
         let accept = tokio::spawn(accept.run());
         Ok(Instance {
             phase: phase_tx,
-            handback,
+            handback: handed_back,
             accept,
         })
     }

@@ -276,7 +276,8 @@ async fn delayed_acknowledgements_arrive_late_and_in_order() -> Result<()> {
 /// `BrokerHandle::restart`: every connection is dropped without DISCONNECT,
 /// the same address accepts again, sessions (in memory) are gone and
 /// retained messages on disk are back; the handle's management API keeps
-/// working.
+/// working, and no client identifier assigned before is assigned again
+/// (a client reconnects with the one it was given).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_drops_connections_and_serves_again_on_the_same_address() -> Result<()> {
     let path = temp_db("restart");
@@ -303,6 +304,8 @@ async fn a_restart_drops_connections_and_serves_again_on_the_same_address() -> R
     let mut sub = Raw::connected(&broker, &sub_connect).await?;
     sub.send(&raw_subscribe(4, 1, "restart/live", 1)).await?;
     assert_eq!(sub.recv().await?.kind(), kind::SUBACK);
+    let (_anonymous, connack) = Raw::handshake(&broker, &RawConnect::v5("")).await?;
+    let before = assigned_id(&connack)?;
 
     within("restart", broker.handle().restart()).await??;
     assert!(publisher.closed().await?.is_empty(), "no DISCONNECT");
@@ -320,10 +323,24 @@ async fn a_restart_drops_connections_and_serves_again_on_the_same_address() -> R
         ("restart/kept", Bytes::from_static(b"on disk"), true)
     );
     assert_eq!(broker.handle().retained_count().await?, 1);
+    let (_anonymous, connack) = Raw::handshake(&broker, &RawConnect::v5("")).await?;
+    assert_ne!(assigned_id(&connack)?, before);
 
     broker.shutdown().await?;
     std::fs::remove_file(&path)?;
     Ok(())
+}
+
+/// The Assigned Client Identifier of a 5.0 CONNACK.
+fn assigned_id(connack: &Frame) -> Result<String> {
+    match connack.v5()? {
+        p5::Packet::ConnAck(ack) => {
+            let assigned = ack.properties.as_ref();
+            let assigned = assigned.and_then(|p| p.assigned_client_identifier.clone());
+            assigned.ok_or_else(|| anyhow::anyhow!("no assigned client identifier: {ack:?}"))
+        }
+        other => bail!("expected CONNACK, got {other:?}"),
+    }
 }
 
 /// `BrokerHandle::drop_connections`: every connection is closed without
