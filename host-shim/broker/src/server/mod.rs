@@ -61,8 +61,9 @@
 //!   the core send more.
 //! - Shutdown is a [`watch`](tokio::sync::watch) channel whose sender the
 //!   [`BrokerHandle`] owns: dropping it, by [`BrokerHandle::shutdown`] or by
-//!   dropping the handle, stops the accept loop and makes the router
-//!   disconnect everyone; the router then keeps reading (and discarding)
+//!   dropping the handle, makes the supervisor (see **Restarts**) stop the
+//!   running instance: the accept loop stops and the router disconnects
+//!   everyone; the router then keeps reading (and discarding)
 //!   what clients still send while the writers flush, for a few seconds at
 //!   most. Every task holds a clone of a `done` sender it never uses;
 //!   `shutdown` waits until the last one is dropped, that is until every

@@ -99,7 +99,7 @@ impl Supervisor {
                 (Some(reply), outcome) => {
                     let _ = reply.send(outcome);
                 }
-                (None, Err(e)) => error!("the broker could not restart: {e:#}"),
+                (None, Err(e)) => error!("{}; the broker is down", chain(&e)),
                 (None, Ok(())) => {}
             }
             if failed {
@@ -120,13 +120,12 @@ impl Supervisor {
     async fn restart(&mut self, why: &str) -> Result<(), RestartError> {
         info!("fault: restarting the broker ({why}); every connection is dropped");
         self.instance.phase.send_replace(Phase::Restarting);
-        let handback = (&mut self.instance.handback)
+        let mut handback = (&mut self.instance.handback)
             .await
             .map_err(|_| RestartError::Closed)?;
         let listeners = (&mut self.instance.accept)
             .await
             .map_err(|_| RestartError::Closed)?;
-        let mut handback = handback;
         handback.faults.stats.restarts += 1;
         let restarts = handback.faults.stats.restarts;
         self.instance = self
@@ -136,6 +135,17 @@ impl Supervisor {
         info!(restarts, "fault: the broker restarted ({why})");
         Ok(())
     }
+}
+
+/// `error` and its sources, each after a colon.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// Sleeps until `due`, or forever without one.

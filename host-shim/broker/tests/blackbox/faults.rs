@@ -331,6 +331,33 @@ async fn a_restart_drops_connections_and_serves_again_on_the_same_address() -> R
     Ok(())
 }
 
+/// A restart that cannot open the retained store again says so, and the
+/// broker is down: nothing listens, the handle's requests fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_cannot_reopen_its_store_reports_it() -> Result<()> {
+    let path = temp_db("unopenable");
+    let mut config = config();
+    config.retain.storage = RetainStorage::Disk(path.clone());
+    let broker = Broker::with(config).await?;
+    // The file is replaced by a directory under the running broker.
+    std::fs::remove_file(&path)?;
+    std::fs::create_dir(&path)?;
+
+    let error = within("restart", broker.handle().restart())
+        .await?
+        .unwrap_err();
+    assert!(
+        matches!(error, mqtt_broker::RestartError::Start(_)),
+        "{error:?}"
+    );
+    assert!(broker.handle().retained_count().await.is_err());
+    assert!(broker.handle().restart().await.is_err());
+    assert!(tokio::net::TcpStream::connect(broker.addr()).await.is_err());
+    broker.shutdown().await?;
+    std::fs::remove_dir(&path)?;
+    Ok(())
+}
+
 /// The Assigned Client Identifier of a 5.0 CONNACK.
 fn assigned_id(connack: &Frame) -> Result<String> {
     match connack.v5()? {
