@@ -3,10 +3,10 @@
 //! pointer, checked against the broker's own schema by the connector's
 //! schema walker, so broker settings are reported as the connector's
 //! configurations are (unknown keys suggest the closest known one, enums
-//! list their values).
+//! list their values), then against the ranges the broker checks at start.
 
 use connector::validate::{parse_json, schema_problems, Problem};
-use mqtt_broker::{broker_schema, BrokerConfig};
+use mqtt_broker::{broker_schema, BrokerConfig, ConfigError};
 use serde_json::Value as Json;
 use std::fmt;
 use std::sync::OnceLock;
@@ -53,15 +53,34 @@ pub fn broker_problems(settings: &Json) -> Vec<Problem> {
 /// # Errors
 ///
 /// Every problem the schema finds; failing that, what the broker's own
-/// reading refuses (a rule the schema cannot say), for the whole document.
+/// reading refuses (a rule the schema cannot say), for the whole document;
+/// failing that, the first value out of the range the broker accepts, at
+/// its key.
 pub fn broker_config(settings: &Json) -> Result<BrokerConfig, BrokerSettingsError> {
     let problems = schema_problems(schema(), settings);
     if !problems.is_empty() {
         return Err(BrokerSettingsError { problems });
     }
-    serde_json::from_value(settings.clone()).map_err(|e| BrokerSettingsError {
-        problems: vec![Problem::new("", e.to_string())],
-    })
+    let config: BrokerConfig =
+        serde_json::from_value(settings.clone()).map_err(|e| BrokerSettingsError {
+            problems: vec![Problem::new("", e.to_string())],
+        })?;
+    config.check().map_err(|e| BrokerSettingsError {
+        problems: vec![range_problem(e)],
+    })?;
+    Ok(config)
+}
+
+/// A value the broker refuses, at the pointer of its key (`tls.port` is
+/// `/tls/port`).
+fn range_problem(error: ConfigError) -> Problem {
+    match error {
+        ConfigError::OutOfRange { key, expected } => Problem::new(
+            format!("/{}", key.replace('.', "/")),
+            format!("must be {expected}"),
+        ),
+        other => Problem::new("", other.to_string()),
+    }
 }
 
 /// [`broker_config`] of a JSON text; a text that is not JSON is one problem
@@ -117,6 +136,23 @@ mod tests {
             BrokerConfig::from_json(text).unwrap()
         );
         assert!(lines(json!({})).is_empty());
+    }
+
+    #[test]
+    fn values_out_of_range_are_reported_at_their_key() {
+        assert_eq!(
+            lines(json!({ "faults": { "drop_acks": 1.5 } })),
+            ["/faults/drop_acks: must be between 0 and 1, not 1.5"]
+        );
+        assert_eq!(
+            lines(json!({ "faults": { "restart_every_ms": 0 } })),
+            ["/faults/restart_every_ms: must be at least 1, got 0"]
+        );
+        assert_eq!(
+            lines(json!({ "maximum_qos": 3 })),
+            ["/maximum_qos: must be 0, 1 or 2, not 3"]
+        );
+        assert!(lines(json!({ "faults": { "seed": 7, "drop_acks": 0.25 } })).is_empty());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! A flow is what `host-shim run FLOW.json` runs. It uses the built-in
 //! broker by default (started on loopback on a free port, stopped at the
 //! end), so a flow tried on a laptop needs nothing installed; the same file
-//! then runs against a real broker by naming its URL.
+//! then runs against a real broker by naming its URL. With the built-in
+//! broker, `broker` steps restart it or drop every connection, and its
+//! `faults` settings inject failures of their own, to see how clients
+//! recover.
 //!
 //! ```json
 //! {
@@ -101,6 +104,23 @@ pub enum Step {
     Drop(String),
     /// Waits this many milliseconds.
     SleepMs(u64),
+    /// Acts on the flow's built-in broker, to see how clients recover:
+    /// `"restart"` or `"drop_connections"`. Not for an external broker.
+    Broker(BrokerStep),
+}
+
+/// What a `broker` step does to the flow's built-in broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerStep {
+    /// Restarts it: every connection is dropped without DISCONNECT, its
+    /// state is rebuilt from what its storage keeps (retained messages with
+    /// `retain.storage` on disk; nothing in memory), and it listens again on
+    /// the same address.
+    Restart,
+    /// Closes every connection without DISCONNECT, as a network failure
+    /// would: wills are sent, sessions are kept as for any lost connection.
+    DropConnections,
 }
 
 impl Step {
@@ -114,6 +134,7 @@ impl Step {
             Step::Close(_) => "close",
             Step::Drop(_) => "drop",
             Step::SleepMs(_) => "sleep_ms",
+            Step::Broker(_) => "broker",
         }
     }
 
@@ -124,7 +145,7 @@ impl Step {
             Step::Subscribe(s) => s.description.as_deref(),
             Step::Receive(s) => s.description.as_deref(),
             Step::Listen(s) => s.description.as_deref(),
-            Step::Close(_) | Step::Drop(_) | Step::SleepMs(_) => None,
+            Step::Close(_) | Step::Drop(_) | Step::SleepMs(_) | Step::Broker(_) => None,
         }
     }
 }

@@ -223,6 +223,75 @@ fn an_unmet_expectation_exits_1_and_says_what_differed() {
 }
 
 #[test]
+fn broker_steps_restart_the_builtin_broker_and_drop_its_connections() {
+    let store =
+        std::env::temp_dir().join(format!("host-shim-cli-restart-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let flow = serde_json::json!({
+        "broker": { "retain": { "storage": { "disk": store } } },
+        "steps": [
+            { "send": { "config": { "topic": "kept/1", "qos": 1, "retained": true },
+                        "documents": [{ "payload": "on disk" }] } },
+            { "subscribe": { "name": "dash", "config": { "subscriptions": [{ "filter": "live/#" }] } } },
+            { "broker": "restart" },
+            // The listener reconnects and subscribes again; retained, so it
+            // has the message whether it is back before or after.
+            { "send": { "config": { "topic": "live/1", "qos": 1, "retained": true },
+                        "documents": [{ "payload": "after restart" }] } },
+            { "receive": { "name": "dash", "count": 1, "timeout_ms": 10000,
+                           "expect": { "payloads": ["after restart"] } } },
+            { "listen": { "config": { "subscriptions": [{ "filter": "kept/#" }] }, "count": 1,
+                          "timeout_ms": 10000,
+                          "expect": { "payloads": ["on disk"], "retained": true } } },
+            { "broker": "drop_connections" },
+            { "send": { "config": { "topic": "live/2", "qos": 1, "retained": true },
+                        "documents": [{ "payload": "after drop" }] } },
+            { "receive": { "name": "dash", "count": 2, "timeout_ms": 10000,
+                           "expect": { "payloads": ["after restart", "after drop"],
+                                       "any_order": true } } }
+        ]
+    });
+    let file = temp_file("broker-steps.flow.json", flow.to_string().as_bytes());
+    let out = host_shim(&["run", file.to_str().unwrap()]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("step 2 broker: restarted"),
+        "{}",
+        out.stderr
+    );
+    // The subscriber's connection at least (the listen step's may not be
+    // closed yet).
+    let dropped = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("step 6 broker: "))
+        .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok());
+    assert!(dropped.is_some_and(|n| n >= 1), "{}", out.stderr);
+    let _ = std::fs::remove_file(&store);
+
+    // Against another broker, the step fails and says why.
+    let flow = temp_file(
+        "external-broker-step.flow.json",
+        br#"{"steps": [{"broker": "restart"}]}"#,
+    );
+    let out = host_shim(&["run", flow.to_str().unwrap(), "--url", "mqtt://127.0.0.1:1"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("step 0 (broker): `broker` steps act on the built-in broker")
+            && out.stderr.contains("mqtt://127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn send_and_listen_round_trip_on_both_versions() {
     let broker = Broker::start();
     let url = broker.url.as_str();

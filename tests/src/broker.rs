@@ -54,6 +54,11 @@ impl Broker {
         self.tls_addr.expect("the broker has a TLS listener").port()
     }
 
+    /// The handle, to restart the broker or drop its connections.
+    pub fn handle(&self) -> &BrokerHandle {
+        self.handle.as_ref().expect("broker handle present")
+    }
+
     /// Graceful shutdown, bounded.
     pub async fn shutdown(mut self) -> Result<()> {
         let handle = self.handle.take().expect("broker handle present");

@@ -498,6 +498,12 @@ impl Raw {
             .ok_or_else(|| anyhow!("broker closed the connection"))
     }
 
+    /// The next frame within [`WAIT`], or `None` when the broker closes the
+    /// connection first.
+    pub async fn recv_or_closed(&mut self) -> Result<Option<Frame>> {
+        within("a packet or the close from the broker", self.read_frame()).await?
+    }
+
     /// The next frame if one arrives within `period`.
     pub async fn recv_for(&mut self, period: Duration) -> Result<Option<Frame>> {
         match tokio::time::timeout(period, self.read_frame()).await {

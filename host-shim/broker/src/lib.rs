@@ -12,7 +12,10 @@
 //! - Start-up: [`start`] binds and spawns the broker on the current tokio
 //!   runtime, or fails with a [`StartError`].
 //! - The handle: [`BrokerHandle`] gives the address, the URLs and graceful
-//!   [`shutdown`](BrokerHandle::shutdown).
+//!   [`shutdown`](BrokerHandle::shutdown); for trying clients against
+//!   failures, [`restart`](BrokerHandle::restart) and
+//!   [`drop_connections`](BrokerHandle::drop_connections), beside the
+//!   faults of [`FaultsConfig`] injected on their own.
 //! - Management: [`BrokerAdmin`] (from [`BrokerHandle::admin`]) lists, gets,
 //!   deletes and counts retained messages; [`admin`] serves it as an HTTP
 //!   JSON API on loopback.
@@ -24,6 +27,7 @@
 //! - [`config`], the configuration:
 //!   - `config/mod.rs`: every key with its default, the profiles, JSON.
 //!   - `config/check.rs`: the value ranges checked at start.
+//!   - `config/faults.rs`: the `faults` section.
 //!   - `config/password.rs`: the `password_file` format.
 //!   - `config/acl.rs`: the `acl_file` format.
 //! - `auth`: who may connect (accounts and `allow_anonymous`) and where
@@ -77,7 +81,10 @@
 //!   redb's panics on damaged files, value checksums, PUBLISH packets as
 //!   stored.
 //! - `server`: the thin tokio shell.
-//!   - `server/start.rs`: [`start`].
+//!   - `server/start.rs`: [`start`], and the start of each instance of
+//!     the broker.
+//!   - `server/restart.rs`: the supervisor task, which restarts the broker
+//!     on the same listening sockets.
 //!   - `server/handle.rs`: [`BrokerHandle`] and [`BrokerAdmin`].
 //!   - `server/accept.rs`: the accept loop, on the plain and the TLS
 //!     listener.
@@ -95,6 +102,9 @@
 //!     on it: readiness in arrival order, the CONNECT deadline, the
 //!     lingering read after a close.
 //!   - `server/connection.rs`: one task per connection, writing.
+//!   - `server/faults.rs`: the faults the router injects: acknowledgements
+//!     dropped or held back, CONNECTs refused, connections closed; each
+//!     logged and counted.
 //! - `types`: small types the modules share.
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in
 //!   `fuzz/`: the codec over arbitrary bytes, the core over arbitrary
@@ -126,11 +136,12 @@ mod types;
 pub use self::core::Stats;
 pub use auth::HashError;
 pub use config::{
-    broker_schema, AclFileError, BrokerConfig, ConfigError, PasswordFileError, Profile,
-    QueueFullPolicy, RetainConfig, RetainStorage, SessionsConfig, TlsConfig, User,
+    broker_schema, AclFileError, BrokerConfig, ConfigError, FaultsConfig, PasswordFileError,
+    Profile, QueueFullPolicy, RetainConfig, RetainStorage, SessionsConfig, TlsConfig, User,
 };
 pub use retained::{RetainedEntry, RetainedInfo, RetainedPage, RetainedStoreError};
 pub use server::{
-    start, AdminError, BrokerAdmin, BrokerHandle, StartError, TlsSetupError, MAX_PAGE_SIZE,
+    start, AdminError, BrokerAdmin, BrokerHandle, RestartError, StartError, TlsSetupError,
+    MAX_PAGE_SIZE,
 };
 pub use session::SessionStoreError;

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 A flow file names a broker and steps (send, subscribe, receive, listen,
-close, drop, sleep_ms), each with what it must do. By default the flow runs
-against the built-in broker on a free loopback port. `host-shim schema flow`
-prints the format; examples/ has flows to start from.
+close, drop, sleep_ms, broker), each with what it must do. By default the
+flow runs against the built-in broker on a free loopback port. `host-shim
+schema flow` prints the format; examples/ has flows to start from.
 
 Received documents print on stdout as JSON lines, as `host-shim listen`
 prints them; each step's outcome and the verdict go to stderr. --json prints

@@ -79,6 +79,9 @@ pub fn check(flow: &Json) -> Vec<Problem> {
             for (i, step) in steps.iter().enumerate() {
                 check_step(&mut problems, &mut names, &connection, i, step);
             }
+            if root.get("broker").is_none() && connection.contains_key("url") {
+                external_broker_steps(&mut problems, steps);
+            }
         }
         Some(_) => problems.push(Problem::new("/steps", "must be a list of steps")),
     }
@@ -99,7 +102,7 @@ pub(crate) fn broker_config(broker: &Json) -> Result<BrokerConfig, BrokerSetting
 #[derive(Default)]
 struct Names(HashMap<String, &'static str>);
 
-const STEP_KINDS: &str = "send, subscribe, receive, listen, close, drop or sleep_ms";
+const STEP_KINDS: &str = "send, subscribe, receive, listen, close, drop, sleep_ms or broker";
 
 fn check_step(
     problems: &mut Vec<Problem>,
@@ -123,7 +126,7 @@ fn check_step(
         Ok(step) => step,
         Err(e) => {
             let message = e.to_string();
-            let message = if message.starts_with("unknown variant") {
+            let message = if message.starts_with(&format!("unknown variant `{kind}`")) {
                 format!("unknown step `{kind}`; expected {STEP_KINDS}")
             } else {
                 message
@@ -225,7 +228,20 @@ fn check_step(
                 ));
             }
         }
-        Step::SleepMs(_) => {}
+        Step::SleepMs(_) | Step::Broker(_) => {}
+    }
+}
+
+/// `broker` steps in a flow whose connection names another broker.
+fn external_broker_steps(problems: &mut Vec<Problem>, steps: &[Json]) {
+    for (i, step) in steps.iter().enumerate() {
+        if step.get("broker").is_some() {
+            problems.push(Problem::new(
+                format!("/steps/{i}/broker"),
+                "`broker` steps act on the built-in broker, and the connection's `url` names \
+                 another; leave out `url` to run on the built-in broker",
+            ));
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 use super::check::{broker_config, merge_connection};
 use super::expect::{self, Sent};
 use super::{
-    Flow, FlowDocument, ListenExpect, PayloadError, Received, SendStep, Step, DEFAULT_TIMEOUT,
+    BrokerStep, Flow, FlowDocument, ListenExpect, PayloadError, Received, SendStep, Step,
+    DEFAULT_TIMEOUT,
 };
 use crate::broker_settings::BrokerSettingsError;
 use crate::host::{Document, Listener, Property, Runtime, Sender, Value};
@@ -64,6 +65,18 @@ pub enum StepError {
     /// A sender step without a configuration or an open sender.
     #[error("missing `config`")]
     MissingConfig,
+    /// A `broker` step in a flow that runs against another broker; its URL.
+    #[error(
+        "`broker` steps act on the built-in broker, and this flow runs against {0}; \
+         leave out the connection's `url` (and --url) to run on the built-in broker"
+    )]
+    ExternalBroker(String),
+    /// The built-in broker did not restart.
+    #[error("the built-in broker did not restart")]
+    Restart(#[source] broker::RestartError),
+    /// The built-in broker has stopped.
+    #[error("the built-in broker has stopped")]
+    BrokerStopped,
     /// The output could not be written.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -189,6 +202,7 @@ pub async fn run(
     connection.insert("url".to_owned(), Json::from(url));
     let mut runner = Runner {
         runtime: options.runtime.clone(),
+        broker,
         connection,
         senders: HashMap::new(),
         listeners: HashMap::new(),
@@ -219,7 +233,7 @@ pub async fn run(
         }
     }
     runner.close_all().await;
-    if let Some(handle) = broker {
+    if let Some(handle) = runner.broker.take() {
         handle.shutdown().await;
     }
     result?;
@@ -238,6 +252,8 @@ pub async fn run(
 
 struct Runner<'a> {
     runtime: Runtime,
+    /// The built-in broker, when the flow runs on it.
+    broker: Option<broker::BrokerHandle>,
     /// The flow's connection settings with the broker's URL.
     connection: Map<String, Json>,
     senders: HashMap<String, Sender>,
@@ -369,7 +385,40 @@ impl Runner<'_> {
                 writeln!(self.out, "step {i} sleep: {ms} ms")?;
                 Ok(Vec::new())
             }
+            Step::Broker(action) => {
+                self.broker_step(i, *action).await?;
+                Ok(Vec::new())
+            }
         }
+    }
+
+    /// Restarts the built-in broker or drops its connections.
+    async fn broker_step(&mut self, i: usize, action: BrokerStep) -> Result<(), StepError> {
+        let Some(handle) = &self.broker else {
+            let url = self.connection.get("url").and_then(Json::as_str);
+            return Err(StepError::ExternalBroker(
+                url.unwrap_or_default().to_owned(),
+            ));
+        };
+        match action {
+            BrokerStep::Restart => {
+                handle.restart().await.map_err(StepError::Restart)?;
+                writeln!(self.out, "step {i} broker: restarted")?;
+            }
+            BrokerStep::DropConnections => {
+                let dropped = handle
+                    .drop_connections()
+                    .await
+                    .map_err(|_| StepError::BrokerStopped)?;
+                let noun = if dropped == 1 {
+                    "connection"
+                } else {
+                    "connections"
+                };
+                writeln!(self.out, "step {i} broker: {dropped} {noun} dropped")?;
+            }
+        }
+        Ok(())
     }
 
     async fn send(&mut self, i: usize, step: &SendStep) -> Result<Vec<String>, StepError> {

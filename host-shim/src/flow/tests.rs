@@ -64,6 +64,66 @@ fn every_step_kind_parses() {
 }
 
 #[test]
+fn broker_steps_parse_and_need_the_builtin_broker() {
+    let steps = json!([
+        { "broker": "restart" },
+        { "broker": "drop_connections" },
+        { "broker": "reboot" }
+    ]);
+    let flow: Flow = serde_json::from_value(json!({
+        "steps": [{ "broker": "restart" }, { "broker": "drop_connections" }]
+    }))
+    .unwrap();
+    assert_eq!(
+        flow.steps,
+        [
+            Step::Broker(BrokerStep::Restart),
+            Step::Broker(BrokerStep::DropConnections)
+        ]
+    );
+    assert_eq!(flow.steps[0].kind(), "broker");
+
+    let problems = pointers(json!({ "steps": steps }));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("/steps/2/broker: ") && problems[0].contains("drop_connections"),
+        "{problems:#?}"
+    );
+
+    // An external broker: the steps have nothing to act on.
+    let external = json!({
+        "connection": { "url": "mqtt://broker.example:1883" },
+        "steps": [{ "sleep_ms": 1 }, { "broker": "restart" }]
+    });
+    assert_eq!(
+        pointers(external),
+        [
+            "/steps/1/broker: `broker` steps act on the built-in broker, and the connection's \
+          `url` names another; leave out `url` to run on the built-in broker"
+        ]
+    );
+    let builtin = json!({
+        "broker": {},
+        "connection": { "url": "mqtt://ignored:1883" },
+        "steps": [{ "broker": "drop_connections" }]
+    });
+    assert!(pointers(builtin).is_empty());
+
+    let error = RunError::Step {
+        index: 1,
+        kind: "broker",
+        source: StepError::ExternalBroker("mqtt://broker.example:1883".into()),
+    };
+    let chain = format!("{:#}", anyhow::Error::from(error));
+    assert_eq!(
+        chain,
+        "step 1 (broker): `broker` steps act on the built-in broker, and this flow runs \
+         against mqtt://broker.example:1883; leave out the connection's `url` (and --url) to \
+         run on the built-in broker"
+    );
+}
+
+#[test]
 fn problems_point_at_the_step() {
     let problems = pointers(json!({
         "steps": [

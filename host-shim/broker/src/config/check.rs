@@ -58,6 +58,22 @@ pub(crate) fn check(config: &BrokerConfig) -> Result<(), ConfigError> {
             );
         }
     }
+    let faults = &config.faults;
+    if !(0.0..=1.0).contains(&faults.drop_acks) {
+        return fail(
+            "faults.drop_acks",
+            format!("between 0 and 1, not {}", faults.drop_acks),
+        );
+    }
+    for (key, value) in [
+        ("faults.close_after_packets", faults.close_after_packets),
+        ("faults.close_every_ms", faults.close_every_ms),
+        ("faults.restart_every_ms", faults.restart_every_ms),
+    ] {
+        if value == Some(0) {
+            return fail(key, "at least 1 (leave it out for none)".to_owned());
+        }
+    }
     Ok(())
 }
 
@@ -84,6 +100,30 @@ mod tests {
             "max_inflight must be at least 1"
         );
         assert!(check(&BrokerConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn faults_out_of_range_name_their_key() {
+        let mut config = BrokerConfig::default();
+        config.faults.drop_acks = 1.5;
+        assert_eq!(
+            check(&config).unwrap_err().to_string(),
+            "faults.drop_acks must be between 0 and 1, not 1.5"
+        );
+        config.faults.drop_acks = f64::NAN;
+        assert!(check(&config).is_err());
+        config.faults.drop_acks = 1.0;
+        config.faults.restart_every_ms = Some(0);
+        assert_eq!(
+            check(&config).unwrap_err().to_string(),
+            "faults.restart_every_ms must be at least 1 (leave it out for none)"
+        );
+        config.faults.restart_every_ms = Some(1);
+        config.faults.close_after_packets = Some(0);
+        assert!(check(&config)
+            .unwrap_err()
+            .to_string()
+            .starts_with("faults.close_after_packets"));
     }
 
     #[test]

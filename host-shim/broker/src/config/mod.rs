@@ -6,6 +6,7 @@
 //! - this file: the keys, their defaults, the profiles, reading JSON, and
 //!   [`ConfigError`];
 //! - `check`: the value ranges the broker relies on, checked at start;
+//! - `faults`: the `faults` section, failures injected on purpose;
 //! - `password`: the `password_file` format;
 //! - `acl`: the `acl_file` format.
 //!
@@ -77,11 +78,13 @@ use std::path::PathBuf;
 
 mod acl;
 mod check;
+mod faults;
 mod password;
 
 pub(crate) use acl::read_acl_file;
 pub use acl::AclFileError;
 pub(crate) use check::check;
+pub use faults::FaultsConfig;
 pub(crate) use password::read_password_file;
 pub use password::PasswordFileError;
 
@@ -96,7 +99,8 @@ pub enum ConfigError {
     /// A value is outside the range the broker accepts.
     #[error("{key} must be {expected}")]
     OutOfRange {
-        /// The key.
+        /// The key, after its section's name and a dot inside one
+        /// (`tls.port`).
         key: &'static str,
         /// What it must be, and what it is when that helps.
         expected: String,
@@ -288,6 +292,10 @@ pub struct BrokerConfig {
     /// none: plain TCP only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Failures injected on purpose (connections closed, acknowledgements
+    /// lost or late, CONNECTs refused, restarts), to try a flow against what
+    /// real networks and brokers do. Default: none injected.
+    pub faults: FaultsConfig,
 }
 
 /// The TLS listener, in Mosquitto's terms (`listener 8883`, `certfile`,
@@ -481,6 +489,7 @@ impl Default for BrokerConfig {
             retain: RetainConfig::default(),
             sessions: SessionsConfig::default(),
             tls: None,
+            faults: FaultsConfig::default(),
         }
     }
 }
@@ -545,6 +554,16 @@ impl BrokerConfig {
         Ok(serde_json::from_str(text)?)
     }
 
+    /// Checks the value ranges [`start`](crate::start) checks first, so a
+    /// configuration can be refused before the broker is started.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OutOfRange`] naming the first key out of range.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check(self)
+    }
+
     /// A configuration for tests: loopback, a free port, defaults otherwise.
     pub fn ephemeral() -> Self {
         BrokerConfig {
@@ -602,6 +621,7 @@ struct ConfigFile {
     retain: RetainFile,
     sessions: Option<SessionsConfig>,
     tls: Option<TlsConfig>,
+    faults: Option<FaultsConfig>,
 }
 
 /// The `retain` object as written; see [`ConfigFile`].
@@ -675,6 +695,9 @@ impl From<ConfigFile> for BrokerConfig {
         }
         if let Some(sessions) = file.sessions {
             config.sessions = sessions;
+        }
+        if let Some(faults) = file.faults {
+            config.faults = faults;
         }
         let retain = file.retain;
         overlay!(

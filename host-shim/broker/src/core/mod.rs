@@ -401,6 +401,19 @@ impl Broker {
         self
     }
 
+    /// Assigned client identifiers go on from `auto-{next}`, so a broker
+    /// restarted in the same process never assigns one that a client of the
+    /// previous instance still uses.
+    pub(crate) fn with_next_assigned_id(mut self, next: u64) -> Self {
+        self.next_assigned_id = next;
+        self
+    }
+
+    /// The number of the next assigned client identifier.
+    pub(crate) fn next_assigned_id(&self) -> u64 {
+        self.next_assigned_id
+    }
+
     /// The accounts to check CONNECTs against, in place of the inline
     /// `users` of the configuration.
     pub(crate) fn with_auth(mut self, auth: Auth) -> Self {

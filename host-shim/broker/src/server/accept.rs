@@ -1,9 +1,11 @@
 //! The accept loop: one connection task per socket, on the plain and the
 //! TLS listener, at most `max_connections` at a time (TLS handshakes in
-//! progress included), with a backoff when accepting fails.
+//! progress included), with a backoff when accepting fails. The listening
+//! sockets outlive it when the broker restarts.
 
 use super::connection::Connection;
 use super::reader::ReadLimits;
+use super::restart::Phase;
 use super::router::Event;
 use super::tls::TlsListener;
 use super::transport::Transport;
@@ -29,17 +31,35 @@ pub(super) struct Acceptor {
     pub(super) outbound_limit: usize,
     pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
-    pub(super) shutdown: watch::Receiver<()>,
+    pub(super) shutdown: watch::Receiver<Phase>,
     pub(super) done: mpsc::Sender<()>,
     /// Connection numbers are never reused, so a late event about a closed
     /// connection cannot be mistaken for a newer one.
     pub(super) next_conn: ConnId,
 }
 
+/// The listening sockets and the next connection number: what the accept
+/// loop hands over to the next one when the broker restarts. Dropping them
+/// closes the sockets.
+pub(super) struct Listeners {
+    pub(super) plain: TcpListener,
+    pub(super) tls: Option<(TcpListener, TlsListener)>,
+    pub(super) next_conn: ConnId,
+}
+
 impl Acceptor {
-    /// Accepts until shutdown; dropping `self` at the end closes the
-    /// listening socket.
-    pub(super) async fn run(mut self) {
+    /// Accepts until the broker stops or restarts; returns the listening
+    /// sockets.
+    pub(super) async fn run(mut self) -> Listeners {
+        self.accept_loop().await;
+        Listeners {
+            plain: self.listener,
+            tls: self.tls,
+            next_conn: self.next_conn,
+        }
+    }
+
+    async fn accept_loop(&mut self) {
         let mut backoff = Duration::from_millis(10);
         loop {
             // Wait for a free slot before accepting, so connections beyond
@@ -108,8 +128,9 @@ impl Acceptor {
     /// core: stop accepting too, so clients are refused rather than served
     /// by a broker that never answers.
     fn router_died(&self) {
-        // An error means the handle is gone: this is the shutdown.
-        if self.shutdown.has_changed().is_ok() {
+        // An error means the handle is gone: this is the shutdown; a value
+        // other than `Running` is the restart.
+        if self.shutdown.has_changed().is_ok() && *self.shutdown.borrow() == Phase::Running {
             error!("the broker's router task ended unexpectedly; no longer accepting connections");
         }
     }

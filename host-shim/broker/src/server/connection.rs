@@ -4,6 +4,7 @@
 
 use super::budget::{packet_cost, Budget};
 use super::reader::{ReadLimits, Reader};
+use super::restart::Phase;
 use super::router::{Event, Outbound};
 use super::transport::{Transport, WriteHalf};
 use crate::codec;
@@ -18,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::time::sleep;
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, warn};
 
 /// How long connections may take to flush their last packets at shutdown
@@ -40,7 +41,7 @@ pub(super) struct Connection {
     /// The broker's gauge of memory held by queued messages.
     pub(super) gauge: MemoryGauge,
     pub(super) events: mpsc::Sender<Event>,
-    pub(super) shutdown: watch::Receiver<()>,
+    pub(super) shutdown: watch::Receiver<Phase>,
     /// Held, never used: see [`BrokerHandle::shutdown`](super::BrokerHandle::shutdown).
     pub(super) _done: mpsc::Sender<()>,
     /// Held: frees a connection slot when the task ends.
@@ -117,7 +118,9 @@ struct Queues<'a> {
 }
 
 /// Encodes and writes what the router sends, batching what is already
-/// queued into one write, until told to close or forgotten.
+/// queued into one write, until told to close or forgotten. A packet held
+/// back until a later instant ([`Outbound::Late`]) ends the batch before
+/// it, and what follows waits behind it.
 async fn write_loop(
     conn: ConnId,
     mut wr: WriteHalf,
@@ -128,11 +131,22 @@ async fn write_loop(
 ) -> WriteEnd {
     let queued_qos0 = queues.qos0;
     let mut buf = BytesMut::with_capacity(4096);
+    // A late packet taken off the queue before its time.
+    let mut held = None;
     loop {
-        let Some(first) = outbound.recv().await else {
-            let _ = wr.shutdown().await;
-            return WriteEnd::Forgotten;
+        let first = match held.take() {
+            Some(late) => late,
+            None => {
+                let Some(first) = outbound.recv().await else {
+                    let _ = wr.shutdown().await;
+                    return WriteEnd::Forgotten;
+                };
+                first
+            }
         };
+        if let Outbound::Late(_, due) = &first {
+            sleep_until(*due).await;
+        }
         let mut close = false;
         let mut qos0 = 0;
         let mut paced = 0;
@@ -152,6 +166,10 @@ async fn write_loop(
                     cost += packet_cost(&packet);
                     encode(conn, version, &packet, &mut buf);
                 }
+                Outbound::Late(packet, _) => {
+                    cost += packet_cost(&packet);
+                    encode(conn, version, &packet, &mut buf);
+                }
                 Outbound::Raw(bytes) => buf.extend_from_slice(&bytes),
                 Outbound::Close => {
                     close = true;
@@ -160,6 +178,9 @@ async fn write_loop(
             }
             if buf.len() < WRITE_BATCH {
                 next = outbound.try_recv().ok();
+                if matches!(&next, Some(Outbound::Late(_, due)) if *due > Instant::now()) {
+                    held = next.take();
+                }
             }
         }
         if !buf.is_empty() {

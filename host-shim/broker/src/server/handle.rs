@@ -1,6 +1,9 @@
 //! The handle on a running broker and its management API: requests to the
-//! router task, each answered on its own oneshot channel.
+//! router task, each answered on its own oneshot channel; restarts go to
+//! the supervisor task (see `restart`).
 
+use super::restart::RestartRequest;
+use super::start::StartError;
 use crate::retained::{RetainedEntry, RetainedPage, RetainedStoreError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,6 +29,8 @@ pub struct BrokerHandle {
     done: mpsc::Receiver<()>,
     /// Management requests to the router.
     admin: BrokerAdmin,
+    /// Restart requests to the supervisor.
+    restarts: mpsc::Sender<RestartRequest>,
 }
 
 impl BrokerHandle {
@@ -105,6 +110,39 @@ impl BrokerHandle {
         self.admin.retained_count().await
     }
 
+    /// Closes every client connection without DISCONNECT, as a network
+    /// failure would: what is queued for each is written first. Sessions
+    /// are kept or end, and wills are sent, as for any connection lost.
+    /// Returns how many connections were closed.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Closed`] when the broker has shut down.
+    pub async fn drop_connections(&self) -> Result<usize, AdminError> {
+        self.admin.drop_connections().await
+    }
+
+    /// Restarts the broker, as `faults.restart_every_ms` does: every
+    /// connection is dropped without DISCONNECT (and no will is sent), the
+    /// state is rebuilt from what storage keeps, as at start (with memory
+    /// storage nothing: no sessions, no retained messages), and the broker
+    /// serves again on the same addresses. Returns once it does. The handle
+    /// and every [`BrokerAdmin`] keep working.
+    ///
+    /// # Errors
+    ///
+    /// [`RestartError::Closed`] when the broker has shut down,
+    /// [`RestartError::Start`] when it cannot start again (its retained
+    /// store cannot be opened, for example); it is then down for good.
+    pub async fn restart(&self) -> Result<(), RestartError> {
+        let (reply, outcome) = oneshot::channel();
+        self.restarts
+            .send(reply)
+            .await
+            .map_err(|_| RestartError::Closed)?;
+        outcome.await.map_err(|_| RestartError::Closed)?
+    }
+
     /// The handle of a broker whose tasks were just spawned.
     pub(super) fn new(
         local_addr: SocketAddr,
@@ -112,6 +150,7 @@ impl BrokerHandle {
         shutdown: watch::Sender<()>,
         done: mpsc::Receiver<()>,
         admin: BrokerAdmin,
+        restarts: mpsc::Sender<RestartRequest>,
     ) -> Self {
         BrokerHandle {
             local_addr,
@@ -119,6 +158,7 @@ impl BrokerHandle {
             shutdown,
             done,
             admin,
+            restarts,
         }
     }
 
@@ -144,6 +184,17 @@ fn reachable(mut addr: SocketAddr) -> SocketAddr {
         });
     }
     addr
+}
+
+/// Why [`BrokerHandle::restart`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    /// The broker has shut down.
+    #[error("the broker has shut down")]
+    Closed,
+    /// The broker stopped and could not start again; it is down.
+    #[error("the broker could not start again")]
+    Start(#[source] StartError),
 }
 
 /// Why a management request failed.
@@ -241,6 +292,13 @@ impl BrokerAdmin {
         self.ask(|reply| AdminRequest::Count { reply }).await
     }
 
+    /// Closes every client connection without DISCONNECT; see
+    /// [`BrokerHandle::drop_connections`].
+    pub(super) async fn drop_connections(&self) -> Result<usize, AdminError> {
+        self.ask(|reply| AdminRequest::DropConnections { reply })
+            .await
+    }
+
     /// Resolves when the broker has shut down: no request can succeed any
     /// more.
     pub async fn closed(&self) {
@@ -281,6 +339,9 @@ pub(super) enum AdminRequest {
         reply: oneshot::Sender<Result<bool, AdminError>>,
     },
     Count {
+        reply: oneshot::Sender<usize>,
+    },
+    DropConnections {
         reply: oneshot::Sender<usize>,
     },
 }

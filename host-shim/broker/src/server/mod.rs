@@ -4,6 +4,8 @@
 //!
 //! - `start`: [`start()`] checks the configuration, binds, opens the retained
 //!   and session stores and spawns the tasks.
+//! - `restart`: the supervisor task, which runs one instance of the broker
+//!   at a time on the same listening sockets and restarts it.
 //! - `handle`: [`BrokerHandle`] and the management API ([`BrokerAdmin`],
 //!   [`AdminError`]) with its requests to the router.
 //! - `accept`: the accept loop, on the plain and the TLS listener.
@@ -17,6 +19,8 @@
 //! - `connection`: one task per connection: the write loop (encode).
 //! - `budget`: a connection's outbound byte budget, shared by the router
 //!   and the writer.
+//! - `faults`: the faults the router injects (`faults`), logged and
+//!   counted.
 //!
 //! # Tasks and channels
 //!
@@ -59,8 +63,9 @@
 //!   the core send more.
 //! - Shutdown is a [`watch`](tokio::sync::watch) channel whose sender the
 //!   [`BrokerHandle`] owns: dropping it, by [`BrokerHandle::shutdown`] or by
-//!   dropping the handle, stops the accept loop and makes the router
-//!   disconnect everyone; the router then keeps reading (and discarding)
+//!   dropping the handle, makes the supervisor (see **Restarts**) stop the
+//!   running instance: the accept loop stops and the router disconnects
+//!   everyone; the router then keeps reading (and discarding)
 //!   what clients still send while the writers flush, for a few seconds at
 //!   most. Every task holds a clone of a `done` sender it never uses;
 //!   `shutdown` waits until the last one is dropped, that is until every
@@ -82,12 +87,22 @@
 //!   requests to the router on their own small channel, each with a oneshot
 //!   reply, so listing or deleting retained messages takes no lock on the
 //!   publish path and sees the store exactly as subscribers do.
+//! - **Restarts.** The **supervisor task** holds the handle's end of the
+//!   shutdown signal and the running instance: its router, accept loop and
+//!   connection tasks, which watch the instance's own signal. A restart
+//!   tells them the instance is restarting: the router closes every
+//!   connection without DISCONNECT and hands back the management requests
+//!   and the fault injector, the accept loop hands back the listening
+//!   sockets, and the supervisor starts the next instance through
+//!   start-up's own path, which opens and loads the stores again.
 
 mod accept;
 mod budget;
 mod connection;
+mod faults;
 mod handle;
 mod reader;
+mod restart;
 mod router;
 mod start;
 mod tls;
@@ -96,6 +111,6 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{AdminError, BrokerAdmin, BrokerHandle, MAX_PAGE_SIZE};
+pub use handle::{AdminError, BrokerAdmin, BrokerHandle, RestartError, MAX_PAGE_SIZE};
 pub use start::{start, StartError};
 pub use tls::TlsSetupError;

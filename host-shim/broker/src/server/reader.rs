@@ -116,6 +116,8 @@ pub(super) struct Reader {
     /// The user name the connection's client certificate gives
     /// (`tls.use_identity_as_username`), for its CONNECT.
     pub(super) identity: Option<String>,
+    /// Packets decoded so far, the CONNECT included.
+    pub(super) packets: u64,
 }
 
 impl std::fmt::Debug for Reader {
@@ -349,6 +351,7 @@ impl Reader {
             notify: None,
             waker: None,
             identity: None,
+            packets: 0,
         }
     }
 

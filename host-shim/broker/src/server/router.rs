@@ -3,11 +3,14 @@
 //! in the order their sockets became readable (see `reader`), decodes their
 //! bytes and feeds the packets to the core, with the management requests,
 //! the timers and what the connection tasks report; writes the retained and
-//! session changes the core hands out; and carries out its actions.
+//! session changes the core hands out; and carries out its actions, with the
+//! faults of `faults` injected on the way (see `faults`).
 
 use super::budget::{packet_cost, Budget, Episodes};
+use super::faults::{AckFault, DropCause, Faults};
 use super::handle::{AdminError, AdminRequest};
 use super::reader::{Reader, Reads, Wake};
+use super::restart::{Handback, Phase};
 use crate::codec::{self, DecodeError, Frame};
 use crate::core::{Action, Broker, ConnId};
 use crate::log_limit::LogLimit;
@@ -22,7 +25,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::coop::{consume_budget, unconstrained};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, error, info, warn};
@@ -72,6 +75,9 @@ pub(super) enum Outbound {
     Paced(Packet),
     /// Write these bytes as they are.
     Raw(Bytes),
+    /// The same as `Packet`, written no earlier than the instant given
+    /// (`faults.delay_acks_ms`); what follows waits behind it.
+    Late(Packet, Instant),
     /// Write what is queued before, then close.
     Close,
 }
@@ -176,6 +182,8 @@ pub(super) struct Router {
     /// Connections closed for a packet not finished in time.
     packet_timeouts: u64,
     packet_timeout_log: LogLimit,
+    /// The faults injected (`faults`).
+    faults: Faults,
 }
 
 /// What the router remembers of a batch of events until their actions are
@@ -195,14 +203,16 @@ impl Router {
     /// (or `max_outbound` bytes) waiting for one connection are dropped, and
     /// a connection over `max_outbound` bytes for `slow_grace` is closed. `disk` is the retained
     /// message store's file, and `sessions` the session store's, with disk
-    /// storage.
+    /// storage; `faults` injects the configured faults from now on.
     pub(super) fn new(
         max_queued: usize,
         max_outbound: usize,
         slow_grace: Duration,
         disk: Option<DiskStore>,
         sessions: Option<SessionStore>,
+        mut faults: Faults,
     ) -> Self {
+        faults.started(Instant::now());
         Router {
             max_queued,
             max_outbound,
@@ -220,27 +230,34 @@ impl Router {
             write_errors: 0,
             packet_timeouts: 0,
             packet_timeout_log: LogLimit::default(),
+            faults,
         }
     }
 
     /// Feeds reads, events, management requests and timeouts to the core
-    /// and carries out its actions, until shutdown.
+    /// and carries out its actions, until shutdown or a restart; then hands
+    /// what outlives it to `handback`.
     pub(super) async fn run(
         mut self,
         mut core: Broker,
         mut events: mpsc::Receiver<Event>,
         mut admin: mpsc::Receiver<AdminRequest>,
-        mut shutdown: watch::Receiver<()>,
+        mut shutdown: watch::Receiver<Phase>,
         _done: mpsc::Sender<()>,
+        handback: oneshot::Sender<Handback>,
     ) {
         // Cleared when every `BrokerAdmin` is gone, so the closed channel
         // is not polled again and again.
         let mut admin_open = true;
         loop {
-            let deadline = [core.poll_timeout(), self.slow_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                core.poll_timeout(),
+                self.slow_deadline(),
+                self.faults.close_all_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let reading = !self.reads.is_empty();
             // Biased: shutdown first, then due timers, so a steady stream of
             // packets cannot hold back keep alive and expiry; then the rare
@@ -253,6 +270,9 @@ impl Router {
                     core.handle_timeout(Instant::now().into_std());
                     let mut batch = Batch::default();
                     self.close_slow(&mut core, &mut batch);
+                    if self.faults.close_all_now(Instant::now()) {
+                        self.drop_all(&mut core, DropCause::Every);
+                    }
                     self.finish(&mut core, &mut batch);
                 }
                 request = admin.recv(), if admin_open => match request {
@@ -299,7 +319,15 @@ impl Router {
         // No more new connections or reports: the connection tasks that are
         // still sending them stop waiting.
         drop(events);
-        core.handle_shutdown(Instant::now().into_std());
+        // A restart is a crash to the clients: no DISCONNECT and no wills;
+        // what storage keeps is all that comes back.
+        if *shutdown.borrow() == Phase::Restarting {
+            for &conn in self.conns.keys() {
+                self.faults.dropped(conn, DropCause::Restart);
+            }
+        } else {
+            core.handle_shutdown(Instant::now().into_std());
+        }
         self.finish(&mut core, &mut Batch::default());
         // Connections the core never heard of (no CONNECT yet).
         for (_, entry) in self.conns.drain() {
@@ -311,12 +339,19 @@ impl Router {
             over_outbound_budget = self.slow_episodes,
             closed_over_outbound_budget = self.slow_closed,
             packet_timeouts = self.packet_timeouts,
+            faults = ?self.faults.stats,
             "router stopped"
         );
         // Close the stores' files before `_done` goes, so once `shutdown`
         // returns a new broker can open them.
         drop(self.disk.take());
         drop(self.sessions.take());
+        // The next instance of a restart takes over here.
+        let _ = handback.send(Handback {
+            admin,
+            faults: self.faults,
+            next_assigned_id: core.next_assigned_id(),
+        });
         // Every connection is closing: read what the clients still send
         // while the writers flush, so the closes stay clean.
         let reads = &mut self.reads;
@@ -438,6 +473,12 @@ impl Router {
             Ok(_) => {
                 let handled = self.decode(core, &mut reader, batch);
                 match handled {
+                    Some(handled) if self.faults.packets_used_up(reader.packets) => {
+                        self.faults.closed_after_packets(conn, reader.packets);
+                        self.transport_ended(core, conn, batch);
+                        self.reads.linger(reader);
+                        handled.max(1)
+                    }
                     Some(handled) => {
                         reader.decoded(handled);
                         match self.conns.get_mut(&conn) {
@@ -484,9 +525,21 @@ impl Router {
             match reader.decoder.decode(&mut reader.buf) {
                 Ok(Some(frame)) => {
                     handled += 1;
+                    reader.packets += 1;
                     if let Frame::Connect { version, .. } = &frame {
                         let _ = reader.version.set(*version);
                         reader.connect_deadline = None;
+                        if let Some(refusal) = self.faults.refuse_connect(conn) {
+                            // The core is never involved.
+                            if let Some(entry) = self.conns.remove(&conn) {
+                                entry
+                                    .budget
+                                    .charge(packet_cost(&refusal), self.max_outbound);
+                                let _ = entry.outbound.send(Outbound::Packet(refusal));
+                                let _ = entry.outbound.send(Outbound::Close);
+                            }
+                            return None;
+                        }
                     }
                     let Some(entry) = self.conns.get_mut(&conn) else {
                         return Some(handled);
@@ -501,6 +554,10 @@ impl Router {
                         core.handle_certified(conn, user);
                     }
                     core.handle_frame(now, conn, frame);
+                    if self.faults.packets_used_up(reader.packets) {
+                        // The rest is lost with the connection.
+                        return Some(handled);
+                    }
                 }
                 Ok(None) => return Some(handled),
                 Err(DecodeError::UnsupportedProtocol { level }) => {
@@ -603,6 +660,15 @@ impl Router {
         batch.retained_publishers.clear();
         batch.session_waiting.clear();
         self.dispatch(core);
+        // Connections whose acknowledgement a fault dropped: cut now, and
+        // what the core does about it (wills) carried out.
+        let cuts = self.faults.take_cuts();
+        if !cuts.is_empty() {
+            for conn in cuts {
+                self.cut(core, conn);
+            }
+            self.finish(core, batch);
+        }
     }
 
     /// Closes `conns` without what the batch owes them: `what` they wait
@@ -642,6 +708,11 @@ impl Router {
             }
             AdminRequest::Count { reply } => {
                 let _ = reply.send(core.retained_count(now));
+            }
+            AdminRequest::DropConnections { reply } => {
+                let dropped = self.drop_all(core, DropCause::Request);
+                self.finish(core, &mut Batch::default());
+                let _ = reply.send(dropped);
             }
             AdminRequest::Delete { topic, reply } => {
                 let deleted = core.retained_delete(&topic);
@@ -716,6 +787,22 @@ impl Router {
                     if entry.closing {
                         continue;
                     }
+                    match self.faults.ack(conn, &packet) {
+                        AckFault::Send => {}
+                        AckFault::Drop => {
+                            // Nothing more goes out: `finish` cuts it.
+                            entry.closing = true;
+                            continue;
+                        }
+                        AckFault::Delay(due) => {
+                            let over = entry.budget.charge(packet_cost(&packet), self.max_outbound);
+                            let _ = entry.outbound.send(Outbound::Late(packet, due));
+                            if over {
+                                self.went_over(conn);
+                            }
+                            continue;
+                        }
+                    }
                     if entry.admit(conn, &packet, self.max_queued, self.max_outbound) {
                         let over = entry.budget.charge(packet_cost(&packet), self.max_outbound);
                         // An error means the connection task has ended;
@@ -748,6 +835,33 @@ impl Router {
 }
 
 impl Router {
+    /// Closes every connection as a network failure would (see
+    /// [`Router::cut`]), for a fault; returns how many. Their actions wait
+    /// for [`Router::finish`].
+    fn drop_all(&mut self, core: &mut Broker, cause: DropCause) -> usize {
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
+        for &conn in &conns {
+            self.faults.dropped(conn, cause);
+            self.cut(core, conn);
+        }
+        conns.len()
+    }
+
+    /// Closes `conn` as a network failure would: what is queued for it is
+    /// written, then the connection closes without DISCONNECT; nothing more
+    /// it sends is read, and the core hears that its transport is gone.
+    /// What the core does about it waits for [`Router::finish`].
+    fn cut(&mut self, core: &mut Broker, conn: ConnId) {
+        let Some(entry) = self.conns.remove(&conn) else {
+            return;
+        };
+        let _ = entry.outbound.send(Outbound::Close);
+        if entry.in_core {
+            core.handle_closed(Instant::now().into_std(), conn);
+        }
+    }
+
     /// Connection `conn`'s outbound queue is over its budget: unless an
     /// episode is running, one starts, logged and counted; it ends when the
     /// writer drains the queue (`Drained`) or when [`Router::close_slow`]

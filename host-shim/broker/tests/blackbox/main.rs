@@ -12,6 +12,7 @@ mod admin;
 mod admin_http;
 mod auth;
 mod connection;
+mod faults;
 mod flow;
 mod interop;
 mod limits;
