@@ -386,6 +386,11 @@ pub(crate) struct Core<O> {
     publishes_in_flight: u16,
     /// Resent PUBLISHes whose `Outgoing::Publish` event belongs to no caller.
     expected_resends: HashSet<u16>,
+    /// PUBRELs sent again on a resumed session. The broker may have
+    /// completed the flow before the connection was lost (its PUBCOMP lost
+    /// with it): then it answers 0x92 Packet Identifier not found, which
+    /// here means done.
+    resent_releases: HashSet<u16>,
     /// Subscriptions to restore when the broker starts a new session.
     subscriptions: Vec<Subscription>,
     next_id: u64,
@@ -439,6 +444,7 @@ impl<O: Outlet> Core<O> {
             in_use: HashMap::new(),
             publishes_in_flight: 0,
             expected_resends: HashSet::new(),
+            resent_releases: HashSet::new(),
             subscriptions: Vec::new(),
             next_id: 1,
             ready: VecDeque::new(),
@@ -726,6 +732,7 @@ impl<O: Outlet> Core<O> {
             }
             self.publishes_in_flight = 0;
             self.expected_resends.clear();
+            self.resent_releases.clear();
             self.awaiting_release.clear();
             if !self.subscriptions.is_empty() {
                 tracing::info!(
@@ -883,7 +890,10 @@ impl<O: Outlet> Core<O> {
 
     fn on_pubcomp(&mut self, pkid: u16, reason: u8) {
         self.acked = true;
-        let failed = reason >= 0x80;
+        let resent = self.resent_releases.remove(&pkid);
+        // rumqttc keeps the slot of any failure code counted.
+        let leaks = reason >= 0x80;
+        let failed = leaks && !(resent && reason == 0x92);
         match self.free(pkid) {
             Some(Slot::Publish { reply, .. }) => {
                 let outcome = if failed {
@@ -901,7 +911,7 @@ impl<O: Outlet> Core<O> {
             }
             None => return,
         }
-        if failed && self.protocol == MqttVersion::V5 {
+        if leaks && self.protocol == MqttVersion::V5 {
             self.leaked += 1;
         }
         self.pump();
@@ -1109,13 +1119,17 @@ impl<O: Outlet> Core<O> {
         // Publishes in flight wait for their resend's ack.
         let mut old = std::mem::take(&mut self.in_use);
         self.expected_resends.clear();
+        self.resent_releases.clear();
         for resend in resends {
             let pkid = match *resend {
                 Resend::Publish(pkid) => {
                     self.expected_resends.insert(pkid);
                     pkid
                 }
-                Resend::Release(pkid) => pkid,
+                Resend::Release(pkid) => {
+                    self.resent_releases.insert(pkid);
+                    pkid
+                }
             };
             let slot = match old.remove(&pkid) {
                 Some(slot @ Slot::Publish { .. }) => slot,
@@ -1769,6 +1783,32 @@ mod tests {
         );
         // Said once: the same ids again are simply unknown.
         assert_eq!(core.ack(&ids), 0);
+    }
+
+    #[test]
+    fn a_resent_pubrel_the_broker_had_completed_is_done() {
+        let mut core = up(10);
+        let a = publish(&mut core, QoS::ExactlyOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
+        // The broker completed the flow; its PUBCOMP was lost with the
+        // connection, so it does not know the identifier any more.
+        core.on_connection_lost(Instant::now(), &[Resend::Release(1)], Vec::new());
+        reconnect(&mut core, true);
+        core.on_event(Ev::PubComp {
+            pkid: 1,
+            reason: 0x92,
+        });
+        assert_eq!(outcome(&a), Ok(()));
+        // On the same connection 0x92 is a failure.
+        let b = publish(&mut core, QoS::ExactlyOnce);
+        core.on_event(Ev::OutPublish(1));
+        core.on_event(Ev::PubRec { pkid: 1, reason: 0 });
+        core.on_event(Ev::PubComp {
+            pkid: 1,
+            reason: 0x92,
+        });
+        assert_eq!(outcome(&b).unwrap_err().code, ErrorCode::BrokerRejected);
     }
 
     #[test]

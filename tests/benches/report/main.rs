@@ -25,11 +25,16 @@
 //! - `oneshot` ([`oneshot`]): one `host-shim send` vs one `mosquitto_pub`.
 //! - `startup` ([`startup`]): compile, load and instantiate the component.
 //!
+//! Apart from the report, `faults` ([`faults`]) runs the fault matrix at
+//! 100,000 documents a stream and prints what was lost and duplicated
+//! (`--update-docs` writes its table into BENCHMARKS.md too).
+//!
 //! The report needs Mosquitto and its clients (`apt-get install -y
 //! mosquitto mosquitto-clients`) and builds the release `host-shim`
 //! binary itself for the sections that run it.
 
 mod chart;
+mod faults;
 mod figures;
 mod live;
 mod machine;
@@ -71,6 +76,8 @@ enum Section {
     Oneshot(oneshot::Options),
     /// Component compile, load and instantiate times
     Startup(startup::Options),
+    /// The fault matrix: lost and duplicated documents under each fault
+    Faults(faults::Options),
 }
 
 #[derive(Args)]
@@ -196,6 +203,23 @@ async fn whole_report(quick: bool) -> Result<Vec<Figure>> {
 /// Markers around the generated part of BENCHMARKS.md.
 const BEGIN: &str = "<!-- report:begin -->";
 const END: &str = "<!-- report:end -->";
+/// Markers around the fault matrix's table in BENCHMARKS.md.
+const FAULTS_BEGIN: &str = "<!-- faults:begin -->";
+const FAULTS_END: &str = "<!-- faults:end -->";
+
+/// Replaces what BENCHMARKS.md has between `begin` and `end` with `body`.
+fn update_benchmarks(begin: &str, end: &str, body: &str) -> Result<()> {
+    let docs = workspace().join("BENCHMARKS.md");
+    let text =
+        std::fs::read_to_string(&docs).with_context(|| format!("reading {}", docs.display()))?;
+    let (Some(from), Some(to)) = (text.find(begin), text.find(end)) else {
+        bail!("{} has no {begin} ... {end} markers", docs.display());
+    };
+    let updated = format!("{}{begin}\n{body}{}", &text[..from], &text[to..]);
+    std::fs::write(&docs, updated)?;
+    println!("updated: {}", docs.display());
+    Ok(())
+}
 
 /// Writes report.md and report.svg to `options.out`, and into the docs
 /// when asked.
@@ -220,19 +244,7 @@ fn write_report(
         out.join("report.md").display()
     );
     if options.update_docs {
-        let docs = workspace().join("BENCHMARKS.md");
-        let text = std::fs::read_to_string(&docs)
-            .with_context(|| format!("reading {}", docs.display()))?;
-        let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
-            bail!("{} has no {BEGIN} ... {END} markers", docs.display());
-        };
-        let updated = format!(
-            "{}{BEGIN}\n{}{}",
-            &text[..begin],
-            body("docs/benchmarks.svg"),
-            &text[end..]
-        );
-        std::fs::write(&docs, updated)?;
+        update_benchmarks(BEGIN, END, &body("docs/benchmarks.svg"))?;
         std::fs::create_dir_all(workspace().join("docs"))?;
         std::fs::copy(
             out.join("report.svg"),
@@ -256,6 +268,23 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let machine = machine::describe();
+    if let Some(Section::Faults(o)) = &cli.section {
+        let table = runtime.block_on(faults::run(o))?;
+        println!("\n{table}");
+        if cli.report.update_docs {
+            let args: Vec<String> = std::env::args()
+                .skip(1)
+                .filter(|a| a != "--bench" && a != "--update-docs")
+                .collect();
+            let command = format!("cargo bench -p e2e --bench report -- {}", args.join(" "));
+            update_benchmarks(
+                FAULTS_BEGIN,
+                FAULTS_END,
+                &format!("Measured with `{command}` on:\n\n{machine}\n{table}"),
+            )?;
+        }
+        return Ok(());
+    }
     let figures = runtime.block_on(async {
         match &cli.section {
             None => whole_report(cli.report.quick).await,
@@ -268,6 +297,8 @@ fn main() -> Result<()> {
             Some(Section::Throughput(o)) => throughput::run(o).await,
             Some(Section::Oneshot(o)) => oneshot::run(o).await,
             Some(Section::Startup(o)) => startup::run(o).await,
+            // Handled above: its table is not a figure.
+            Some(Section::Faults(_)) => Ok(Vec::new()),
         }
     })?;
     println!("\n{}", figures::markdown(&figures));

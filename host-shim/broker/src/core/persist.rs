@@ -32,10 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// hand-over expires, on the wall clock.
 fn shared_expires(clock: (Instant, SystemTime), inflight: &Inflight) -> Option<SystemTime> {
     match inflight {
-        Inflight::Publish(_, Some(shared)) => shared
-            .message
-            .expires_at
-            .map(|at| wall_time(clock, at)),
+        Inflight::Publish(_, Some(shared)) => {
+            shared.message.expires_at.map(|at| wall_time(clock, at))
+        }
         _ => None,
     }
 }

@@ -1,0 +1,604 @@
+//! The fault matrix: a stream of documents Send -> broker -> Listen, each
+//! document committed by the listening pipeline, under one fault at a time,
+//! counting what was lost and what was committed twice.
+//!
+//! Shared by the test suite (`host-shim/tests/fault_matrix.rs`, small
+//! streams) and the benchmark (`cargo bench -p e2e --bench report -- faults`,
+//! large ones). Everything goes through the connector component in the
+//! host, as a pipeline runs it. A document counts as committed when the
+//! listener's `commit` for its batch succeeded; a batch whose commit says
+//! it came on a connection since lost is not counted (it comes again).
+//!
+//! The faults:
+//! 1. the broker process killed (SIGKILL) mid-stream and started again on
+//!    the same port, with sessions on disk;
+//! 2. every connection dropped every 200 ms (`faults.close_every_ms`);
+//! 3. 5% of the broker's acknowledgements lost (`faults.drop_acks`);
+//! 4. the listening host killed before it commits a batch (its operation
+//!    dropped: no DISCONNECT, no acknowledgement), then opened again with
+//!    the same persistent session;
+//! 5. a slow consumer (one commit every 100 ms) behind a fast producer,
+//!    with a broker queue of 1,000 messages;
+//! 6. three listeners in one shared subscription group, one killed
+//!    mid-stream.
+
+use anyhow::{bail, Context, Result};
+use host_shim::host::{Document, Listener, Runtime, Sender};
+use mqtt_broker::{BrokerConfig, BrokerHandle};
+use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Documents per send batch.
+const SEND_BATCH: usize = 200;
+/// Documents asked for per `next`.
+const RECEIVE_BATCH: u32 = 100;
+/// How long the stream may go without a new commit before it is given up
+/// (then what is missing counts as lost).
+const STALL: Duration = Duration::from_secs(20);
+/// How long a broker process may take to listen.
+const STARTUP: Duration = Duration::from_secs(15);
+
+/// One fault of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The broker process killed with SIGKILL mid-stream and restarted,
+    /// sessions on disk.
+    BrokerKilled,
+    /// Every connection dropped every 200 ms.
+    ConnectionsDropped,
+    /// 5% of the broker's acknowledgements lost.
+    AcksLost,
+    /// The listening host killed before a commit, then restarted.
+    ListenerKilled,
+    /// One commit every 100 ms behind a fast producer.
+    SlowConsumer,
+    /// One of three shared-subscription listeners killed.
+    WorkerKilled,
+}
+
+impl Fault {
+    /// Every fault, in the matrix's order.
+    pub const ALL: [Fault; 6] = [
+        Fault::BrokerKilled,
+        Fault::ConnectionsDropped,
+        Fault::AcksLost,
+        Fault::ListenerKilled,
+        Fault::SlowConsumer,
+        Fault::WorkerKilled,
+    ];
+
+    /// A short name, for command lines and tables.
+    pub fn key(self) -> &'static str {
+        match self {
+            Fault::BrokerKilled => "broker-killed",
+            Fault::ConnectionsDropped => "connections-dropped",
+            Fault::AcksLost => "acks-lost",
+            Fault::ListenerKilled => "listener-killed",
+            Fault::SlowConsumer => "slow-consumer",
+            Fault::WorkerKilled => "worker-killed",
+        }
+    }
+
+    /// What the fault does, for tables.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::BrokerKilled => "broker kill -9 and restart mid-stream, sessions on disk",
+            Fault::ConnectionsDropped => "every connection dropped every 200 ms",
+            Fault::AcksLost => "5% of the broker's acknowledgements lost",
+            Fault::ListenerKilled => "listening host killed before commit, then restarted",
+            Fault::SlowConsumer => "slow consumer (a commit every 100 ms), fast producer",
+            Fault::WorkerKilled => "3 listeners in a shared group, one killed mid-stream",
+        }
+    }
+
+    /// The fault named `key`.
+    pub fn from_key(key: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.key() == key)
+    }
+}
+
+/// What one stream under one fault came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The fault.
+    pub fault: Fault,
+    /// The QoS of the stream.
+    pub qos: u8,
+    /// Documents sent.
+    pub count: usize,
+    /// Documents whose send failed (reported to the sender).
+    pub send_failed: usize,
+    /// Documents reported sent and never committed by a listener.
+    pub lost: usize,
+    /// Commits beyond the first of a document.
+    pub duplicated: usize,
+    /// From the first send to the last commit.
+    pub elapsed: Duration,
+    /// How long the producer took to send every document.
+    pub send_elapsed: Duration,
+}
+
+impl Outcome {
+    /// Whether the stream met the goal: nothing lost or failed, and no
+    /// duplicate at QoS 2.
+    pub fn met(&self) -> bool {
+        self.lost == 0 && self.send_failed == 0 && (self.qos < 2 || self.duplicated == 0)
+    }
+}
+
+/// Runs the matrix's streams; `host_shim` is the binary that serves the
+/// broker process of [`Fault::BrokerKilled`].
+pub struct Matrix {
+    runtime: Runtime,
+    host_shim: PathBuf,
+    dir: PathBuf,
+}
+
+impl Matrix {
+    /// A matrix running the component on `runtime`, with its files in a
+    /// fresh directory under the system's temporary directory.
+    pub fn new(runtime: Runtime, host_shim: &Path) -> Result<Matrix> {
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "host-shim-fault-matrix-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Matrix {
+            runtime,
+            host_shim: host_shim.to_owned(),
+            dir,
+        })
+    }
+
+    /// Streams `count` documents at `qos` under `fault`.
+    pub async fn run(&self, fault: Fault, qos: u8, count: usize) -> Result<Outcome> {
+        let topic = format!("matrix/{}/{qos}", fault.key());
+        let mut broker = self.broker(fault, qos).await?;
+        let tally = Tally::new(count);
+        let listen_config = match fault {
+            Fault::WorkerKilled => json!({
+                "subscriptions": [{ "filter": format!("$share/workers/{topic}"), "qos": qos }]
+            }),
+            _ => json!({ "subscriptions": [{ "filter": topic, "qos": qos }] }),
+        };
+        let listener_connection =
+            |id: &str, persistent: bool| connection(&broker.url(), id, persistent).to_string();
+        // Listeners first, so the stream starts after their subscription.
+        let mut consumers = Vec::new();
+        match fault {
+            Fault::WorkerKilled => {
+                for worker in 0..3 {
+                    // Sessions that end with the connection: a killed
+                    // worker's messages go to the others.
+                    let conn = listener_connection(&format!("matrix-worker-{worker}"), false);
+                    let listener = self.open_listener(&conn, &listen_config).await?;
+                    let kill_at = (worker == 0).then_some(count / 3);
+                    consumers.push(tokio::spawn(consume(
+                        Consumer {
+                            runtime: self.runtime.clone(),
+                            connection: conn,
+                            config: listen_config.to_string(),
+                            kill_at,
+                            restart: false,
+                            commit_every: None,
+                        },
+                        listener,
+                        tally.clone(),
+                    )));
+                }
+            }
+            _ => {
+                let conn = listener_connection("matrix-listener", true);
+                let listener = self.open_listener(&conn, &listen_config).await?;
+                let kill_at = (fault == Fault::ListenerKilled).then_some(count / 2);
+                let commit_every =
+                    (fault == Fault::SlowConsumer).then_some(Duration::from_millis(100));
+                consumers.push(tokio::spawn(consume(
+                    Consumer {
+                        runtime: self.runtime.clone(),
+                        connection: conn,
+                        config: listen_config.to_string(),
+                        kill_at,
+                        restart: true,
+                        commit_every,
+                    },
+                    listener,
+                    tally.clone(),
+                )));
+            }
+        }
+
+        let sender_connection = connection(&broker.url(), "matrix-sender", true).to_string();
+        let sender = self
+            .runtime
+            .open_sender(
+                &sender_connection,
+                &json!({ "topic": topic, "qos": qos }).to_string(),
+            )
+            .await
+            .context("opening the sender")?;
+        let started = Instant::now();
+        let producer = tokio::spawn(produce(sender, count));
+
+        if fault == Fault::BrokerKilled {
+            tally.wait_for(count / 2, STALL).await;
+            broker.kill_and_restart().await?;
+        }
+        let (send_failed, send_elapsed) = producer.await.context("the producer panicked")??;
+        let expected = count - send_failed.len();
+        tally.wait_until_done(expected, STALL).await;
+        let elapsed = started.elapsed();
+        tally.stop();
+        for consumer in consumers {
+            consumer.await.context("a consumer panicked")??;
+        }
+        broker.stop().await;
+
+        let commits = tally.commits();
+        let lost = (0..count)
+            .filter(|i| !send_failed.contains(i) && !commits.contains_key(&(*i as u32)))
+            .count();
+        let duplicated = commits.values().map(|n| (n - 1) as usize).sum();
+        Ok(Outcome {
+            fault,
+            qos,
+            count,
+            send_failed: send_failed.len(),
+            lost,
+            duplicated,
+            elapsed,
+            send_elapsed,
+        })
+    }
+
+    async fn open_listener(&self, connection: &str, config: &Json) -> Result<Listener> {
+        tokio::time::timeout(
+            STARTUP,
+            self.runtime.open_listener(connection, &config.to_string()),
+        )
+        .await
+        .context("the listener did not open in time")?
+        .context("opening a listener")
+    }
+
+    /// The broker a fault runs against.
+    async fn broker(&self, fault: Fault, qos: u8) -> Result<Broker> {
+        let faults = match fault {
+            Fault::ConnectionsDropped => json!({ "faults": { "close_every_ms": 200 } }),
+            Fault::AcksLost => json!({ "faults": { "drop_acks": 0.05, "seed": 7 } }),
+            Fault::SlowConsumer => json!({ "max_queued_messages": 1000 }),
+            _ => json!({}),
+        };
+        if fault != Fault::BrokerKilled {
+            let mut config = faults;
+            config["host"] = json!("127.0.0.1");
+            config["port"] = json!(0);
+            let config = BrokerConfig::from_json(&config.to_string())
+                .map_err(|e| anyhow::anyhow!("broker configuration: {e}"))?;
+            let handle = mqtt_broker::start(config)
+                .await
+                .context("starting the broker")?;
+            return Ok(Broker::InProcess(Some(handle)));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config_file = self.dir.join(format!("broker-{qos}.json"));
+        let sessions = self.dir.join(format!("sessions-{qos}.redb"));
+        let _ = std::fs::remove_file(&sessions);
+        std::fs::write(
+            &config_file,
+            json!({
+                "host": "127.0.0.1",
+                "port": port,
+                "sessions": { "storage": { "disk": sessions } }
+            })
+            .to_string(),
+        )?;
+        let child = spawn_broker(&self.host_shim, &config_file).await?;
+        Ok(Broker::Process {
+            child,
+            config_file,
+            host_shim: self.host_shim.clone(),
+            url: format!("mqtt://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for Matrix {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The connection configuration of one client: a persistent session (kept
+/// an hour) or one that ends with the connection.
+fn connection(url: &str, client_id: &str, persistent: bool) -> Json {
+    json!({
+        "url": url,
+        "client_id": client_id,
+        "clean_start": !persistent,
+        "session_expiry_secs": if persistent { 3600 } else { 0 },
+        "reconnect": { "min_delay_ms": 20, "max_delay_ms": 500 },
+        "keep_alive_secs": 10,
+    })
+}
+
+/// The broker of one stream.
+enum Broker {
+    InProcess(Option<BrokerHandle>),
+    Process {
+        child: Child,
+        config_file: PathBuf,
+        host_shim: PathBuf,
+        url: String,
+    },
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Broker::InProcess(handle) => handle.as_ref().map(|h| h.url()).unwrap_or_default(),
+            Broker::Process { url, .. } => url.clone(),
+        }
+    }
+
+    /// Kills the broker process with SIGKILL and starts it again on the
+    /// same port and files.
+    async fn kill_and_restart(&mut self) -> Result<()> {
+        let Broker::Process {
+            child,
+            config_file,
+            host_shim,
+            ..
+        } = self
+        else {
+            bail!("only a broker process can be killed");
+        };
+        child.kill().context("killing the broker")?;
+        child.wait()?;
+        *child = spawn_broker(host_shim, config_file).await?;
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        match self {
+            Broker::InProcess(handle) => {
+                if let Some(handle) = handle.take() {
+                    handle.shutdown().await;
+                }
+            }
+            Broker::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Process { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `host-shim broker --config FILE`, once it listens.
+async fn spawn_broker(host_shim: &Path, config_file: &Path) -> Result<Child> {
+    let mut child = Command::new(host_shim)
+        .arg("broker")
+        .arg("--config")
+        .arg(config_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", host_shim.display()))?;
+    let stdout = child.stdout.take().context("the broker's stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(STARTUP, line)
+        .await
+        .context("the broker process did not start in time")???;
+    if !line.starts_with("listening on ") {
+        let _ = child.kill();
+        bail!("unexpected first line from the broker process: {line:?}");
+    }
+    Ok(child)
+}
+
+/// Sends documents `0..count` in batches; returns the indexes that failed
+/// and how long it took.
+async fn produce(mut sender: Sender, count: usize) -> Result<(Vec<usize>, Duration)> {
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let indexes: Vec<usize> = (0..count).collect();
+    for chunk in indexes.chunks(SEND_BATCH) {
+        let docs: Vec<Document> = chunk
+            .iter()
+            .map(|i| Document {
+                id: 0,
+                payload: i.to_string().into_bytes(),
+                properties: Vec::new(),
+            })
+            .collect();
+        let results = sender.send(&docs).await.context("sending a batch")?;
+        for (i, result) in chunk.iter().zip(results) {
+            if let Err(e) = result {
+                if failed.is_empty() {
+                    eprintln!("document {i} failed: {e}");
+                }
+                failed.push(*i);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    sender.close().await;
+    Ok((failed, elapsed))
+}
+
+/// How one listener consumes.
+struct Consumer {
+    runtime: Runtime,
+    connection: String,
+    config: String,
+    /// Once the stream has this many commits, the listener takes one more
+    /// batch and is killed before committing it.
+    kill_at: Option<usize>,
+    /// Whether a killed listener is opened again.
+    restart: bool,
+    /// Waits this long before each commit.
+    commit_every: Option<Duration>,
+}
+
+/// Takes batches, commits them, and records each committed document in
+/// `tally`, until the tally stops.
+async fn consume(consumer: Consumer, mut listener: Listener, tally: Tally) -> Result<()> {
+    let mut kill_at = consumer.kill_at;
+    while !tally.stopped() {
+        let batch = listener
+            .next(RECEIVE_BATCH, Duration::from_millis(100))
+            .await
+            .context("listener.next")?;
+        if batch.is_empty() {
+            continue;
+        }
+        if kill_at.is_some_and(|at| tally.committed() >= at) {
+            kill_at = None;
+            // Killed with the batch in hand: no commit, no DISCONNECT.
+            drop(listener);
+            if !consumer.restart {
+                return Ok(());
+            }
+            listener = tokio::time::timeout(
+                STARTUP,
+                consumer
+                    .runtime
+                    .open_listener(&consumer.connection, &consumer.config),
+            )
+            .await
+            .context("the listener did not open again in time")?
+            .context("opening the listener again")?;
+            continue;
+        }
+        if let Some(pause) = consumer.commit_every {
+            tokio::time::sleep(pause).await;
+        }
+        let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
+        match listener.commit(&ids).await {
+            Ok(()) => tally.record(&batch),
+            // Came on a connection since lost: not committed, comes again.
+            Err(e) if e.is_redelivery() => {}
+            Err(e) => return Err(e).context("listener.commit"),
+        }
+    }
+    listener.close().await;
+    Ok(())
+}
+
+/// The documents committed so far, shared by the consumers.
+#[derive(Clone)]
+struct Tally {
+    commits: Arc<Mutex<HashMap<u32, u32>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Tally {
+    fn new(count: usize) -> Tally {
+        Tally {
+            commits: Arc::new(Mutex::new(HashMap::with_capacity(count))),
+            stopped: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn record(&self, batch: &[Document]) {
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        for doc in batch {
+            let index = std::str::from_utf8(&doc.payload)
+                .ok()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(u32::MAX);
+            *commits.entry(index).or_insert(0) += 1;
+        }
+    }
+
+    /// Distinct documents committed.
+    fn committed(&self) -> usize {
+        self.commits.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn commits(&self) -> HashMap<u32, u32> {
+        self.commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until `n` distinct documents are committed, or no new one
+    /// came for `stall`.
+    async fn wait_for(&self, n: usize, stall: Duration) {
+        let mut last = (self.committed(), Instant::now());
+        loop {
+            let now = self.committed();
+            if now >= n {
+                return;
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > stall {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for every expected document, then a moment for duplicates.
+    async fn wait_until_done(&self, expected: usize, stall: Duration) {
+        self.wait_for(expected, stall).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcomes as a table: one row per fault and QoS.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| # | fault | QoS | documents | send failed | lost | duplicated | time (s) | producer (s) | goal |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for o in outcomes {
+        let row = Fault::ALL.iter().position(|f| *f == o.fault).unwrap_or(0) + 1;
+        out.push_str(&format!(
+            "| {row} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
+            o.fault.describe(),
+            o.qos,
+            o.count,
+            o.send_failed,
+            o.lost,
+            o.duplicated,
+            o.elapsed.as_secs_f64(),
+            o.send_elapsed.as_secs_f64(),
+            if o.met() { "met" } else { "MISSED" },
+        ));
+    }
+    out
+}
