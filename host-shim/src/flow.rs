@@ -71,7 +71,9 @@ pub struct Flow {
     /// a `profile` (`mosquitto`, `emqx`, `aws-iot`, `tagoio`) and keys over
     /// it. It listens on 127.0.0.1 and a free port unless they say
     /// otherwise. The built-in broker runs unless `connection` names a `url`
-    /// and this is absent.
+    /// and this is absent. A store on disk named by a relative path
+    /// (`retain.storage`, `sessions.storage`) lives in a directory of the
+    /// run, removed at its end, so each run starts from empty stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "broker_schema")]
     pub broker: Option<Map<String, Json>>,

@@ -19,11 +19,13 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The examples with a test below.
 const TESTED: &[&str] = &[
     "aws-iot-exact-topic.flow.json",
+    "broker-restart.flow.json",
     "last-known-state.flow.json",
     "quickstart.flow.json",
     "retain-unsupported.flow.json",
     "retained-config.flow.json",
     "retained-limits.flow.json",
+    "shared-workers.flow.json",
 ];
 
 fn workspace() -> PathBuf {
@@ -207,6 +209,36 @@ fn last_known_state() {
             triple(status, "offline", true),
         ]
     );
+}
+
+#[test]
+fn broker_restart() {
+    let run = run_example("broker-restart.flow.json");
+    run.has_line("step 4 broker: restarted");
+    run.has_line("step 6 receive worker: 3 documents");
+    let orders: Vec<String> = run.seen().into_iter().map(|(_, payload, _)| payload).collect();
+    assert_eq!(
+        orders,
+        [
+            r#"{"order":1001}"#,
+            r#"{"order":1002}"#,
+            r#"{"order":1003}"#
+        ]
+    );
+}
+
+#[test]
+fn shared_workers() {
+    let run = run_example("shared-workers.flow.json");
+    run.has_line("step 3 receive a: 5 documents");
+    run.has_line("step 4 receive b: 5 documents");
+    let mut jobs: Vec<u32> = run
+        .seen()
+        .into_iter()
+        .map(|(_, payload, _)| payload.parse().unwrap())
+        .collect();
+    jobs.sort_unstable();
+    assert_eq!(jobs, (1..=10).collect::<Vec<u32>>(), "each job once");
 }
 
 #[test]

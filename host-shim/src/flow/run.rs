@@ -177,9 +177,13 @@ pub async fn run(
                 .connection
                 .as_ref()
                 .is_some_and(|c| c.contains_key("url")));
+    // Kept until the run ends, then removed with the stores in it.
+    let mut _run_dir = None;
     let (broker, url) = if builtin {
         let settings = Json::Object(flow.broker.clone().unwrap_or_default());
-        let config = broker_config(&settings).map_err(RunError::BrokerSettings)?;
+        let mut config = broker_config(&settings).map_err(RunError::BrokerSettings)?;
+        _run_dir = RunDir::for_relative_stores(&mut config)
+            .map_err(|e| RunError::BrokerStart(Box::new(e)))?;
         let handle = broker::start(config)
             .await
             .map_err(|e| RunError::BrokerStart(Box::new(e)))?;
@@ -248,6 +252,50 @@ pub async fn run(
         }
     }
     Ok(outcome)
+}
+
+/// A directory of one flow run, removed when the run ends: where the
+/// built-in broker's stores named by a relative path live, so every run of
+/// a flow starts from empty stores (an absolute path is kept as it is).
+struct RunDir(std::path::PathBuf);
+
+impl RunDir {
+    /// Moves the relative store paths of `config` into a new run
+    /// directory; `None` when there are none.
+    fn for_relative_stores(config: &mut broker::BrokerConfig) -> io::Result<Option<RunDir>> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let stores = [&mut config.retain.storage, &mut config.sessions.storage];
+        let mut dir = None;
+        for storage in stores {
+            let broker::RetainStorage::Disk(path) = storage else {
+                continue;
+            };
+            if path.is_absolute() {
+                continue;
+            }
+            let dir = match &mut dir {
+                Some(dir) => dir,
+                None => {
+                    let path = std::env::temp_dir().join(format!(
+                        "host-shim-flow-{}-{}",
+                        std::process::id(),
+                        RUN.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    std::fs::create_dir_all(&path)?;
+                    dir.insert(RunDir(path))
+                }
+            };
+            *path = dir.0.join(&*path);
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 struct Runner<'a> {
