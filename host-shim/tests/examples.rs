@@ -216,7 +216,11 @@ fn broker_restart() {
     let run = run_example("broker-restart.flow.json");
     run.has_line("step 4 broker: restarted");
     run.has_line("step 6 receive worker: 3 documents");
-    let orders: Vec<String> = run.seen().into_iter().map(|(_, payload, _)| payload).collect();
+    let orders: Vec<String> = run
+        .seen()
+        .into_iter()
+        .map(|(_, payload, _)| payload)
+        .collect();
     assert_eq!(
         orders,
         [
