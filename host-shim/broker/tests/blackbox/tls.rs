@@ -211,3 +211,45 @@ async fn mosquitto_clients_over_tls_and_mutual_tls() -> Result<()> {
     }
     Ok(())
 }
+
+/// `use_identity_as_username` with an `acl_file`: the certificate's Common
+/// Name is the `%u` of the ACL's patterns, whatever user name the CONNECT
+/// carries, so a device reads and writes under its own name only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_name_is_the_acl_user() -> Result<()> {
+    let pki = Pki::new("test CA")?;
+    let acl = std::env::temp_dir().join(format!("e2e-broker-tls-acl-{}", std::process::id()));
+    std::fs::write(&acl, "pattern readwrite devices/%u/#\n")?;
+    let broker = Broker::with(BrokerConfig {
+        allow_anonymous: false,
+        users: vec![User {
+            username: "device-7".to_owned(),
+            password: "secret".to_owned(),
+        }],
+        acl_file: Some(acl.clone()),
+        tls: Some(TlsConfig {
+            use_identity_as_username: true,
+            ..mutual_tls_config(&pki)?
+        }),
+        ..config()
+    })
+    .await;
+    let _ = std::fs::remove_file(&acl);
+    let broker = broker?;
+
+    let device = pki.client("device-7")?;
+    let mut opts = v5_tls_opts(&broker, "acl-by-cert", &pki, Some(&device))?;
+    // The CONNECT claims another name; the certificate decides.
+    opts.set_credentials("device-8", "secret");
+    let mut client = V5::connect(opts).await?;
+    assert_eq!(client.subscribe("devices/device-7/#", 1).await?, 1);
+    let refused = client.subscribe("devices/device-8/#", 1).await.unwrap_err();
+    assert!(refused.to_string().contains("NotAuthorized"), "{refused}");
+    client
+        .publish("devices/device-7/state", 1, false, b"mine")
+        .await?;
+    let got = client.next_publish().await?;
+    assert_eq!(got.payload, Bytes::from("mine"));
+    client.disconnect().await?;
+    broker.shutdown().await
+}
