@@ -1,6 +1,7 @@
 //! The fault matrix as tests: each fault of [`matrix::Fault`] on a stream of
 //! 10,000 documents through the connector and the built-in broker, at QoS 1
-//! and 2. Goal: nothing lost, nothing failed, no duplicate at QoS 2;
+//! and 2; and the listening host killed on Mosquitto too, where the
+//! guarantee rests on the connector and any broker that keeps sessions. Goal: nothing lost, nothing failed, no duplicate at QoS 2;
 //! duplicates at QoS 1 are printed (a fault that makes a client resend
 //! makes them). `cargo bench -p e2e --bench report -- faults` runs the same
 //! streams at 100,000 documents and prints the table.
@@ -11,7 +12,7 @@
 mod matrix;
 
 use host_shim::host::{Limits, Runtime};
-use matrix::{Fault, Matrix};
+use matrix::{Fault, Matrix, Target};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -27,10 +28,14 @@ fn runtime() -> Runtime {
 }
 
 async fn stream(fault: Fault, qos: u8) {
+    stream_on(Target::Builtin, fault, qos).await;
+}
+
+async fn stream_on(target: Target, fault: Fault, qos: u8) {
     let matrix = Matrix::new(runtime(), Path::new(env!("CARGO_BIN_EXE_host-shim")))
         .expect("the matrix's directory");
     let outcome = matrix
-        .run(fault, qos, COUNT)
+        .run_on(target, fault, qos, COUNT)
         .await
         .expect("the stream runs");
     println!("{}", matrix::table(std::slice::from_ref(&outcome)));
@@ -65,4 +70,14 @@ matrix_tests! {
     slow_consumer_qos2: Fault::SlowConsumer, 2;
     worker_killed_qos1: Fault::WorkerKilled, 1;
     worker_killed_qos2: Fault::WorkerKilled, 2;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_killed_on_mosquitto_qos1() {
+    stream_on(Target::Mosquitto, Fault::ListenerKilled, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_killed_on_mosquitto_qos2() {
+    stream_on(Target::Mosquitto, Fault::ListenerKilled, 2).await;
 }

@@ -21,13 +21,16 @@
 //!    with a broker queue of 1,000 messages;
 //! 6. three listeners in one shared subscription group, one killed
 //!    mid-stream.
+//!
+//! Each runs against the built-in broker; the faults that need nothing of
+//! the broker (1 with `persistence true`, 4, 5 and 6) also against
+//! Mosquitto at its defaults, for comparison.
 
 use anyhow::{bail, Context, Result};
 use host_shim::host::{Document, Listener, Runtime, Sender};
 use mqtt_broker::{BrokerConfig, BrokerHandle};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +48,32 @@ const RECEIVE_BATCH: u32 = 100;
 const STALL: Duration = Duration::from_secs(20);
 /// How long a broker process may take to listen.
 const STARTUP: Duration = Duration::from_secs(15);
+/// Where the Debian package installs Mosquitto.
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The broker a stream runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The built-in broker.
+    Builtin,
+    /// Mosquitto at its defaults (with `persistence true` for a restart).
+    Mosquitto,
+}
+
+impl Target {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Builtin => "built-in",
+            Target::Mosquitto => "Mosquitto",
+        }
+    }
+
+    /// Whether `fault` can be run against it: Mosquitto injects no faults.
+    pub fn runs(self, fault: Fault) -> bool {
+        self == Target::Builtin || !matches!(fault, Fault::ConnectionsDropped | Fault::AcksLost)
+    }
+}
 
 /// One fault of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +137,8 @@ impl Fault {
 /// What one stream under one fault came to.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The broker.
+    pub target: Target,
     /// The fault.
     pub fault: Fault,
     /// The QoS of the stream.
@@ -160,10 +191,28 @@ impl Matrix {
         })
     }
 
-    /// Streams `count` documents at `qos` under `fault`.
+    /// Streams `count` documents at `qos` under `fault` through the
+    /// built-in broker.
     pub async fn run(&self, fault: Fault, qos: u8, count: usize) -> Result<Outcome> {
+        self.run_on(Target::Builtin, fault, qos, count).await
+    }
+
+    /// Streams `count` documents at `qos` under `fault` through `target`.
+    pub async fn run_on(
+        &self,
+        target: Target,
+        fault: Fault,
+        qos: u8,
+        count: usize,
+    ) -> Result<Outcome> {
+        if !target.runs(fault) {
+            bail!("{} cannot inject {}", target.name(), fault.key());
+        }
         let topic = format!("matrix/{}/{qos}", fault.key());
-        let mut broker = self.broker(fault, qos).await?;
+        let mut broker = match target {
+            Target::Builtin => self.broker(fault, qos).await?,
+            Target::Mosquitto => self.mosquitto(fault, qos).await?,
+        };
         let tally = Tally::new(count);
         let listen_config = match fault {
             Fault::WorkerKilled => json!({
@@ -250,6 +299,7 @@ impl Matrix {
             .count();
         let duplicated = commits.values().map(|n| (n - 1) as usize).sum();
         Ok(Outcome {
+            target,
             fault,
             qos,
             count,
@@ -303,11 +353,42 @@ impl Matrix {
             })
             .to_string(),
         )?;
-        let child = spawn_broker(&self.host_shim, &config_file).await?;
+        let command = (
+            self.host_shim.clone(),
+            vec!["broker".into(), "--config".into(), config_file.into()],
+        );
+        let child = spawn_broker(&command, port).await?;
         Ok(Broker::Process {
             child,
-            config_file,
-            host_shim: self.host_shim.clone(),
+            command,
+            url: format!("mqtt://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Mosquitto at its defaults on a free port; with `persistence true`
+    /// for a restart.
+    async fn mosquitto(&self, fault: Fault, qos: u8) -> Result<Broker> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let data = self.dir.join(format!("mosquitto-{qos}"));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)?;
+        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        if fault == Fault::BrokerKilled {
+            conf.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                data.display()
+            ));
+        }
+        let conf_file = data.join("mosquitto.conf");
+        std::fs::write(&conf_file, conf)?;
+        let command = (
+            PathBuf::from(MOSQUITTO),
+            vec!["-c".into(), conf_file.into()],
+        );
+        let child = spawn_broker(&command, port).await?;
+        Ok(Broker::Process {
+            child,
+            command,
             url: format!("mqtt://127.0.0.1:{port}"),
         })
     }
@@ -337,8 +418,8 @@ enum Broker {
     InProcess(Option<BrokerHandle>),
     Process {
         child: Child,
-        config_file: PathBuf,
-        host_shim: PathBuf,
+        /// The program and arguments that start it.
+        command: (PathBuf, Vec<std::ffi::OsString>),
         url: String,
     },
 }
@@ -356,16 +437,20 @@ impl Broker {
     async fn kill_and_restart(&mut self) -> Result<()> {
         let Broker::Process {
             child,
-            config_file,
-            host_shim,
-            ..
+            command,
+            url,
         } = self
         else {
             bail!("only a broker process can be killed");
         };
         child.kill().context("killing the broker")?;
         child.wait()?;
-        *child = spawn_broker(host_shim, config_file).await?;
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the broker's port")?;
+        *child = spawn_broker(command, port).await?;
         Ok(())
     }
 
@@ -393,30 +478,33 @@ impl Drop for Broker {
     }
 }
 
-/// `host-shim broker --config FILE`, once it listens.
-async fn spawn_broker(host_shim: &Path, config_file: &Path) -> Result<Child> {
-    let mut child = Command::new(host_shim)
-        .arg("broker")
-        .arg("--config")
-        .arg(config_file)
+/// Starts a broker process with `command`, once it accepts on `port`.
+async fn spawn_broker(command: &(PathBuf, Vec<std::ffi::OsString>), port: u16) -> Result<Child> {
+    let (program, args) = command;
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {}", host_shim.display()))?;
-    let stdout = child.stdout.take().context("the broker's stdout")?;
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(STARTUP, line)
-        .await
-        .context("the broker process did not start in time")???;
-    if !line.starts_with("listening on ") {
-        let _ = child.kill();
-        bail!("unexpected first line from the broker process: {line:?}");
+        .with_context(|| format!("starting {}", program.display()))?;
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{} exited at start: {status}", program.display());
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!("{} did not listen on {port} in time", program.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(child)
 }
 
 /// Sends documents `0..count` in batches; returns the indexes that failed
@@ -582,14 +670,15 @@ impl Tally {
 /// The outcomes as a table: one row per fault and QoS.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| # | fault | QoS | documents | send failed | lost | duplicated | time (s) | producer (s) | goal |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| # | fault | broker | QoS | documents | send failed | lost | duplicated | time (s) | producer (s) | goal |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for o in outcomes {
         let row = Fault::ALL.iter().position(|f| *f == o.fault).unwrap_or(0) + 1;
         out.push_str(&format!(
-            "| {row} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
+            "| {row} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
             o.fault.describe(),
+            o.target.name(),
             o.qos,
             o.count,
             o.send_failed,

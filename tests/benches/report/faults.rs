@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench -p e2e --bench report -- faults                      # 100,000 documents a stream
 //! cargo bench -p e2e --bench report -- faults --count 10000 --faults acks-lost,slow-consumer
+//! cargo bench -p e2e --bench report -- faults --mosquitto          # Mosquitto too, where it applies
 //! cargo bench -p e2e --bench report -- --update-docs faults        # also into BENCHMARKS.md
 //! ```
 //!
@@ -18,7 +19,7 @@ mod matrix;
 
 use anyhow::{bail, Result};
 use host_shim::host::{Limits, Runtime};
-use matrix::{Fault, Matrix, Outcome};
+use matrix::{Fault, Matrix, Outcome, Target};
 
 /// The fault matrix's streams.
 #[derive(clap::Args, Clone)]
@@ -33,6 +34,10 @@ pub struct Options {
     /// acks-lost, listener-killed, slow-consumer, worker-killed [default: all]
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
+    /// Also run the faults that need nothing of the broker against
+    /// Mosquitto at its defaults
+    #[arg(long)]
+    pub mosquitto: bool,
 }
 
 /// Runs the streams one after the other; prints each outcome as it comes
@@ -56,22 +61,32 @@ pub async fn run(options: &Options) -> Result<String> {
     let runtime = Runtime::embedded(Limits::default())?;
     let matrix = Matrix::new(runtime, &crate::host_shim_binary())?;
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let targets: &[Target] = if options.mosquitto {
+        &[Target::Builtin, Target::Mosquitto]
+    } else {
+        &[Target::Builtin]
+    };
     for fault in faults {
-        for &qos in &options.qos {
-            eprintln!(
-                "== {} at QoS {qos}, {} documents",
-                fault.key(),
-                options.count
-            );
-            let outcome = matrix.run(fault, qos, options.count as usize).await?;
-            eprintln!(
-                "   lost {}, duplicated {}, send failed {}, {:.1} s",
-                outcome.lost,
-                outcome.duplicated,
-                outcome.send_failed,
-                outcome.elapsed.as_secs_f64()
-            );
-            outcomes.push(outcome);
+        for &target in targets.iter().filter(|t| t.runs(fault)) {
+            for &qos in &options.qos {
+                eprintln!(
+                    "== {} on {} at QoS {qos}, {} documents",
+                    fault.key(),
+                    target.name(),
+                    options.count
+                );
+                let outcome = matrix
+                    .run_on(target, fault, qos, options.count as usize)
+                    .await?;
+                eprintln!(
+                    "   lost {}, duplicated {}, send failed {}, {:.1} s",
+                    outcome.lost,
+                    outcome.duplicated,
+                    outcome.send_failed,
+                    outcome.elapsed.as_secs_f64()
+                );
+                outcomes.push(outcome);
+            }
         }
     }
     Ok(matrix::table(&outcomes))
