@@ -191,12 +191,6 @@ impl Matrix {
         })
     }
 
-    /// Streams `count` documents at `qos` under `fault` through the
-    /// built-in broker.
-    pub async fn run(&self, fault: Fault, qos: u8, count: usize) -> Result<Outcome> {
-        self.run_on(Target::Builtin, fault, qos, count).await
-    }
-
     /// Streams `count` documents at `qos` under `fault` through `target`.
     pub async fn run_on(
         &self,
