@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p e2e --bench report -- faults                      # 100,000 documents a stream
 //! cargo bench -p e2e --bench report -- faults --count 10000 --faults acks-lost,slow-consumer
-//! cargo bench -p e2e --bench report -- faults --mosquitto          # Mosquitto too, where it applies
+//! cargo bench -p e2e --bench report -- faults --brokers builtin,mosquitto   # Mosquitto too, where it applies
 //! cargo bench -p e2e --bench report -- --update-docs faults        # also into BENCHMARKS.md
 //! ```
 //!
@@ -34,10 +34,10 @@ pub struct Options {
     /// acks-lost, listener-killed, slow-consumer, worker-killed [default: all]
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
-    /// Also run the faults that need nothing of the broker against
-    /// Mosquitto at its defaults
-    #[arg(long)]
-    pub mosquitto: bool,
+    /// Brokers, comma-separated: builtin, mosquitto (at its defaults; only
+    /// the faults that need nothing of the broker)
+    #[arg(long, value_delimiter = ',', default_value = "builtin")]
+    pub brokers: Vec<String>,
 }
 
 /// Runs the streams one after the other; prints each outcome as it comes
@@ -61,11 +61,14 @@ pub async fn run(options: &Options) -> Result<String> {
     let runtime = Runtime::embedded(Limits::default())?;
     let matrix = Matrix::new(runtime, &crate::host_shim_binary())?;
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let targets: &[Target] = if options.mosquitto {
-        &[Target::Builtin, Target::Mosquitto]
-    } else {
-        &[Target::Builtin]
-    };
+    let mut targets = Vec::new();
+    for name in &options.brokers {
+        targets.push(match name.as_str() {
+            "builtin" => Target::Builtin,
+            "mosquitto" => Target::Mosquitto,
+            other => bail!("unknown broker {other:?}: use builtin or mosquitto"),
+        });
+    }
     for fault in faults {
         for &target in targets.iter().filter(|t| t.runs(fault)) {
             for &qos in &options.qos {
