@@ -742,7 +742,7 @@ fn a_terminal_sees_the_progress_line_and_a_pipe_does_not() {
     }
     let broker = Broker::start();
     let send = format!(
-        "(echo one; sleep 1; echo two) | '{}' send --url {} --topic progress/t -l",
+        "(echo one; sleep 3; echo two) | '{}' send --url {} --topic progress/t -l",
         support::BIN,
         broker.url
     );
