@@ -151,7 +151,10 @@ impl Broker {
             clock,
             ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         let persistent = session.expiry_interval > 0;
@@ -217,7 +220,10 @@ impl Broker {
         let Broker {
             journal, sessions, ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         if journal.stored.contains_key(&session_id) {
@@ -237,7 +243,10 @@ impl Broker {
         let Broker {
             journal, sessions, ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         if journal.stored.contains_key(&session_id) {
@@ -259,7 +268,10 @@ impl Broker {
             clock,
             ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get_mut(&session_id) else {
@@ -303,7 +315,10 @@ impl Broker {
             clock,
             ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get(&session_id) else {
@@ -328,7 +343,10 @@ impl Broker {
             clock,
             ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         journal.snapshot(session_id, session, *clock);
@@ -339,7 +357,10 @@ impl Broker {
         let Broker {
             journal, sessions, ..
         } = self;
-        let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&session_id)) else {
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let Some(session) = sessions.get(&session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get_mut(&session_id) else {
