@@ -27,10 +27,6 @@ fn runtime() -> Runtime {
         .clone()
 }
 
-async fn stream(fault: Fault, qos: u8) {
-    stream_on(Target::Builtin, fault, qos).await;
-}
-
 async fn stream_on(target: Target, fault: Fault, qos: u8) {
     let matrix = Matrix::new(runtime(), Path::new(env!("CARGO_BIN_EXE_host-shim")))
         .expect("the matrix's directory");
@@ -47,37 +43,29 @@ async fn stream_on(target: Target, fault: Fault, qos: u8) {
 }
 
 macro_rules! matrix_tests {
-    ($($name:ident: $fault:expr, $qos:expr;)*) => {
+    ($($name:ident: $target:expr, $fault:expr, $qos:expr;)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                stream($fault, $qos).await;
+                stream_on($target, $fault, $qos).await;
             }
         )*
     };
 }
 
 matrix_tests! {
-    broker_killed_qos1: Fault::BrokerKilled, 1;
-    broker_killed_qos2: Fault::BrokerKilled, 2;
-    connections_dropped_qos1: Fault::ConnectionsDropped, 1;
-    connections_dropped_qos2: Fault::ConnectionsDropped, 2;
-    acks_lost_qos1: Fault::AcksLost, 1;
-    acks_lost_qos2: Fault::AcksLost, 2;
-    listener_killed_qos1: Fault::ListenerKilled, 1;
-    listener_killed_qos2: Fault::ListenerKilled, 2;
-    slow_consumer_qos1: Fault::SlowConsumer, 1;
-    slow_consumer_qos2: Fault::SlowConsumer, 2;
-    worker_killed_qos1: Fault::WorkerKilled, 1;
-    worker_killed_qos2: Fault::WorkerKilled, 2;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listener_killed_on_mosquitto_qos1() {
-    stream_on(Target::Mosquitto, Fault::ListenerKilled, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listener_killed_on_mosquitto_qos2() {
-    stream_on(Target::Mosquitto, Fault::ListenerKilled, 2).await;
+    broker_killed_qos1: Target::Builtin, Fault::BrokerKilled, 1;
+    broker_killed_qos2: Target::Builtin, Fault::BrokerKilled, 2;
+    connections_dropped_qos1: Target::Builtin, Fault::ConnectionsDropped, 1;
+    connections_dropped_qos2: Target::Builtin, Fault::ConnectionsDropped, 2;
+    acks_lost_qos1: Target::Builtin, Fault::AcksLost, 1;
+    acks_lost_qos2: Target::Builtin, Fault::AcksLost, 2;
+    listener_killed_qos1: Target::Builtin, Fault::ListenerKilled, 1;
+    listener_killed_qos2: Target::Builtin, Fault::ListenerKilled, 2;
+    slow_consumer_qos1: Target::Builtin, Fault::SlowConsumer, 1;
+    slow_consumer_qos2: Target::Builtin, Fault::SlowConsumer, 2;
+    worker_killed_qos1: Target::Builtin, Fault::WorkerKilled, 1;
+    worker_killed_qos2: Target::Builtin, Fault::WorkerKilled, 2;
+    listener_killed_on_mosquitto_qos1: Target::Mosquitto, Fault::ListenerKilled, 1;
+    listener_killed_on_mosquitto_qos2: Target::Mosquitto, Fault::ListenerKilled, 2;
 }

@@ -5,7 +5,7 @@
 //! stored.
 
 use bytes::BytesMut;
-use redb::Database;
+use redb::{Database, WriteTransaction};
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,20 @@ impl DbFile {
     /// The database.
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Runs `write` in one durable write transaction and commits it.
+    ///
+    /// # Errors
+    ///
+    /// Why a step failed (nothing is committed then).
+    pub(crate) fn write(
+        &self,
+        write: impl FnOnce(&WriteTransaction) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        write(&txn)?;
+        txn.commit().map_err(|e| e.to_string())
     }
 
     /// The file's path, as configured.

@@ -182,7 +182,7 @@ pub async fn run(
     let (broker, url) = if builtin {
         let settings = Json::Object(flow.broker.clone().unwrap_or_default());
         let mut config = broker_config(&settings).map_err(RunError::BrokerSettings)?;
-        _run_dir = RunDir::for_relative_stores(&mut config)
+        _run_dir = relative_stores_in_run_dir(&mut config)
             .map_err(|e| RunError::BrokerStart(Box::new(e)))?;
         let handle = broker::start(config)
             .await
@@ -254,48 +254,32 @@ pub async fn run(
     Ok(outcome)
 }
 
-/// A directory of one flow run, removed when the run ends: where the
-/// built-in broker's stores named by a relative path live, so every run of
-/// a flow starts from empty stores (an absolute path is kept as it is).
-struct RunDir(std::path::PathBuf);
-
-impl RunDir {
-    /// Moves the relative store paths of `config` into a new run
-    /// directory; `None` when there are none.
-    fn for_relative_stores(config: &mut broker::BrokerConfig) -> io::Result<Option<RunDir>> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static RUN: AtomicU32 = AtomicU32::new(0);
-        let stores = [&mut config.retain.storage, &mut config.sessions.storage];
-        let mut dir = None;
-        for storage in stores {
-            let broker::RetainStorage::Disk(path) = storage else {
-                continue;
-            };
-            if path.is_absolute() {
-                continue;
-            }
-            let dir = match &mut dir {
-                Some(dir) => dir,
-                None => {
-                    let path = std::env::temp_dir().join(format!(
-                        "host-shim-flow-{}-{}",
-                        std::process::id(),
-                        RUN.fetch_add(1, Ordering::Relaxed)
-                    ));
-                    std::fs::create_dir_all(&path)?;
-                    dir.insert(RunDir(path))
-                }
-            };
-            *path = dir.0.join(&*path);
+/// Moves the store paths of `config` named relative into a directory of
+/// the run, removed when it is dropped, so every run of a flow starts from
+/// empty stores (an absolute path is kept as it is); `None` when there are
+/// none.
+fn relative_stores_in_run_dir(
+    config: &mut broker::BrokerConfig,
+) -> io::Result<Option<tempfile::TempDir>> {
+    let mut dir: Option<tempfile::TempDir> = None;
+    for storage in [&mut config.retain.storage, &mut config.sessions.storage] {
+        let broker::RetainStorage::Disk(path) = storage else {
+            continue;
+        };
+        if path.is_absolute() {
+            continue;
         }
-        Ok(dir)
+        let dir = match &mut dir {
+            Some(dir) => dir,
+            None => dir.insert(
+                tempfile::Builder::new()
+                    .prefix("host-shim-flow-")
+                    .tempdir()?,
+            ),
+        };
+        *path = dir.path().join(&*path);
     }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    Ok(dir)
 }
 
 struct Runner<'a> {

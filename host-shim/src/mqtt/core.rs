@@ -1313,6 +1313,14 @@ mod tests {
         }
     }
 
+    /// A delivery with `pkid` at `qos`; whether it became ready.
+    fn deliver(core: &mut Core<Recorder>, pkid: u16, qos: QoS) -> bool {
+        core.on_event(Ev::Publish {
+            pkid,
+            message: delivery(qos),
+        })
+    }
+
     fn publish(core: &mut Core<Recorder>, qos: QoS) -> Batch {
         let (batch, entries) = Batch::new(1);
         for entry in entries {
@@ -1495,10 +1503,7 @@ mod tests {
     fn acks_leave_in_arrival_order() {
         let mut core = up(10);
         for pkid in [7, 8, 9] {
-            core.on_event(Ev::Publish {
-                pkid,
-                message: delivery(QoS::AtLeastOnce),
-            });
+            deliver(&mut core, pkid, QoS::AtLeastOnce);
         }
         let ids: Vec<u64> = core.take_ready(10).iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
@@ -1528,14 +1533,8 @@ mod tests {
     #[test]
     fn lost_connection_voids_deliveries_and_publishes_wait_for_their_resend() {
         let mut core = up(10);
-        core.on_event(Ev::Publish {
-            pkid: 1,
-            message: delivery(QoS::AtLeastOnce),
-        });
-        core.on_event(Ev::Publish {
-            pkid: 0,
-            message: delivery(QoS::AtMostOnce),
-        });
+        deliver(&mut core, 1, QoS::AtLeastOnce);
+        deliver(&mut core, 0, QoS::AtMostOnce);
         let a = publish(&mut core, QoS::AtLeastOnce);
         core.on_event(Ev::OutPublish(1));
         core.on_connection_lost(Instant::now(), &[Resend::Publish(1)], Vec::new());
@@ -1550,10 +1549,7 @@ mod tests {
         core.ack(&[1]);
         // The same pkid on the new connection is another message.
         reconnect(&mut core, true);
-        core.on_event(Ev::Publish {
-            pkid: 1,
-            message: delivery(QoS::AtLeastOnce),
-        });
+        deliver(&mut core, 1, QoS::AtLeastOnce);
         let before = core.outlet.0.len();
         core.ack(&[1]);
         assert_eq!(
@@ -1717,10 +1713,7 @@ mod tests {
     #[test]
     fn a_qos2_delivery_sent_again_after_a_lost_pubrec_is_not_delivered_twice() {
         let mut core = up(10);
-        core.on_event(Ev::Publish {
-            pkid: 7,
-            message: delivery(QoS::ExactlyOnce),
-        });
+        deliver(&mut core, 7, QoS::ExactlyOnce);
         let id = core.take_ready(1)[0].id;
         assert_eq!(core.ack(&[id]), 0);
         assert_eq!(core.awaiting_release(), vec![7]);
@@ -1729,10 +1722,7 @@ mod tests {
         core.on_connection_lost(Instant::now(), &[], Vec::new());
         reconnect(&mut core, true);
         let before = core.outlet.0.len();
-        assert!(!core.on_event(Ev::Publish {
-            pkid: 7,
-            message: delivery(QoS::ExactlyOnce),
-        }));
+        assert!(!deliver(&mut core, 7, QoS::ExactlyOnce));
         assert!(!core.has_ready(), "not delivered twice");
         assert_eq!(
             core.outlet.0[before..],
@@ -1743,10 +1733,7 @@ mod tests {
         );
         // Released: the identifier names a new message from now on.
         core.on_event(Ev::PubRel { pkid: 7 });
-        assert!(core.on_event(Ev::Publish {
-            pkid: 7,
-            message: delivery(QoS::ExactlyOnce),
-        }));
+        assert!(deliver(&mut core, 7, QoS::ExactlyOnce));
         // A new session forgets what waited for release.
         let id = core.take_ready(1)[0].id;
         core.ack(&[id]);
@@ -1759,18 +1746,12 @@ mod tests {
     fn acking_a_delivery_of_a_lost_connection_says_it_was_not_acked() {
         let mut core = up(10);
         for pkid in [1, 2] {
-            core.on_event(Ev::Publish {
-                pkid,
-                message: delivery(QoS::AtLeastOnce),
-            });
+            deliver(&mut core, pkid, QoS::AtLeastOnce);
         }
         let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
         core.on_connection_lost(Instant::now(), &[], Vec::new());
         reconnect(&mut core, true);
-        core.on_event(Ev::Publish {
-            pkid: 1,
-            message: delivery(QoS::AtLeastOnce),
-        });
+        deliver(&mut core, 1, QoS::AtLeastOnce);
         let again = core.take_ready(1)[0].id;
         let before = core.outlet.0.len();
         assert_eq!(core.ack(&[ids[0], ids[1], again]), 2);
@@ -1852,10 +1833,7 @@ mod tests {
     fn qos0_overflow_is_dropped_and_counted() {
         let mut core = up(10);
         for _ in 0..QOS0_QUEUE_LIMIT + 3 {
-            core.on_event(Ev::Publish {
-                pkid: 0,
-                message: delivery(QoS::AtMostOnce),
-            });
+            deliver(&mut core, 0, QoS::AtMostOnce);
         }
         assert_eq!(core.dropped_qos0(), 3);
         assert_eq!(core.take_ready(usize::MAX).len(), QOS0_QUEUE_LIMIT);

@@ -29,7 +29,7 @@
 use anyhow::{bail, Context, Result};
 use host_shim::host::{Document, Listener, Runtime, Sender};
 use mqtt_broker::{BrokerConfig, BrokerHandle};
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -213,55 +213,42 @@ impl Matrix {
                 "subscriptions": [{ "filter": format!("$share/workers/{topic}"), "qos": qos }]
             }),
             _ => json!({ "subscriptions": [{ "filter": topic, "qos": qos }] }),
+        }
+        .to_string();
+        let url = broker.url();
+        let consumers: Vec<Consumer> = match fault {
+            // Sessions that end with the connection: a killed worker's
+            // messages go to the others.
+            Fault::WorkerKilled => (0..3)
+                .map(|worker| Consumer {
+                    connection: connection(&url, &format!("matrix-worker-{worker}"), false),
+                    kill_at: (worker == 0).then_some(count / 3),
+                    restart: false,
+                    commit_every: None,
+                })
+                .collect(),
+            _ => vec![Consumer {
+                connection: connection(&url, "matrix-listener", true),
+                kill_at: (fault == Fault::ListenerKilled).then_some(count / 2),
+                restart: true,
+                commit_every: (fault == Fault::SlowConsumer).then_some(Duration::from_millis(100)),
+            }],
         };
-        let listener_connection =
-            |id: &str, persistent: bool| connection(&broker.url(), id, persistent).to_string();
         // Listeners first, so the stream starts after their subscription.
-        let mut consumers = Vec::new();
-        match fault {
-            Fault::WorkerKilled => {
-                for worker in 0..3 {
-                    // Sessions that end with the connection: a killed
-                    // worker's messages go to the others.
-                    let conn = listener_connection(&format!("matrix-worker-{worker}"), false);
-                    let listener = self.open_listener(&conn, &listen_config).await?;
-                    let kill_at = (worker == 0).then_some(count / 3);
-                    consumers.push(tokio::spawn(consume(
-                        Consumer {
-                            runtime: self.runtime.clone(),
-                            connection: conn,
-                            config: listen_config.to_string(),
-                            kill_at,
-                            restart: false,
-                            commit_every: None,
-                        },
-                        listener,
-                        tally.clone(),
-                    )));
-                }
-            }
-            _ => {
-                let conn = listener_connection("matrix-listener", true);
-                let listener = self.open_listener(&conn, &listen_config).await?;
-                let kill_at = (fault == Fault::ListenerKilled).then_some(count / 2);
-                let commit_every =
-                    (fault == Fault::SlowConsumer).then_some(Duration::from_millis(100));
-                consumers.push(tokio::spawn(consume(
-                    Consumer {
-                        runtime: self.runtime.clone(),
-                        connection: conn,
-                        config: listen_config.to_string(),
-                        kill_at,
-                        restart: true,
-                        commit_every,
-                    },
-                    listener,
-                    tally.clone(),
-                )));
-            }
+        let mut consuming = Vec::new();
+        for consumer in consumers {
+            let listener =
+                open_listener(&self.runtime, &consumer.connection, &listen_config).await?;
+            consuming.push(tokio::spawn(consume(
+                self.runtime.clone(),
+                listen_config.clone(),
+                consumer,
+                listener,
+                tally.clone(),
+            )));
         }
 
-        let sender_connection = connection(&broker.url(), "matrix-sender", true).to_string();
+        let sender_connection = connection(&url, "matrix-sender", true);
         let sender = self
             .runtime
             .open_sender(
@@ -282,7 +269,7 @@ impl Matrix {
         tally.wait_until_done(expected, STALL).await;
         let elapsed = started.elapsed();
         tally.stop();
-        for consumer in consumers {
+        for consumer in consuming {
             consumer.await.context("a consumer panicked")??;
         }
         broker.stop().await;
@@ -303,16 +290,6 @@ impl Matrix {
             elapsed,
             send_elapsed,
         })
-    }
-
-    async fn open_listener(&self, connection: &str, config: &Json) -> Result<Listener> {
-        tokio::time::timeout(
-            STARTUP,
-            self.runtime.open_listener(connection, &config.to_string()),
-        )
-        .await
-        .context("the listener did not open in time")?
-        .context("opening a listener")
     }
 
     /// The broker a fault runs against.
@@ -355,7 +332,7 @@ impl Matrix {
         Ok(Broker::Process {
             child,
             command,
-            url: format!("mqtt://127.0.0.1:{port}"),
+            port,
         })
     }
 
@@ -383,7 +360,7 @@ impl Matrix {
         Ok(Broker::Process {
             child,
             command,
-            url: format!("mqtt://127.0.0.1:{port}"),
+            port,
         })
     }
 }
@@ -396,7 +373,7 @@ impl Drop for Matrix {
 
 /// The connection configuration of one client: a persistent session (kept
 /// an hour) or one that ends with the connection.
-fn connection(url: &str, client_id: &str, persistent: bool) -> Json {
+fn connection(url: &str, client_id: &str, persistent: bool) -> String {
     json!({
         "url": url,
         "client_id": client_id,
@@ -405,6 +382,7 @@ fn connection(url: &str, client_id: &str, persistent: bool) -> Json {
         "reconnect": { "min_delay_ms": 20, "max_delay_ms": 500 },
         "keep_alive_secs": 10,
     })
+    .to_string()
 }
 
 /// The broker of one stream.
@@ -414,7 +392,8 @@ enum Broker {
         child: Child,
         /// The program and arguments that start it.
         command: (PathBuf, Vec<std::ffi::OsString>),
-        url: String,
+        /// Its port on 127.0.0.1.
+        port: u16,
     },
 }
 
@@ -422,7 +401,7 @@ impl Broker {
     fn url(&self) -> String {
         match self {
             Broker::InProcess(handle) => handle.as_ref().map(|h| h.url()).unwrap_or_default(),
-            Broker::Process { url, .. } => url.clone(),
+            Broker::Process { port, .. } => format!("mqtt://127.0.0.1:{port}"),
         }
     }
 
@@ -432,19 +411,14 @@ impl Broker {
         let Broker::Process {
             child,
             command,
-            url,
+            port,
         } = self
         else {
             bail!("only a broker process can be killed");
         };
         child.kill().context("killing the broker")?;
         child.wait()?;
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("the broker's port")?;
-        *child = spawn_broker(command, port).await?;
+        *child = spawn_broker(command, *port).await?;
         Ok(())
     }
 
@@ -533,9 +507,8 @@ async fn produce(mut sender: Sender, count: usize) -> Result<(Vec<usize>, Durati
 
 /// How one listener consumes.
 struct Consumer {
-    runtime: Runtime,
+    /// Its connection configuration.
     connection: String,
-    config: String,
     /// Once the stream has this many commits, the listener takes one more
     /// batch and is killed before committing it.
     kill_at: Option<usize>,
@@ -545,9 +518,24 @@ struct Consumer {
     commit_every: Option<Duration>,
 }
 
+/// Opens a listener on `runtime`, bounded in time.
+async fn open_listener(runtime: &Runtime, connection: &str, config: &str) -> Result<Listener> {
+    tokio::time::timeout(STARTUP, runtime.open_listener(connection, config))
+        .await
+        .context("the listener did not open in time")?
+        .context("opening a listener")
+}
+
 /// Takes batches, commits them, and records each committed document in
-/// `tally`, until the tally stops.
-async fn consume(consumer: Consumer, mut listener: Listener, tally: Tally) -> Result<()> {
+/// `tally`, until the tally stops; a killed listener is opened again on
+/// `runtime` with `config`.
+async fn consume(
+    runtime: Runtime,
+    config: String,
+    consumer: Consumer,
+    mut listener: Listener,
+    tally: Tally,
+) -> Result<()> {
     let mut kill_at = consumer.kill_at;
     while !tally.stopped() {
         let batch = listener
@@ -564,15 +552,7 @@ async fn consume(consumer: Consumer, mut listener: Listener, tally: Tally) -> Re
             if !consumer.restart {
                 return Ok(());
             }
-            listener = tokio::time::timeout(
-                STARTUP,
-                consumer
-                    .runtime
-                    .open_listener(&consumer.connection, &consumer.config),
-            )
-            .await
-            .context("the listener did not open again in time")?
-            .context("opening the listener again")?;
+            listener = open_listener(&runtime, &consumer.connection, &config).await?;
             continue;
         }
         if let Some(pause) = consumer.commit_every {

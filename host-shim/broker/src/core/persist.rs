@@ -141,20 +141,22 @@ impl Broker {
         }
     }
 
+    /// The journal, `session_id`'s session and the clock pair; `None` with
+    /// memory storage (before any lookup) or without that session.
+    fn journal_parts(
+        &mut self,
+        session_id: SessionId,
+    ) -> Option<(&mut Journal, &Session, (Instant, SystemTime))> {
+        let journal = self.journal.as_mut()?;
+        let session = self.sessions.get(&session_id)?;
+        Some((journal, session, self.clock))
+    }
+
     /// A client connected to `session_id` (new or resumed) as `username`:
     /// the session is stored, written whole, or deleted, as its expiry
     /// interval now says.
     pub(super) fn journal_connected(&mut self, session_id: SessionId, username: Option<&str>) {
-        let Broker {
-            journal,
-            sessions,
-            clock,
-            ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, clock)) = self.journal_parts(session_id) else {
             return;
         };
         let persistent = session.expiry_interval > 0;
@@ -182,7 +184,7 @@ impl Broker {
                     username: username.map(str::to_owned),
                 };
                 journal.stored.insert(session_id, stored);
-                journal.snapshot(session_id, session, *clock);
+                journal.snapshot(session_id, session, clock);
             }
             (None, false) => {}
         }
@@ -217,13 +219,7 @@ impl Broker {
     /// `session_id`'s subscription to `filter` was made, changed or
     /// removed.
     pub(super) fn journal_subscription(&mut self, session_id: SessionId, filter: &TopicFilter) {
-        let Broker {
-            journal, sessions, ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, _)) = self.journal_parts(session_id) else {
             return;
         };
         if journal.stored.contains_key(&session_id) {
@@ -240,13 +236,7 @@ impl Broker {
     /// `session_id` holds (PUBREC sent) or released (PUBREL received) the
     /// QoS 2 packet identifier `pkid` from its client.
     pub(super) fn journal_incoming(&mut self, session_id: SessionId, pkid: u16, held: bool) {
-        let Broker {
-            journal, sessions, ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, _)) = self.journal_parts(session_id) else {
             return;
         };
         if journal.stored.contains_key(&session_id) {
@@ -262,16 +252,7 @@ impl Broker {
     /// `session_id`'s message in flight with packet identifier `pkid` was
     /// sent, moved on to PUBREL, or completed.
     pub(super) fn journal_inflight(&mut self, session_id: SessionId, pkid: u16) {
-        let Broker {
-            journal,
-            sessions,
-            clock,
-            ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, clock)) = self.journal_parts(session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get_mut(&session_id) else {
@@ -285,7 +266,7 @@ impl Broker {
             StoredInflight {
                 order,
                 inflight: inflight.clone(),
-                shared_expires: shared_expires(*clock, inflight),
+                shared_expires: shared_expires(clock, inflight),
             }
         });
         if matches!(
@@ -309,23 +290,14 @@ impl Broker {
 
     /// `queued` was queued at the back of `session_id`'s queue.
     pub(super) fn journal_enqueued(&mut self, session_id: SessionId, queued: Queued) {
-        let Broker {
-            journal,
-            sessions,
-            clock,
-            ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, clock)) = self.journal_parts(session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get(&session_id) else {
             return;
         };
         let seq = stored.queue_head + session.queue.len() as u64 - 1;
-        let expires = queued.message.expires_at.map(|at| wall_time(*clock, at));
+        let expires = queued.message.expires_at.map(|at| wall_time(clock, at));
         journal
             .writes
             .changes(session_id, &session.client_id)
@@ -337,30 +309,15 @@ impl Broker {
     /// `session_id` changed in a way the other calls do not describe
     /// (messages taken from the middle of its queue): it is written whole.
     pub(super) fn journal_rewrite(&mut self, session_id: SessionId) {
-        let Broker {
-            journal,
-            sessions,
-            clock,
-            ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
+        let Some((journal, session, clock)) = self.journal_parts(session_id) else {
             return;
         };
-        let Some(session) = sessions.get(&session_id) else {
-            return;
-        };
-        journal.snapshot(session_id, session, *clock);
+        journal.snapshot(session_id, session, clock);
     }
 
     /// The message at the front of `session_id`'s queue was taken.
     pub(super) fn journal_dequeued(&mut self, session_id: SessionId) {
-        let Broker {
-            journal, sessions, ..
-        } = self;
-        let Some(journal) = journal.as_mut() else {
-            return;
-        };
-        let Some(session) = sessions.get(&session_id) else {
+        let Some((journal, session, _)) = self.journal_parts(session_id) else {
             return;
         };
         let Some(stored) = journal.stored.get_mut(&session_id) else {
@@ -554,13 +511,7 @@ impl Broker {
             }
         }
 
-        let Broker {
-            journal,
-            sessions,
-            clock,
-            ..
-        } = &mut *self;
-        if let (Some(journal), Some(session)) = (journal.as_mut(), sessions.get(&id)) {
+        if let Some((journal, session, clock)) = self.journal_parts(id) {
             let stored = Stored {
                 queue_head: queue_head.unwrap_or(0),
                 next_order,
@@ -569,7 +520,7 @@ impl Broker {
             };
             journal.stored.insert(id, stored);
             if rewrite {
-                journal.snapshot(id, session, *clock);
+                journal.snapshot(id, session, clock);
             } else if meta.disconnected_at.is_none() || expiry != meta.expiry_interval {
                 journal.meta.insert(id);
                 journal.changes += 1;

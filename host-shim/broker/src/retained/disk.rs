@@ -153,38 +153,29 @@ impl DiskStore {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let write_error = |reason: String| RetainedStoreError::Write {
-            path: self.file.path().to_owned(),
-            reason,
-        };
-        let txn = self
-            .file
-            .db()
-            .begin_write()
-            .map_err(|e| write_error(e.to_string()))?;
-        {
-            let mut table = txn
-                .open_table(TABLE)
-                .map_err(|e| write_error(e.to_string()))?;
-            let mut value = BytesMut::new();
-            for (topic, change) in self.pending.iter() {
-                match change {
-                    Some(message) => {
-                        value.clear();
-                        encode(topic, message, &mut value).map_err(write_error)?;
-                        table
-                            .insert(topic, &value[..])
-                            .map_err(|e| write_error(e.to_string()))?;
-                    }
-                    None => {
-                        table
-                            .remove(topic)
-                            .map_err(|e| write_error(e.to_string()))?;
+        let pending = &self.pending;
+        self.file
+            .write(|txn| {
+                let mut table = txn.open_table(TABLE).map_err(|e| e.to_string())?;
+                let mut value = BytesMut::new();
+                for (topic, change) in pending.iter() {
+                    match change {
+                        Some(message) => {
+                            value.clear();
+                            encode(topic, message, &mut value)?;
+                            table.insert(topic, &value[..]).map_err(|e| e.to_string())?;
+                        }
+                        None => {
+                            table.remove(topic).map_err(|e| e.to_string())?;
+                        }
                     }
                 }
-            }
-        }
-        txn.commit().map_err(|e| write_error(e.to_string()))?;
+                Ok(())
+            })
+            .map_err(|reason| RetainedStoreError::Write {
+                path: self.file.path().to_owned(),
+                reason,
+            })?;
         self.pending.clear();
         Ok(())
     }

@@ -195,17 +195,12 @@ impl SessionStore {
         if self.pending.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
-        let write_error = |reason: String| SessionStoreError::Write {
-            path: self.file.path().to_owned(),
-            reason,
-        };
-        let txn = self
-            .file
-            .db()
-            .begin_write()
-            .map_err(|e| write_error(e.to_string()))?;
-        write(&txn, &self.orphans, &self.pending).map_err(write_error)?;
-        txn.commit().map_err(|e| write_error(e.to_string()))?;
+        self.file
+            .write(|txn| write(txn, &self.orphans, &self.pending))
+            .map_err(|reason| SessionStoreError::Write {
+                path: self.file.path().to_owned(),
+                reason,
+            })?;
         self.pending.clear();
         self.orphans.clear();
         Ok(())
