@@ -97,8 +97,6 @@ pub(crate) enum Ev {
     OutUnsubscribe(u16),
     /// Our DISCONNECT was written.
     OutDisconnect,
-    /// Our PUBACK or PUBREC for a delivery was written.
-    OutAck(u16),
     /// PUBACK with its reason code (0 on 3.1.1).
     PubAck { pkid: u16, reason: u8 },
     /// PUBREC with its reason code.
@@ -194,16 +192,6 @@ pub(crate) fn session_lost() -> Error {
     Error::new(
         ErrorCode::ConnectionFailed,
         "the broker started a new session after the reconnect; it may or may not have the message",
-    )
-}
-
-/// The error of acknowledgements the connection lost before it wrote them:
-/// the broker sends those messages again.
-pub(crate) fn acks_not_written() -> Error {
-    Error::new(
-        ErrorCode::ConnectionFailed,
-        "the connection to the broker was lost before the acknowledgements were written: \
-         the broker delivers those messages again",
     )
 }
 
@@ -418,11 +406,6 @@ pub(crate) struct Core<O> {
     /// QoS 1 and 2 deliveries of lost connections, not acknowledged: the
     /// broker delivers them again, under new ids.
     voided: BTreeSet<u64>,
-    /// Acknowledgements handed to rumqttc and not yet written.
-    unwritten_acks: HashSet<u16>,
-    /// Callers waiting until the acknowledgements unwritten when they asked
-    /// are written (see [`Core::when_acks_written`]).
-    ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
     acked: bool,
@@ -470,8 +453,6 @@ impl<O: Outlet> Core<O> {
             unacked_pkids: HashMap::new(),
             awaiting_release: HashSet::new(),
             voided: BTreeSet::new(),
-            unwritten_acks: HashSet::new(),
-            ack_waiters: Vec::new(),
             dropped_qos0: 0,
             acked: false,
             send_timeout,
@@ -718,10 +699,6 @@ impl<O: Outlet> Core<O> {
             }
             Ev::UnsubAck { pkid, codes } => {
                 self.on_unsuback(pkid, &codes);
-                false
-            }
-            Ev::OutAck(pkid) => {
-                self.on_ack_written(pkid);
                 false
             }
             Ev::PubRel { pkid } => {
@@ -1101,45 +1078,8 @@ impl<O: Outlet> Core<O> {
                 // The event loop is gone: the broker redelivers.
                 break;
             }
-            self.unwritten_acks.insert(pending.pkid);
         }
         voided
-    }
-
-    /// Resolves `reply` once every acknowledgement handed to rumqttc so far
-    /// is written to the connection (at once when none waits), or fails it
-    /// when the connection is lost first: a pipeline's commit then returns
-    /// only when a crash can no longer lose its acknowledgements, so the
-    /// broker does not send those messages again.
-    pub(crate) fn when_acks_written(&mut self, reply: Reply<()>) {
-        if self.unwritten_acks.is_empty() {
-            let _ = reply.send(Ok(()));
-        } else {
-            let waiting = self.unwritten_acks.iter().copied().collect();
-            self.ack_waiters.push((waiting, reply));
-        }
-    }
-
-    fn on_ack_written(&mut self, pkid: u16) {
-        if !self.unwritten_acks.remove(&pkid) || self.ack_waiters.is_empty() {
-            return;
-        }
-        let unwritten = &self.unwritten_acks;
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
-            .into_iter()
-            .partition(|(pkids, _)| pkids.iter().all(|p| !unwritten.contains(p)));
-        self.ack_waiters = waiting;
-        for (_, reply) in done {
-            let _ = reply.send(Ok(()));
-        }
-    }
-
-    /// Fails every caller waiting for acknowledgements to be written.
-    fn fail_ack_waiters(&mut self, error: impl Fn() -> Error) {
-        self.unwritten_acks.clear();
-        for (_, reply) in self.ack_waiters.drain(..) {
-            let _ = reply.send(Err(error()));
-        }
     }
 
     /// The connection dropped at `now` (or an attempt to reconnect failed).
@@ -1211,7 +1151,6 @@ impl<O: Outlet> Core<O> {
         // Deliveries of the lost connection are void: their identifiers may
         // name other messages on the next one, and the broker redelivers.
         self.ready.retain(|m| m.qos == QoS::AtMostOnce);
-        self.fail_ack_waiters(acks_not_written);
         self.voided.extend(self.unacked.keys());
         while self.voided.len() > VOIDED_LIMIT {
             self.voided.pop_first();
@@ -1279,7 +1218,6 @@ impl<O: Outlet> Core<O> {
         self.unacked.clear();
         self.unacked_pkids.clear();
         self.voided.clear();
-        self.fail_ack_waiters(closed);
         was_up && self.outlet.send(Req::Disconnect).is_ok()
     }
 
@@ -1300,7 +1238,6 @@ impl<O: Outlet> Core<O> {
         self.qos0_ready = 0;
         self.unacked.clear();
         self.unacked_pkids.clear();
-        self.fail_ack_waiters(|| error.clone());
     }
 }
 
@@ -1853,36 +1790,6 @@ mod tests {
             reason: 0x92,
         });
         assert_eq!(outcome(&b).unwrap_err().code, ErrorCode::BrokerRejected);
-    }
-
-    #[test]
-    fn a_commit_waits_until_its_acknowledgements_are_written() {
-        let mut core = up(10);
-        deliver(&mut core, 1, QoS::AtLeastOnce);
-        deliver(&mut core, 2, QoS::ExactlyOnce);
-        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
-        core.ack(&ids);
-        let (tx, mut rx) = oneshot::channel();
-        core.when_acks_written(tx);
-        core.on_event(Ev::OutAck(1));
-        assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
-        core.on_event(Ev::OutAck(2));
-        assert_eq!(rx.try_recv().unwrap(), Ok(()));
-        // Nothing unwritten: at once.
-        let (tx, mut rx) = oneshot::channel();
-        core.when_acks_written(tx);
-        assert_eq!(rx.try_recv().unwrap(), Ok(()));
-        // Lost before written: the broker sends the message again.
-        deliver(&mut core, 3, QoS::AtLeastOnce);
-        let id = core.take_ready(1)[0].id;
-        core.ack(&[id]);
-        let (tx, mut rx) = oneshot::channel();
-        core.when_acks_written(tx);
-        core.on_connection_lost(Instant::now(), &[], Vec::new());
-        assert_eq!(
-            rx.try_recv().unwrap().unwrap_err().code,
-            ErrorCode::ConnectionFailed
-        );
     }
 
     #[test]
