@@ -1,6 +1,8 @@
 //! The fault matrix as tests: each fault of [`matrix::Fault`] on a stream of
 //! 10,000 documents through the connector and the built-in broker, at QoS 1
-//! and 2. Goal: nothing lost, nothing failed, no duplicate at QoS 2;
+//! and 2; and the listening host killed on Mosquitto too, where the
+//! guarantee rests on the connector and any broker that keeps sessions.
+//! Goal: nothing lost, nothing failed, no duplicate at QoS 2;
 //! duplicates at QoS 1 are printed (a fault that makes a client resend
 //! makes them). `cargo bench -p e2e --bench report -- faults` runs the same
 //! streams at 100,000 documents and prints the table.
@@ -65,4 +67,6 @@ matrix_tests! {
     slow_consumer_qos2: Target::Builtin, Fault::SlowConsumer, 2;
     worker_killed_qos1: Target::Builtin, Fault::WorkerKilled, 1;
     worker_killed_qos2: Target::Builtin, Fault::WorkerKilled, 2;
+    listener_killed_on_mosquitto_qos1: Target::Mosquitto, Fault::ListenerKilled, 1;
+    listener_killed_on_mosquitto_qos2: Target::Mosquitto, Fault::ListenerKilled, 2;
 }

@@ -317,19 +317,31 @@ impl MqttClient {
 
     /// Acknowledges deliveries. PUBACK / PUBREC go out in arrival order: an
     /// ack waits until every earlier QoS 1 or 2 delivery is acked too.
-    /// Unknown ids and QoS 0 ids are ignored.
+    /// Unknown ids and QoS 0 ids are ignored. Returns once the
+    /// acknowledgements sent are written to the connection, so a crash
+    /// after it cannot make the broker send those messages again. A PUBREC
+    /// the connection lost waits for the next connection (the broker's
+    /// PUBREL, or the PUBREC written again) up to the send timeout, then
+    /// fails with `Timeout`.
     ///
     /// Ids of deliveries that came on a connection since lost cannot be
     /// acknowledged: the broker delivers those messages again. The others
     /// are acknowledged, and the call fails with `ConnectionFailed` saying
     /// how many, so a pipeline does not take them as done.
     pub async fn ack(&self, ids: &[u64]) -> Result<(), Error> {
-        let mut core = self.inner.shared.core();
-        if core.phase() == super::core::Phase::Closed {
-            return Err(closed());
-        }
-        match core.ack(ids) {
-            0 => Ok(()),
+        let (settled, acks_settled) = oneshot::channel();
+        let voided = {
+            let mut core = self.inner.shared.core();
+            if core.phase() == super::core::Phase::Closed {
+                return Err(closed());
+            }
+            let voided = core.ack(ids);
+            core.when_acks_settled(settled);
+            voided
+        };
+        let settled = outcome(acks_settled).await;
+        match voided {
+            0 => settled,
             voided => Err(Error::new(
                 ErrorCode::ConnectionFailed,
                 format!(

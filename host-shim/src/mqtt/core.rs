@@ -97,6 +97,8 @@ pub(crate) enum Ev {
     OutUnsubscribe(u16),
     /// Our DISCONNECT was written.
     OutDisconnect,
+    /// Our PUBACK or PUBREC for a delivery was written.
+    OutAck(u16),
     /// PUBACK with its reason code (0 on 3.1.1).
     PubAck { pkid: u16, reason: u8 },
     /// PUBREC with its reason code.
@@ -192,6 +194,27 @@ pub(crate) fn session_lost() -> Error {
     Error::new(
         ErrorCode::ConnectionFailed,
         "the broker started a new session after the reconnect; it may or may not have the message",
+    )
+}
+
+/// The error of a commit whose QoS 2 acknowledgements (PUBREC) the
+/// connection lost before it wrote them, when the connection did not come
+/// back within the send timeout (at once for a zero timeout).
+pub(crate) fn acks_unconfirmed(timeout: Duration) -> Error {
+    let code = if timeout.is_zero() {
+        ErrorCode::ConnectionFailed
+    } else {
+        ErrorCode::Timeout
+    };
+    Error::new(
+        code,
+        format!(
+            "committed, but the connection to the broker was lost before it had the \
+             acknowledgements (PUBREC) and did not come back within send_timeout_ms ({} ms): \
+             they are sent on the next connection; if this process stops first, the broker \
+             delivers those messages again",
+            timeout.as_millis()
+        ),
     )
 }
 
@@ -406,6 +429,15 @@ pub(crate) struct Core<O> {
     /// QoS 1 and 2 deliveries of lost connections, not acknowledged: the
     /// broker delivers them again, under new ids.
     voided: BTreeSet<u64>,
+    /// Acknowledgements handed to rumqttc and not yet settled, with their
+    /// QoS: a PUBACK settles once written, or once its connection is lost
+    /// (the broker then delivers again, which QoS 1 allows); a PUBREC once
+    /// written, or once the broker releases it with PUBREL, or once a new
+    /// session forgets it.
+    unsettled_acks: HashMap<u16, QoS>,
+    /// Callers waiting until the acknowledgements unsettled when they asked
+    /// are settled (see [`Core::when_acks_settled`]).
+    ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
     acked: bool,
@@ -453,6 +485,8 @@ impl<O: Outlet> Core<O> {
             unacked_pkids: HashMap::new(),
             awaiting_release: HashSet::new(),
             voided: BTreeSet::new(),
+            unsettled_acks: HashMap::new(),
+            ack_waiters: Vec::new(),
             dropped_qos0: 0,
             acked: false,
             send_timeout,
@@ -701,8 +735,14 @@ impl<O: Outlet> Core<O> {
                 self.on_unsuback(pkid, &codes);
                 false
             }
+            Ev::OutAck(pkid) => {
+                self.settle_ack(pkid);
+                false
+            }
             Ev::PubRel { pkid } => {
                 self.awaiting_release.remove(&pkid);
+                // The broker has our PUBREC, whichever connection wrote it.
+                self.settle_ack(pkid);
                 false
             }
             Ev::Publish { pkid, message } => self.on_delivery(pkid, message),
@@ -734,6 +774,9 @@ impl<O: Outlet> Core<O> {
             self.expected_resends.clear();
             self.resent_releases.clear();
             self.awaiting_release.clear();
+            // The broker forgot those deliveries: it sends none again.
+            self.unsettled_acks.clear();
+            self.wake_ack_waiters();
             if !self.subscriptions.is_empty() {
                 tracing::info!(
                     count = self.subscriptions.len(),
@@ -1078,8 +1121,53 @@ impl<O: Outlet> Core<O> {
                 // The event loop is gone: the broker redelivers.
                 break;
             }
+            self.unsettled_acks.insert(pending.pkid, pending.qos);
         }
         voided
+    }
+
+    /// Resolves `reply` once every acknowledgement handed to rumqttc so far
+    /// is settled (at once when none waits): written to the connection, or
+    /// for a PUBREC the connection lost, released by the broker's PUBREL or
+    /// written again on the next connection. A pipeline's commit returns
+    /// then, when a crash of this process can no longer make the broker
+    /// deliver those messages again.
+    pub(crate) fn when_acks_settled(&mut self, reply: Reply<()>) {
+        if self.unsettled_acks.is_empty() {
+            let _ = reply.send(Ok(()));
+        } else {
+            let waiting = self.unsettled_acks.keys().copied().collect();
+            self.ack_waiters.push((waiting, reply));
+        }
+    }
+
+    fn settle_ack(&mut self, pkid: u16) {
+        if self.unsettled_acks.remove(&pkid).is_some() {
+            self.wake_ack_waiters();
+        }
+    }
+
+    /// Resolves the waiters whose acknowledgements are all settled.
+    fn wake_ack_waiters(&mut self) {
+        if self.ack_waiters.is_empty() {
+            return;
+        }
+        let unsettled = &self.unsettled_acks;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+            .into_iter()
+            .partition(|(pkids, _)| pkids.iter().all(|p| !unsettled.contains_key(p)));
+        self.ack_waiters = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Fails every caller waiting for acknowledgements to settle.
+    fn fail_ack_waiters(&mut self, error: impl Fn() -> Error) {
+        self.unsettled_acks.clear();
+        for (_, reply) in self.ack_waiters.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
     }
 
     /// The connection dropped at `now` (or an attempt to reconnect failed).
@@ -1151,6 +1239,11 @@ impl<O: Outlet> Core<O> {
         // Deliveries of the lost connection are void: their identifiers may
         // name other messages on the next one, and the broker redelivers.
         self.ready.retain(|m| m.qos == QoS::AtMostOnce);
+        // A PUBACK the connection lost may bring the message again, as QoS 1
+        // allows; a PUBREC waits for the broker's PUBREL or its resend.
+        self.unsettled_acks
+            .retain(|_, qos| *qos == QoS::ExactlyOnce);
+        self.wake_ack_waiters();
         self.voided.extend(self.unacked.keys());
         while self.voided.len() > VOIDED_LIMIT {
             self.voided.pop_first();
@@ -1188,6 +1281,7 @@ impl<O: Outlet> Core<O> {
         }
         self.expired = true;
         let timeout = self.send_timeout;
+        self.fail_ack_waiters(|| acks_unconfirmed(timeout));
         for op in self.outbox.drain(..) {
             op.fail(send_timed_out(timeout, false));
         }
@@ -1218,6 +1312,7 @@ impl<O: Outlet> Core<O> {
         self.unacked.clear();
         self.unacked_pkids.clear();
         self.voided.clear();
+        self.fail_ack_waiters(closed);
         was_up && self.outlet.send(Req::Disconnect).is_ok()
     }
 
@@ -1238,6 +1333,7 @@ impl<O: Outlet> Core<O> {
         self.qos0_ready = 0;
         self.unacked.clear();
         self.unacked_pkids.clear();
+        self.fail_ack_waiters(|| error.clone());
     }
 }
 
@@ -1790,6 +1886,92 @@ mod tests {
             reason: 0x92,
         });
         assert_eq!(outcome(&b).unwrap_err().code, ErrorCode::BrokerRejected);
+    }
+
+    /// Acks `pkid` (a fresh delivery) and waits for it to settle.
+    fn commit(
+        core: &mut Core<Recorder>,
+        pkid: u16,
+        qos: QoS,
+    ) -> oneshot::Receiver<Result<(), Error>> {
+        deliver(core, pkid, qos);
+        let id = core.take_ready(1)[0].id;
+        core.ack(&[id]);
+        let (tx, rx) = oneshot::channel();
+        core.when_acks_settled(tx);
+        rx
+    }
+
+    #[test]
+    fn a_commit_waits_until_its_acknowledgements_are_written() {
+        let mut core = up(10);
+        deliver(&mut core, 1, QoS::AtLeastOnce);
+        deliver(&mut core, 2, QoS::ExactlyOnce);
+        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
+        core.ack(&ids);
+        let (tx, mut rx) = oneshot::channel();
+        core.when_acks_settled(tx);
+        core.on_event(Ev::OutAck(1));
+        assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
+        core.on_event(Ev::OutAck(2));
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+        // Nothing unwritten: at once.
+        let (tx, mut rx) = oneshot::channel();
+        core.when_acks_settled(tx);
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_puback_lost_with_its_connection_settles_the_commit() {
+        let mut core = up(10);
+        let mut rx = commit(&mut core, 3, QoS::AtLeastOnce);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        // The broker delivers it again or had it: QoS 1 allows either.
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_pubrec_lost_with_its_connection_waits_for_the_next_one() {
+        // Released: the broker had the PUBREC.
+        let mut core = up(10);
+        let mut rx = commit(&mut core, 4, QoS::ExactlyOnce);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        assert!(rx.try_recv().is_err(), "reporting it failed would lose it");
+        reconnect(&mut core, true);
+        core.on_event(Ev::PubRel { pkid: 4 });
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+        // Sent again: the PUBREC goes out again and settles it when written.
+        let mut rx = commit(&mut core, 5, QoS::ExactlyOnce);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        reconnect(&mut core, true);
+        assert!(
+            !deliver(&mut core, 5, QoS::ExactlyOnce),
+            "not delivered twice"
+        );
+        assert!(rx.try_recv().is_err());
+        core.on_event(Ev::OutAck(5));
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+        // A new session: the broker forgot it and sends it no more.
+        let mut rx = commit(&mut core, 6, QoS::ExactlyOnce);
+        core.on_connection_lost(Instant::now(), &[], Vec::new());
+        reconnect(&mut core, false);
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_pubrec_lost_with_its_connection_fails_at_the_send_timeout() {
+        let mut core = up(10);
+        let mut rx = commit(&mut core, 7, QoS::ExactlyOnce);
+        let lost = Instant::now();
+        core.on_connection_lost(lost, &[], Vec::new());
+        core.on_send_deadline(lost + Duration::from_secs(31));
+        let error = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(error.code, ErrorCode::Timeout);
+        assert!(
+            error.message.contains("send_timeout_ms"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connector::model::{
@@ -450,6 +451,101 @@ async fn unacked_delivery_is_redelivered_to_the_next_session() {
                 .await;
         }
     }
+}
+
+/// Leaves the broker a QoS 2 delivery to release on the persistent session
+/// `id`: a 3.1.1 client takes one message published to `topic`, writes its
+/// PUBREC and goes away without reading the broker's PUBREL.
+async fn leave_a_release_pending(url: &str, id: &str, topic: &str) {
+    use rumqttc::{Event, Outgoing as Out, Packet};
+    let addr = url.trim_start_matches("mqtt://");
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut mqtt = rumqttc::MqttOptions::new(id, host, port.parse().expect("port"));
+    mqtt.set_clean_session(false).set_manual_acks(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(mqtt, 10);
+    client
+        .subscribe(topic, rumqttc::QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    let publisher = connect(options(url, MqttVersion::V5, &unique("pub"))).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline.into(), eventloop.poll())
+            .await
+            .expect("the predecessor's PUBREC in time")
+            .expect("the predecessor's connection");
+        match event {
+            Event::Incoming(Packet::SubAck(_)) => {
+                let outcomes = publisher
+                    .publish(vec![message(topic, "released?", QoS::ExactlyOnce)])
+                    .await;
+                assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+            }
+            Event::Incoming(Packet::Publish(p)) => client.ack(&p).await.unwrap(),
+            // Written: stop before the PUBREL is read.
+            Event::Outgoing(Out::PubRec(_)) => break,
+            _ => {}
+        }
+    }
+    drop(eventloop);
+    publisher.disconnect().await;
+}
+
+/// What this thread logs while the guard lives (a test's driver tasks run
+/// on its thread).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || Sink(sink.clone()))
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// A process that takes over a persistent session answers the PUBREL its
+/// predecessor left (MQTT-4.4.0-1, MQTT-4.3.3-11) and keeps its connection
+/// (rumqttc alone takes it as unsolicited and drops the connection).
+#[tokio::test]
+async fn a_new_process_completes_the_release_its_predecessor_left() {
+    let (logs, _guard) = capture_logs();
+    for broker in brokers().await {
+        for protocol in BOTH {
+            let url = broker.url();
+            let id = unique("successor");
+            let topic = unique("successor");
+            leave_a_release_pending(&url, &id, &topic).await;
+
+            let second = connect(persistent(&url, protocol, &id)).await;
+            assert!(second.capabilities().session_present, "{protocol:?}");
+            second
+                .subscribe(vec![subscription(&topic, QoS::ExactlyOnce)])
+                .await
+                .unwrap_or_else(|e| panic!("subscribe after the takeover ({protocol:?}): {e}"));
+            publish_all(&url, protocol, &topic, &["next"]).await;
+            let got = receive_n(&second, 1, Duration::from_secs(5)).await;
+            assert_eq!(payloads(&got), ["next"], "{protocol:?}");
+            let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
+            second.ack(&ids).await.unwrap();
+            second.disconnect().await;
+            connect(options(&url, protocol, &id))
+                .await
+                .disconnect()
+                .await;
+        }
+    }
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(!logs.contains("connection to the broker lost"), "{logs}");
 }
 
 #[tokio::test]

@@ -102,13 +102,21 @@ impl Link {
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(backstop_secs(options.connect_timeout));
         eventloop.set_network_options(network);
-        Ok(Link {
+        let mut link = Link {
             client,
             eventloop,
             window,
             released: Vec::new(),
             nudger: Nudger::new(keep_alive),
-        })
+        };
+        if !options.clean_start {
+            // The session this process resumes may hold PUBRELs for QoS 2
+            // deliveries an earlier process acknowledged, under ids it
+            // cannot know: one unsolicited PUBREL would drop the first
+            // connection (and the subscribe on it).
+            link.arm(1..=u16::MAX);
+        }
+        Ok(link)
     }
 
     pub(crate) fn client(&self) -> AsyncClient {
@@ -166,10 +174,20 @@ impl Link {
     /// again. Marking those ids as received QoS 2 publishes lets rumqttc
     /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
     fn arm_released(&mut self, awaiting_release: &[u16]) {
-        let known = awaiting_release
+        let known: Vec<u16> = awaiting_release
             .iter()
-            .filter(|p| !self.released.contains(p));
-        for &pkid in self.released.iter().chain(known) {
+            .filter(|p| !self.released.contains(p))
+            .copied()
+            .collect();
+        let released = std::mem::take(&mut self.released);
+        self.arm(released.iter().chain(&known).copied());
+        self.released = released;
+    }
+
+    /// Marks `pkids` as QoS 2 publishes received, so that rumqttc answers
+    /// their PUBREL with PUBCOMP.
+    fn arm(&mut self, pkids: impl Iterator<Item = u16>) {
+        for pkid in pkids {
             let mut marker = Publish::new("", QoS::ExactlyOnce, Vec::new());
             marker.pkid = pkid;
             if self
@@ -313,6 +331,7 @@ fn convert(event: Event) -> Ev {
             Outgoing::Subscribe(pkid) => Ev::OutSubscribe(pkid),
             Outgoing::Unsubscribe(pkid) => Ev::OutUnsubscribe(pkid),
             Outgoing::Disconnect => Ev::OutDisconnect,
+            Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid) => Ev::OutAck(pkid),
             Outgoing::AwaitAck(pkid) => {
                 tracing::warn!(pkid, "rumqttc is waiting for a packet identifier");
                 Ev::Other

@@ -135,14 +135,22 @@ impl Link {
             ));
         }
         let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
-        Ok(Link {
+        let mut link = Link {
             client,
             eventloop,
             window,
             released: Vec::new(),
             connected: false,
             nudger: Nudger::new(keep_alive),
-        })
+        };
+        if !options.clean_start {
+            // The session this process resumes may hold PUBRELs for QoS 2
+            // deliveries an earlier process acknowledged, under ids it
+            // cannot know: one unsolicited PUBREL would drop the first
+            // connection (and the subscribe on it).
+            link.arm(1..=u16::MAX);
+        }
+        Ok(link)
     }
 
     pub(crate) fn client(&self) -> AsyncClient {
@@ -195,10 +203,20 @@ impl Link {
     /// again. Marking those ids as received QoS 2 publishes lets rumqttc
     /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
     fn arm_released(&mut self, awaiting_release: &[u16]) {
-        let known = awaiting_release
+        let known: Vec<u16> = awaiting_release
             .iter()
-            .filter(|p| !self.released.contains(p));
-        for &pkid in self.released.iter().chain(known) {
+            .filter(|p| !self.released.contains(p))
+            .copied()
+            .collect();
+        let released = std::mem::take(&mut self.released);
+        self.arm(released.iter().chain(&known).copied());
+        self.released = released;
+    }
+
+    /// Marks `pkids` as QoS 2 publishes received, so that rumqttc answers
+    /// their PUBREL with PUBCOMP.
+    fn arm(&mut self, pkids: impl Iterator<Item = u16>) {
+        for pkid in pkids {
             let mut marker = Publish::new("", QoS::ExactlyOnce, Bytes::new(), None);
             marker.pkid = pkid;
             if self
@@ -442,6 +460,7 @@ fn convert(event: Event) -> Ev {
             Outgoing::Subscribe(pkid) => Ev::OutSubscribe(pkid),
             Outgoing::Unsubscribe(pkid) => Ev::OutUnsubscribe(pkid),
             Outgoing::Disconnect => Ev::OutDisconnect,
+            Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid) => Ev::OutAck(pkid),
             Outgoing::AwaitAck(pkid) => {
                 tracing::warn!(pkid, "rumqttc is waiting for a packet identifier");
                 Ev::Other
