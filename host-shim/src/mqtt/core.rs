@@ -429,12 +429,13 @@ pub(crate) struct Core<O> {
     /// QoS 1 and 2 deliveries of lost connections, not acknowledged: the
     /// broker delivers them again, under new ids.
     voided: BTreeSet<u64>,
-    /// Acknowledgements handed to rumqttc and not yet settled, with their
-    /// QoS: a PUBACK settles once written, or once its connection is lost
-    /// (the broker then delivers again, which QoS 1 allows); a PUBREC once
-    /// written, or once the broker releases it with PUBREL, or once a new
-    /// session forgets it.
-    unsettled_acks: HashMap<u16, QoS>,
+    /// PUBRECs handed to rumqttc and not yet settled: written, or for one
+    /// the connection lost, released by the broker's PUBREL or written
+    /// again after the broker's resend, or forgotten by a new session.
+    /// PUBACKs are not waited for: a crash before one is written brings the
+    /// message again, which QoS 1 allows, and waiting would cost a listener
+    /// the overlap of its next batch with the writes.
+    unsettled_pubrecs: HashSet<u16>,
     /// Callers waiting until the acknowledgements unsettled when they asked
     /// are settled (see [`Core::when_acks_settled`]).
     ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
@@ -485,7 +486,7 @@ impl<O: Outlet> Core<O> {
             unacked_pkids: HashMap::new(),
             awaiting_release: HashSet::new(),
             voided: BTreeSet::new(),
-            unsettled_acks: HashMap::new(),
+            unsettled_pubrecs: HashSet::new(),
             ack_waiters: Vec::new(),
             dropped_qos0: 0,
             acked: false,
@@ -775,7 +776,7 @@ impl<O: Outlet> Core<O> {
             self.resent_releases.clear();
             self.awaiting_release.clear();
             // The broker forgot those deliveries: it sends none again.
-            self.unsettled_acks.clear();
+            self.unsettled_pubrecs.clear();
             self.wake_ack_waiters();
             if !self.subscriptions.is_empty() {
                 tracing::info!(
@@ -1121,28 +1122,30 @@ impl<O: Outlet> Core<O> {
                 // The event loop is gone: the broker redelivers.
                 break;
             }
-            self.unsettled_acks.insert(pending.pkid, pending.qos);
+            if pending.qos == QoS::ExactlyOnce {
+                self.unsettled_pubrecs.insert(pending.pkid);
+            }
         }
         voided
     }
 
-    /// Resolves `reply` once every acknowledgement handed to rumqttc so far
-    /// is settled (at once when none waits): written to the connection, or
-    /// for a PUBREC the connection lost, released by the broker's PUBREL or
+    /// Resolves `reply` once every PUBREC handed to rumqttc so far is
+    /// settled (at once when none waits): written to the connection, or
+    /// for one the connection lost, released by the broker's PUBREL or
     /// written again on the next connection. A pipeline's commit returns
     /// then, when a crash of this process can no longer make the broker
-    /// deliver those messages again.
+    /// deliver those QoS 2 messages again.
     pub(crate) fn when_acks_settled(&mut self, reply: Reply<()>) {
-        if self.unsettled_acks.is_empty() {
+        if self.unsettled_pubrecs.is_empty() {
             let _ = reply.send(Ok(()));
         } else {
-            let waiting = self.unsettled_acks.keys().copied().collect();
+            let waiting = self.unsettled_pubrecs.iter().copied().collect();
             self.ack_waiters.push((waiting, reply));
         }
     }
 
     fn settle_ack(&mut self, pkid: u16) {
-        if self.unsettled_acks.remove(&pkid).is_some() {
+        if self.unsettled_pubrecs.remove(&pkid) {
             self.wake_ack_waiters();
         }
     }
@@ -1152,10 +1155,10 @@ impl<O: Outlet> Core<O> {
         if self.ack_waiters.is_empty() {
             return;
         }
-        let unsettled = &self.unsettled_acks;
+        let unsettled = &self.unsettled_pubrecs;
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
             .into_iter()
-            .partition(|(pkids, _)| pkids.iter().all(|p| !unsettled.contains_key(p)));
+            .partition(|(pkids, _)| pkids.iter().all(|p| !unsettled.contains(p)));
         self.ack_waiters = waiting;
         for (_, reply) in done {
             let _ = reply.send(Ok(()));
@@ -1164,7 +1167,7 @@ impl<O: Outlet> Core<O> {
 
     /// Fails every caller waiting for acknowledgements to settle.
     fn fail_ack_waiters(&mut self, error: impl Fn() -> Error) {
-        self.unsettled_acks.clear();
+        self.unsettled_pubrecs.clear();
         for (_, reply) in self.ack_waiters.drain(..) {
             let _ = reply.send(Err(error()));
         }
@@ -1239,11 +1242,6 @@ impl<O: Outlet> Core<O> {
         // Deliveries of the lost connection are void: their identifiers may
         // name other messages on the next one, and the broker redelivers.
         self.ready.retain(|m| m.qos == QoS::AtMostOnce);
-        // A PUBACK the connection lost may bring the message again, as QoS 1
-        // allows; a PUBREC waits for the broker's PUBREL or its resend.
-        self.unsettled_acks
-            .retain(|_, qos| *qos == QoS::ExactlyOnce);
-        self.wake_ack_waiters();
         self.voided.extend(self.unacked.keys());
         while self.voided.len() > VOIDED_LIMIT {
             self.voided.pop_first();
@@ -1903,7 +1901,7 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_waits_until_its_acknowledgements_are_written() {
+    fn a_commit_waits_until_its_pubrecs_are_written() {
         let mut core = up(10);
         deliver(&mut core, 1, QoS::AtLeastOnce);
         deliver(&mut core, 2, QoS::ExactlyOnce);
@@ -1915,18 +1913,13 @@ mod tests {
         assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
         core.on_event(Ev::OutAck(2));
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
-        // Nothing unwritten: at once.
-        let (tx, mut rx) = oneshot::channel();
-        core.when_acks_settled(tx);
-        assert_eq!(rx.try_recv().unwrap(), Ok(()));
     }
 
     #[test]
-    fn a_puback_lost_with_its_connection_settles_the_commit() {
+    fn a_commit_of_qos1_deliveries_returns_at_once() {
         let mut core = up(10);
         let mut rx = commit(&mut core, 3, QoS::AtLeastOnce);
-        core.on_connection_lost(Instant::now(), &[], Vec::new());
-        // The broker delivers it again or had it: QoS 1 allows either.
+        // A crash before the PUBACK is written brings it again: QoS 1.
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
     }
 
