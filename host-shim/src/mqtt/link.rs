@@ -127,6 +127,14 @@ pub(crate) enum Sender {
     V5(rumqttc::v5::AsyncClient),
 }
 
+/// The packet ids whose PUBREL a fresh rumqttc state must expect: those it
+/// met as unsolicited, and those the core knows await release, once each.
+pub(crate) fn to_release(unsolicited: &[u16], awaiting_release: &[u16]) -> Vec<u16> {
+    let mut pkids = unsolicited.to_vec();
+    pkids.extend(awaiting_release.iter().filter(|p| !unsolicited.contains(p)));
+    pkids
+}
+
 impl Outlet for Sender {
     fn send(&mut self, req: Req) -> Result<(), OutletClosed> {
         match self {

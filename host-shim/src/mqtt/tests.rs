@@ -418,6 +418,23 @@ async fn publish_all(url: &str, protocol: MqttVersion, topic: &str, bodies: &[&s
     publisher.disconnect().await;
 }
 
+/// Receives one message on `client`, checks it is `expected`, acks it,
+/// disconnects, and ends the persistent session `id`.
+async fn take_one_and_end_session(
+    client: MqttClient,
+    url: &str,
+    protocol: MqttVersion,
+    id: &str,
+    expected: &str,
+) {
+    let got = receive_n(&client, 1, Duration::from_secs(5)).await;
+    assert_eq!(payloads(&got), [expected], "{protocol:?}");
+    let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
+    client.ack(&ids).await.unwrap();
+    client.disconnect().await;
+    connect(options(url, protocol, id)).await.disconnect().await;
+}
+
 #[tokio::test]
 async fn unacked_delivery_is_redelivered_to_the_next_session() {
     for broker in brokers().await {
@@ -439,16 +456,7 @@ async fn unacked_delivery_is_redelivered_to_the_next_session() {
 
             let second = connect(persistent(&url, protocol, &id)).await;
             assert!(second.capabilities().session_present, "{protocol:?}");
-            let again = receive_n(&second, 1, Duration::from_secs(5)).await;
-            assert_eq!(payloads(&again), ["keep me"], "{protocol:?}");
-            let ids: Vec<u64> = again.iter().map(|m| m.id).collect();
-            second.ack(&ids).await.unwrap();
-            second.disconnect().await;
-            // End the session.
-            connect(options(&url, protocol, &id))
-                .await
-                .disconnect()
-                .await;
+            take_one_and_end_session(second, &url, protocol, &id, "keep me").await;
         }
     }
 }
@@ -533,15 +541,7 @@ async fn a_new_process_completes_the_release_its_predecessor_left() {
                 .await
                 .unwrap_or_else(|e| panic!("subscribe after the takeover ({protocol:?}): {e}"));
             publish_all(&url, protocol, &topic, &["next"]).await;
-            let got = receive_n(&second, 1, Duration::from_secs(5)).await;
-            assert_eq!(payloads(&got), ["next"], "{protocol:?}");
-            let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
-            second.ack(&ids).await.unwrap();
-            second.disconnect().await;
-            connect(options(&url, protocol, &id))
-                .await
-                .disconnect()
-                .await;
+            take_one_and_end_session(second, &url, protocol, &id, "next").await;
         }
     }
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();

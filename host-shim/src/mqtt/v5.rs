@@ -203,14 +203,8 @@ impl Link {
     /// again. Marking those ids as received QoS 2 publishes lets rumqttc
     /// answer the PUBREL with PUBCOMP (MQTT-4.3.3-11) instead.
     fn arm_released(&mut self, awaiting_release: &[u16]) {
-        let known: Vec<u16> = awaiting_release
-            .iter()
-            .filter(|p| !self.released.contains(p))
-            .copied()
-            .collect();
-        let released = std::mem::take(&mut self.released);
-        self.arm(released.iter().chain(&known).copied());
-        self.released = released;
+        let pkids = super::link::to_release(&self.released, awaiting_release);
+        self.arm(pkids.into_iter());
     }
 
     /// Marks `pkids` as QoS 2 publishes received, so that rumqttc answers
