@@ -67,7 +67,16 @@ impl Connection {
         if let Err(e) = stream.set_nodelay() {
             debug!(conn, "cannot set TCP_NODELAY: {e}");
         }
-        let (rd, wr) = stream.split();
+        let (rd, wr) = match stream.split() {
+            Ok(halves) => halves,
+            Err(e) => {
+                warn!(
+                    conn,
+                    "cannot set up the connection's read side, closing it: {e}"
+                );
+                return;
+            }
+        };
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let queued_qos0 = Arc::new(AtomicUsize::new(0));
         let budget = Arc::new(Budget::new(self.gauge.clone()));

@@ -11,8 +11,13 @@
 //! it. A SUBSCRIBE that arrived before a PUBLISH on another connection is
 //! in force for that PUBLISH.
 //!
-//! Three details keep that order:
+//! Four details keep that order:
 //!
+//! - A TCP socket's readiness comes from an epoll entry registered for
+//!   reading alone (see `transport::TcpRead`): an entry that also waits for
+//!   write space joins the kernel's ready list at its first event of either
+//!   kind, so a client's TCP acknowledgement could put its socket ahead of
+//!   one whose bytes came first.
 //! - A connection is re-armed right after its read, so its next bytes take
 //!   their place in the queue when the kernel reports them, never earlier.
 //!   (A future re-queued to be polled later would take the place it was

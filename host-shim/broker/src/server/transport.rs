@@ -2,17 +2,20 @@
 //! the router waits on and the write half the writer writes to.
 //!
 //! The router waits for a read half to become readable before it reads
-//! (see `reader`). A TCP half reports its socket's readiness; a TLS half
+//! (see `reader`). A TCP half reports its socket's read readiness through
+//! an epoll registration of its own, for reading alone; a TLS half
 //! has no readiness of its own (decrypted bytes may already be buffered,
 //! or the socket's bytes may be only part of a record), so it reads ahead
 //! instead: [`ReadHalf::poll_read_ready`] reads up to one chunk of
 //! plaintext and keeps it for the next read.
 
 use bytes::{Buf, BytesMut};
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::task::{ready, Context, Poll};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -38,11 +41,11 @@ impl Transport {
     }
 
     /// The read and the write half.
-    pub(super) fn split(self) -> (ReadHalf, WriteHalf) {
+    pub(super) fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
         match self {
             Transport::Tcp(stream) => {
                 let (rd, wr) = stream.into_split();
-                (ReadHalf::Tcp(rd), WriteHalf::Tcp(wr))
+                Ok((ReadHalf::Tcp(TcpRead::new(rd)?), WriteHalf::Tcp(wr)))
             }
             Transport::Tls(stream) => {
                 let (rd, wr) = tokio::io::split(*stream);
@@ -51,7 +54,59 @@ impl Transport {
                     ahead: BytesMut::new(),
                     end: None,
                 };
-                (ReadHalf::Tls(rd), WriteHalf::Tls(wr))
+                Ok((ReadHalf::Tls(rd), WriteHalf::Tls(wr)))
+            }
+        }
+    }
+}
+
+/// Reads a TCP socket through a descriptor of its own, registered for read
+/// readiness alone. Tokio registers a stream for reading and writing, and
+/// with edge-triggered epoll an entry joins the kernel's ready list at its
+/// first event of any kind: a write-space event (the client acknowledging
+/// what the broker sent) would put a socket ahead of others whose bytes
+/// came before its own. Reported for reading alone, sockets come in the
+/// order their bytes came.
+pub(super) struct TcpRead {
+    fd: AsyncFd<std::net::TcpStream>,
+    /// The stream's own read half, kept so the socket stays whole until
+    /// both halves go.
+    _half: OwnedReadHalf,
+}
+
+impl TcpRead {
+    fn new(half: OwnedReadHalf) -> io::Result<TcpRead> {
+        // The duplicate shares the socket and its non-blocking mode.
+        let own = std::net::TcpStream::from(half.as_ref().as_fd().try_clone_to_owned()?);
+        // SAFETY: `own` owns its descriptor and keeps it open, unchanged,
+        // for as long as the `AsyncFd` lives (it drops with it).
+        let fd = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(TcpRead { fd, _half: half })
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The readiness stays set: the read clears it.
+        self.fd.poll_read_ready(cx).map_ok(|_| ())
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    if n > 0 && n < wanted {
+                        // Drained: the next turn comes from the kernel.
+                        guard.clear_ready();
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // Not ready after all: `try_io` cleared the readiness.
+                Err(_would_block) => continue,
             }
         }
     }
@@ -59,7 +114,7 @@ impl Transport {
 
 /// The read half of a [`Transport`].
 pub(super) enum ReadHalf {
-    Tcp(OwnedReadHalf),
+    Tcp(TcpRead),
     Tls(TlsRead),
 }
 
@@ -78,7 +133,7 @@ impl ReadHalf {
     /// otherwise. An error is left to the read to report.
     pub(super) fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            ReadHalf::Tcp(half) => half.as_ref().poll_read_ready(cx),
+            ReadHalf::Tcp(read) => read.poll_read_ready(cx),
             ReadHalf::Tls(tls) => tls.poll_read_ahead(cx),
         }
     }
@@ -108,7 +163,7 @@ impl AsyncRead for ReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ReadHalf::Tcp(half) => Pin::new(half).poll_read(cx, buf),
+            ReadHalf::Tcp(read) => read.poll_read(cx, buf),
             ReadHalf::Tls(tls) => {
                 if !tls.ahead.is_empty() {
                     let n = tls.ahead.len().min(buf.remaining());
