@@ -1152,16 +1152,17 @@ impl<O: Outlet> Core<O> {
 
     /// Resolves the waiters whose acknowledgements are all settled.
     fn wake_ack_waiters(&mut self) {
-        if self.ack_waiters.is_empty() {
-            return;
-        }
-        let unsettled = &self.unsettled_pubrecs;
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
-            .into_iter()
-            .partition(|(pkids, _)| pkids.iter().all(|p| !unsettled.contains(p)));
-        self.ack_waiters = waiting;
-        for (_, reply) in done {
-            let _ = reply.send(Ok(()));
+        // Called for every PUBREC written: no allocation, and a waiter's
+        // check stops at its first id still unsettled.
+        let mut i = 0;
+        while i < self.ack_waiters.len() {
+            let (pkids, _) = &self.ack_waiters[i];
+            if pkids.iter().all(|p| !self.unsettled_pubrecs.contains(p)) {
+                let (_, reply) = self.ack_waiters.swap_remove(i);
+                let _ = reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
         }
     }
 
