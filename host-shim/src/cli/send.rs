@@ -17,9 +17,19 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Documents go to the connector in batches of this many: one call across
-/// the WebAssembly boundary each, and a bounded amount of memory.
-const BATCH: usize = 500;
+/// Documents go to the connector in batches of at most this many, one
+/// call across the WebAssembly boundary each. The in-flight window empties
+/// at the end of every call (its last acknowledgements are awaited), so a
+/// batch is large enough for that to cost a few per cent at most.
+const BATCH_DOCUMENTS: usize = 5000;
+
+/// A batch is also full at this many bytes of payload (a batch holds at
+/// least one document whatever its size): what a call copies into the
+/// guest's memory stays well inside its limit.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Lines read ahead of the batch being sent.
+const READ_AHEAD: usize = 1024;
 
 /// How long a batch that is not full waits for more lines once its first
 /// line is in: long enough to gather a burst, short enough that a line from
@@ -201,7 +211,7 @@ type Line = std::io::Result<Vec<u8>>;
 /// terminal) never holds up the lines already read, and hands the lines
 /// over a bounded channel; an error is the last item.
 fn read_lines(input: Box<dyn BufRead + Send>) -> mpsc::Receiver<Line> {
-    let (tx, rx) = mpsc::channel(2 * BATCH);
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
     std::thread::spawn(move || {
         let mut reader = LineReader::new(input);
         while let Some(line) = reader.next_line().transpose() {
@@ -214,25 +224,63 @@ fn read_lines(input: Box<dyn BufRead + Send>) -> mpsc::Receiver<Line> {
     rx
 }
 
-/// The next batch: waits for a first line, then takes more until the batch
-/// is full, [`LINGER`] has passed or the input ends. Empty at the end.
-async fn next_batch(lines: &mut mpsc::Receiver<Line>) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut read = Vec::with_capacity(BATCH);
-    if lines.recv_many(&mut read, BATCH).await == 0 {
-        return Ok(Vec::new());
-    }
-    let deadline = tokio::time::Instant::now() + LINGER;
-    while read.len() < BATCH {
-        let room = BATCH - read.len();
-        let more = lines.recv_many(&mut read, room);
-        match tokio::time::timeout_at(deadline, more).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+/// Cuts the lines into batches.
+struct Batches {
+    lines: mpsc::Receiver<Line>,
+    /// A line that did not fit in the last batch, or the error that ended
+    /// the input after it: the next batch starts with it.
+    carried: Option<Line>,
+}
+
+impl Batches {
+    fn new(lines: mpsc::Receiver<Line>) -> Self {
+        Batches {
+            lines,
+            carried: None,
         }
     }
-    read.into_iter()
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot read the input")
+
+    /// The next batch: waits for a first line, then takes more until the
+    /// batch is full ([`BATCH_DOCUMENTS`], [`BATCH_BYTES`]), [`LINGER`] has
+    /// passed or the input ends. Empty at the end. A read error comes after
+    /// the lines read before it have been handed out.
+    async fn next(&mut self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let first = match self.carried.take() {
+            Some(line) => line,
+            None => match self.lines.recv().await {
+                Some(line) => line,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let first = first.context("cannot read the input")?;
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH_DOCUMENTS {
+            // Lines already read are taken without arming a timer.
+            let line = match self.lines.try_recv() {
+                Ok(line) => line,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                        Ok(Some(line)) => line,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            match line {
+                Ok(line) if bytes + line.len() <= BATCH_BYTES => {
+                    bytes += line.len();
+                    batch.push(line);
+                }
+                line => {
+                    self.carried = Some(line);
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
 }
 
 /// What a send did, for its summary.
@@ -328,7 +376,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot open the sender")?;
         let started = Instant::now();
-        let mut lines = match input {
+        let lines = match input {
             Input::Message(message) => {
                 let (tx, rx) = mpsc::channel(1);
                 let _ = tx.try_send(Ok(message));
@@ -336,6 +384,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             }
             Input::Lines(input) => read_lines(input),
         };
+        let mut batches = Batches::new(lines);
         // Written out once per batch: stdout is line-buffered even into a
         // pipe, which would cost a write per document.
         let mut report = Report {
@@ -351,7 +400,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         let mut read = 0usize;
         let mut result = Ok(());
         loop {
-            let payloads = match next_batch(&mut lines).await {
+            let payloads = match batches.next().await {
                 Ok(payloads) if payloads.is_empty() => break,
                 Ok(payloads) => payloads,
                 Err(e) => {
@@ -410,8 +459,9 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::{summary, LineReader, Tally};
+    use super::{summary, Batches, LineReader, Tally, BATCH_BYTES, BATCH_DOCUMENTS};
     use std::time::Duration;
+    use tokio::sync::mpsc;
 
     #[test]
     fn the_summary_counts_and_gives_the_rate() {
@@ -439,5 +489,71 @@ mod tests {
         assert_eq!(lines(b"a\n\nb"), [b"a".to_vec(), Vec::new(), b"b".to_vec()]);
         assert!(lines(b"").is_empty());
         assert_eq!(lines(b"\n"), Vec::<Vec<u8>>::new());
+    }
+
+    /// Batches of `lines` followed by `end` (an error, or nothing).
+    async fn batches(
+        lines: Vec<Vec<u8>>,
+        end: Option<std::io::Error>,
+    ) -> Vec<Result<Vec<Vec<u8>>, String>> {
+        let (tx, rx) = mpsc::channel(lines.len() + 1);
+        for line in lines {
+            tx.try_send(Ok(line)).expect("room for every line");
+        }
+        if let Some(error) = end {
+            tx.try_send(Err(error)).expect("room for the error");
+        }
+        drop(tx);
+        let mut batches = Batches::new(rx);
+        let mut out = Vec::new();
+        loop {
+            match batches.next().await {
+                Ok(batch) if batch.is_empty() => return out,
+                Ok(batch) => out.push(Ok(batch)),
+                Err(e) => {
+                    out.push(Err(format!("{e:#}")));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_full_at_its_document_count() {
+        let lines: Vec<Vec<u8>> = (0..BATCH_DOCUMENTS + 3)
+            .map(|i| i.to_string().into_bytes())
+            .collect();
+        let out = batches(lines.clone(), None).await;
+        let sizes: Vec<usize> = out.iter().map(|b| b.as_ref().map_or(0, Vec::len)).collect();
+        assert_eq!(sizes, [BATCH_DOCUMENTS, 3]);
+        let joined: Vec<Vec<u8>> = out.into_iter().flat_map(Result::unwrap).collect();
+        assert_eq!(joined, lines, "every line once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_full_at_its_byte_count_and_a_larger_line_goes_alone() {
+        let quarter = vec![b'q'; BATCH_BYTES / 4];
+        let huge = vec![b'h'; BATCH_BYTES + 1];
+        let mut lines = vec![quarter.clone(); 5];
+        lines.push(huge.clone());
+        lines.push(b"last".to_vec());
+        let out = batches(lines, None).await;
+        let sizes: Vec<usize> = out.iter().map(|b| b.as_ref().map_or(0, Vec::len)).collect();
+        assert_eq!(sizes, [4, 1, 1, 1]);
+        assert_eq!(out[2].as_ref().unwrap()[0], huge);
+        assert_eq!(out[3].as_ref().unwrap()[0], b"last");
+    }
+
+    #[tokio::test]
+    async fn a_read_error_comes_after_the_lines_read_before_it() {
+        let error = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad sector");
+        let out = batches(vec![b"a".to_vec(), b"b".to_vec()], Some(error)).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].as_ref().unwrap(), &[b"a".to_vec(), b"b".to_vec()]);
+        let message = out[1].as_ref().unwrap_err();
+        assert!(
+            message.contains("cannot read the input") && message.contains("bad sector"),
+            "{message}"
+        );
     }
 }
