@@ -437,7 +437,8 @@ pub(crate) struct Core<O> {
     /// the overlap of its next batch with the writes.
     unsettled_pubrecs: HashSet<u16>,
     /// Callers waiting until the acknowledgements unsettled when they asked
-    /// are settled (see [`Core::when_acks_settled`]).
+    /// are settled (see [`Core::when_acks_settled`]), each with the ids it
+    /// still waits for, sorted.
     ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
@@ -1139,21 +1140,29 @@ impl<O: Outlet> Core<O> {
         if self.unsettled_pubrecs.is_empty() {
             let _ = reply.send(Ok(()));
         } else {
-            let waiting = self.unsettled_pubrecs.iter().copied().collect();
+            let mut waiting: Vec<u16> = self.unsettled_pubrecs.iter().copied().collect();
+            waiting.sort_unstable();
             self.ack_waiters.push((waiting, reply));
         }
     }
 
     fn settle_ack(&mut self, pkid: u16) {
-        if self.unsettled_pubrecs.remove(&pkid) {
-            self.wake_ack_waiters();
+        if !self.unsettled_pubrecs.remove(&pkid) {
+            return;
         }
+        // Called for every PUBREC written: a lookup per waiter, so a commit
+        // of n costs n lookups, not n squared. An id settled here and then
+        // reused by a later delivery is not waited for again.
+        for (pkids, _) in &mut self.ack_waiters {
+            if let Ok(i) = pkids.binary_search(&pkid) {
+                pkids.remove(i);
+            }
+        }
+        self.wake_ack_waiters();
     }
 
     /// Resolves the waiters whose acknowledgements are all settled.
     fn wake_ack_waiters(&mut self) {
-        // Called for every PUBREC written: no allocation, and a waiter's
-        // check stops at its first id still unsettled.
         let mut i = 0;
         while i < self.ack_waiters.len() {
             let (pkids, _) = &self.ack_waiters[i];
@@ -1914,6 +1923,30 @@ mod tests {
         assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
         core.on_event(Ev::OutAck(2));
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_commit_does_not_wait_for_a_later_delivery_that_reuses_a_written_id() {
+        let mut core = up(10);
+        deliver(&mut core, 5, QoS::ExactlyOnce);
+        deliver(&mut core, 6, QoS::ExactlyOnce);
+        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
+        core.ack(&ids);
+        let (tx, mut first) = oneshot::channel();
+        core.when_acks_settled(tx);
+        core.on_event(Ev::OutAck(5));
+        core.on_event(Ev::PubRel { pkid: 5 });
+        // The broker reuses the released id for the next delivery.
+        let mut second = commit(&mut core, 5, QoS::ExactlyOnce);
+        core.on_event(Ev::OutAck(6));
+        assert_eq!(
+            first.try_recv().unwrap(),
+            Ok(()),
+            "its own PUBRECs are written"
+        );
+        assert!(second.try_recv().is_err(), "the reused id's PUBREC is not");
+        core.on_event(Ev::OutAck(5));
+        assert_eq!(second.try_recv().unwrap(), Ok(()));
     }
 
     #[test]
