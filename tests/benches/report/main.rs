@@ -108,7 +108,21 @@ pub fn host_shim_binary() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let built = std::process::Command::new(cargo)
+        let mut command = std::process::Command::new(cargo);
+        // Cargo sets these for the running bench; a build script that
+        // watches one (ring's watches CARGO_MANIFEST_DIR) would otherwise
+        // rebuild its crate and all that depends on it, on every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_PKG_")
+                || name == "CARGO_CRATE_NAME"
+                || name == "CARGO_PRIMARY_PACKAGE"
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let built = command
             .args([
                 "build",
                 "--release",
