@@ -1902,9 +1902,23 @@ mod tests {
         pkid: u16,
         qos: QoS,
     ) -> oneshot::Receiver<Result<(), Error>> {
-        deliver(core, pkid, qos);
-        let id = core.take_ready(1)[0].id;
-        core.ack(&[id]);
+        commit_all(core, &[(pkid, qos)])
+    }
+
+    /// Acks fresh deliveries, in one commit, and waits for them to settle.
+    fn commit_all(
+        core: &mut Core<Recorder>,
+        deliveries: &[(u16, QoS)],
+    ) -> oneshot::Receiver<Result<(), Error>> {
+        for &(pkid, qos) in deliveries {
+            deliver(core, pkid, qos);
+        }
+        let ids: Vec<u64> = core
+            .take_ready(deliveries.len())
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        core.ack(&ids);
         let (tx, rx) = oneshot::channel();
         core.when_acks_settled(tx);
         rx
@@ -1913,12 +1927,7 @@ mod tests {
     #[test]
     fn a_commit_waits_until_its_pubrecs_are_written() {
         let mut core = up(10);
-        deliver(&mut core, 1, QoS::AtLeastOnce);
-        deliver(&mut core, 2, QoS::ExactlyOnce);
-        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
-        core.ack(&ids);
-        let (tx, mut rx) = oneshot::channel();
-        core.when_acks_settled(tx);
+        let mut rx = commit_all(&mut core, &[(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)]);
         core.on_event(Ev::OutAck(1));
         assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
         core.on_event(Ev::OutAck(2));
@@ -1928,12 +1937,7 @@ mod tests {
     #[test]
     fn a_commit_does_not_wait_for_a_later_delivery_that_reuses_a_written_id() {
         let mut core = up(10);
-        deliver(&mut core, 5, QoS::ExactlyOnce);
-        deliver(&mut core, 6, QoS::ExactlyOnce);
-        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
-        core.ack(&ids);
-        let (tx, mut first) = oneshot::channel();
-        core.when_acks_settled(tx);
+        let mut first = commit_all(&mut core, &[(5, QoS::ExactlyOnce), (6, QoS::ExactlyOnce)]);
         core.on_event(Ev::OutAck(5));
         core.on_event(Ev::PubRel { pkid: 5 });
         // The broker reuses the released id for the next delivery.
