@@ -438,7 +438,7 @@ pub(crate) struct Core<O> {
     unsettled_pubrecs: HashSet<u16>,
     /// Callers waiting until the acknowledgements unsettled when they asked
     /// are settled (see [`Core::when_acks_settled`]), each with the ids it
-    /// still waits for, sorted.
+    /// still waits for, sorted: a waiter whose list is empty is done.
     ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
     dropped_qos0: u64,
     /// A PUBACK or PUBCOMP came since [`Core::take_nudge`] last asked.
@@ -777,8 +777,7 @@ impl<O: Outlet> Core<O> {
             self.resent_releases.clear();
             self.awaiting_release.clear();
             // The broker forgot those deliveries: it sends none again.
-            self.unsettled_pubrecs.clear();
-            self.wake_ack_waiters();
+            self.end_ack_waiters(|| Ok(()));
             if !self.subscriptions.is_empty() {
                 tracing::info!(
                     count = self.subscriptions.len(),
@@ -1153,20 +1152,13 @@ impl<O: Outlet> Core<O> {
         // Called for every PUBREC written: a lookup per waiter, so a commit
         // of n costs n lookups, not n squared. An id settled here and then
         // reused by a later delivery is not waited for again.
-        for (pkids, _) in &mut self.ack_waiters {
-            if let Ok(i) = pkids.binary_search(&pkid) {
-                pkids.remove(i);
-            }
-        }
-        self.wake_ack_waiters();
-    }
-
-    /// Resolves the waiters whose acknowledgements are all settled.
-    fn wake_ack_waiters(&mut self) {
         let mut i = 0;
         while i < self.ack_waiters.len() {
-            let (pkids, _) = &self.ack_waiters[i];
-            if pkids.iter().all(|p| !self.unsettled_pubrecs.contains(p)) {
+            let pkids = &mut self.ack_waiters[i].0;
+            if let Ok(at) = pkids.binary_search(&pkid) {
+                pkids.remove(at);
+            }
+            if pkids.is_empty() {
                 let (_, reply) = self.ack_waiters.swap_remove(i);
                 let _ = reply.send(Ok(()));
             } else {
@@ -1175,11 +1167,12 @@ impl<O: Outlet> Core<O> {
         }
     }
 
-    /// Fails every caller waiting for acknowledgements to settle.
-    fn fail_ack_waiters(&mut self, error: impl Fn() -> Error) {
+    /// Forgets every unsettled PUBREC and answers every caller waiting for
+    /// one with `outcome`.
+    fn end_ack_waiters(&mut self, outcome: impl Fn() -> Result<(), Error>) {
         self.unsettled_pubrecs.clear();
         for (_, reply) in self.ack_waiters.drain(..) {
-            let _ = reply.send(Err(error()));
+            let _ = reply.send(outcome());
         }
     }
 
@@ -1289,7 +1282,7 @@ impl<O: Outlet> Core<O> {
         }
         self.expired = true;
         let timeout = self.send_timeout;
-        self.fail_ack_waiters(|| acks_unconfirmed(timeout));
+        self.end_ack_waiters(|| Err(acks_unconfirmed(timeout)));
         for op in self.outbox.drain(..) {
             op.fail(send_timed_out(timeout, false));
         }
@@ -1320,7 +1313,7 @@ impl<O: Outlet> Core<O> {
         self.unacked.clear();
         self.unacked_pkids.clear();
         self.voided.clear();
-        self.fail_ack_waiters(closed);
+        self.end_ack_waiters(|| Err(closed()));
         was_up && self.outlet.send(Req::Disconnect).is_ok()
     }
 
@@ -1341,7 +1334,7 @@ impl<O: Outlet> Core<O> {
         self.qos0_ready = 0;
         self.unacked.clear();
         self.unacked_pkids.clear();
-        self.fail_ack_waiters(|| error.clone());
+        self.end_ack_waiters(|| Err(error.clone()));
     }
 }
 
