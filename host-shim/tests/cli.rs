@@ -510,9 +510,9 @@ fn send_from_standard_input_sends_each_line_as_it_comes() {
 fn send_file_outcomes_stay_with_their_lines_across_batches() {
     let config = temp_file("small-packets.json", br#"{"max_packet_size": 200}"#);
     let broker = Broker::start_with(&["--config", config.to_str().unwrap()]);
-    // Refused lines at the edges of the CLI's batches of 500, and within.
-    let refused = [0, 3, 499, 500, 777, 1000, 1201];
-    let input: String = (0..1202)
+    // Refused lines at the edges of the CLI's batches of 5,000, and within.
+    let refused = [0, 3, 4999, 5000, 7777, 10000, 10201];
+    let input: String = (0..10202)
         .map(|n| {
             let width = if refused.contains(&n) { 300 } else { 10 };
             format!("{n:0width$}\n")
@@ -533,7 +533,7 @@ fn send_file_outcomes_stay_with_their_lines_across_batches() {
     ]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let results = json_lines(&out.stdout);
-    assert_eq!(results.len(), 1202);
+    assert_eq!(results.len(), 10202);
     for (n, result) in results.iter().enumerate() {
         assert_eq!(result["document"], n, "line {n}");
         if refused.contains(&n) {
@@ -558,7 +558,7 @@ fn send_file_outcomes_stay_with_their_lines_across_batches() {
     }
     assert!(
         out.stderr
-            .contains("sent 1195, failed 7 (1202 documents in "),
+            .contains("sent 10195, failed 7 (10202 documents in "),
         "{}",
         out.stderr
     );
