@@ -317,12 +317,13 @@ impl MqttClient {
 
     /// Acknowledges deliveries. PUBACK / PUBREC go out in arrival order: an
     /// ack waits until every earlier QoS 1 or 2 delivery is acked too.
-    /// Unknown ids and QoS 0 ids are ignored. Returns once the PUBRECs
-    /// sent are written to the connection, so a crash after it cannot make
-    /// the broker send those QoS 2 messages again (a PUBACK is not waited
-    /// for: QoS 1 allows the message again). A PUBREC the connection lost
-    /// waits for the next connection (the broker's PUBREL, or the PUBREC
-    /// written again) up to the send timeout, then fails with `Timeout`.
+    /// Unknown ids and QoS 0 ids are ignored. Returns once the broker has
+    /// answered the PUBRECs sent with PUBREL, so a crash after it cannot
+    /// make the broker send those QoS 2 messages again (a PUBACK is not
+    /// waited for: QoS 1 allows the message again). A PUBREC the
+    /// connection lost waits for the next connection (the broker's PUBREL,
+    /// maybe after it sends the message again and gets the PUBREC again)
+    /// up to the send timeout, then fails with `Timeout`.
     ///
     /// Ids of deliveries that came on a connection since lost cannot be
     /// acknowledged: the broker delivers those messages again. The others

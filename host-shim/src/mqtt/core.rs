@@ -97,8 +97,6 @@ pub(crate) enum Ev {
     OutUnsubscribe(u16),
     /// Our DISCONNECT was written.
     OutDisconnect,
-    /// Our PUBACK or PUBREC for a delivery was written.
-    OutAck(u16),
     /// PUBACK with its reason code (0 on 3.1.1).
     PubAck { pkid: u16, reason: u8 },
     /// PUBREC with its reason code.
@@ -429,13 +427,15 @@ pub(crate) struct Core<O> {
     /// QoS 1 and 2 deliveries of lost connections, not acknowledged: the
     /// broker delivers them again, under new ids.
     voided: BTreeSet<u64>,
-    /// PUBRECs handed to rumqttc and not yet settled: written, or for one
-    /// the connection lost, released by the broker's PUBREL or written
-    /// again after the broker's resend, or forgotten by a new session.
-    /// PUBACKs are not waited for: a crash before one is written brings the
-    /// message again, which QoS 1 allows, and waiting would cost a listener
-    /// the overlap of its next batch with the writes.
-    unsettled_pubrecs: HashSet<u16>,
+    /// PUBRECs handed to rumqttc that the broker has not yet released with
+    /// its PUBREL (on this connection or, after a loss, on the next one,
+    /// maybe after resending the PUBLISH), and that no new session has
+    /// made moot. Written is not enough: a connection closed with unread
+    /// data ends in a reset, which can discard PUBRECs the broker had not
+    /// read yet. PUBACKs are not waited for: a crash before the broker has
+    /// one brings the message again, which QoS 1 allows, and waiting would
+    /// cost a listener the overlap of its next batch with the writes.
+    unreleased_pubrecs: HashSet<u16>,
     /// Callers waiting until the acknowledgements unsettled when they asked
     /// are settled (see [`Core::when_acks_settled`]), each with the ids it
     /// still waits for, sorted: a waiter whose list is empty is done.
@@ -487,7 +487,7 @@ impl<O: Outlet> Core<O> {
             unacked_pkids: HashMap::new(),
             awaiting_release: HashSet::new(),
             voided: BTreeSet::new(),
-            unsettled_pubrecs: HashSet::new(),
+            unreleased_pubrecs: HashSet::new(),
             ack_waiters: Vec::new(),
             dropped_qos0: 0,
             acked: false,
@@ -737,14 +737,10 @@ impl<O: Outlet> Core<O> {
                 self.on_unsuback(pkid, &codes);
                 false
             }
-            Ev::OutAck(pkid) => {
-                self.settle_ack(pkid);
-                false
-            }
             Ev::PubRel { pkid } => {
                 self.awaiting_release.remove(&pkid);
                 // The broker has our PUBREC, whichever connection wrote it.
-                self.settle_ack(pkid);
+                self.settle_release(pkid);
                 false
             }
             Ev::Publish { pkid, message } => self.on_delivery(pkid, message),
@@ -1123,34 +1119,33 @@ impl<O: Outlet> Core<O> {
                 break;
             }
             if pending.qos == QoS::ExactlyOnce {
-                self.unsettled_pubrecs.insert(pending.pkid);
+                self.unreleased_pubrecs.insert(pending.pkid);
             }
         }
         voided
     }
 
-    /// Resolves `reply` once every PUBREC handed to rumqttc so far is
-    /// settled (at once when none waits): written to the connection, or
-    /// for one the connection lost, released by the broker's PUBREL or
-    /// written again on the next connection. A pipeline's commit returns
-    /// then, when a crash of this process can no longer make the broker
+    /// Resolves `reply` once the broker has released every PUBREC handed to
+    /// rumqttc so far with its PUBREL (at once when none waits), or a new
+    /// session made them moot. A pipeline's commit returns then, when
+    /// nothing this process does, crash included, can make the broker
     /// deliver those QoS 2 messages again.
     pub(crate) fn when_acks_settled(&mut self, reply: Reply<()>) {
-        if self.unsettled_pubrecs.is_empty() {
+        if self.unreleased_pubrecs.is_empty() {
             let _ = reply.send(Ok(()));
         } else {
-            let mut waiting: Vec<u16> = self.unsettled_pubrecs.iter().copied().collect();
+            let mut waiting: Vec<u16> = self.unreleased_pubrecs.iter().copied().collect();
             waiting.sort_unstable();
             self.ack_waiters.push((waiting, reply));
         }
     }
 
-    fn settle_ack(&mut self, pkid: u16) {
-        if !self.unsettled_pubrecs.remove(&pkid) {
+    fn settle_release(&mut self, pkid: u16) {
+        if !self.unreleased_pubrecs.remove(&pkid) {
             return;
         }
-        // Called for every PUBREC written: a lookup per waiter, so a commit
-        // of n costs n lookups, not n squared. An id settled here and then
+        // Called for every PUBREL: a lookup per waiter, so a commit of n
+        // costs n lookups, not n squared. An id released here and then
         // reused by a later delivery is not waited for again.
         let mut i = 0;
         while i < self.ack_waiters.len() {
@@ -1167,10 +1162,10 @@ impl<O: Outlet> Core<O> {
         }
     }
 
-    /// Forgets every unsettled PUBREC and answers every caller waiting for
+    /// Forgets every unreleased PUBREC and answers every caller waiting for
     /// one with `outcome`.
     fn end_ack_waiters(&mut self, outcome: impl Fn() -> Result<(), Error>) {
-        self.unsettled_pubrecs.clear();
+        self.unreleased_pubrecs.clear();
         for (_, reply) in self.ack_waiters.drain(..) {
             let _ = reply.send(outcome());
         }
@@ -1918,31 +1913,29 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_waits_until_its_pubrecs_are_written() {
+    fn a_commit_waits_until_the_broker_releases_its_pubrecs() {
         let mut core = up(10);
         let mut rx = commit_all(&mut core, &[(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)]);
-        core.on_event(Ev::OutAck(1));
-        assert!(rx.try_recv().is_err(), "the PUBREC is not written yet");
-        core.on_event(Ev::OutAck(2));
+        assert!(rx.try_recv().is_err(), "the broker may not have the PUBREC");
+        core.on_event(Ev::PubRel { pkid: 2 });
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
     }
 
     #[test]
-    fn a_commit_does_not_wait_for_a_later_delivery_that_reuses_a_written_id() {
+    fn a_commit_does_not_wait_for_a_later_delivery_that_reuses_a_released_id() {
         let mut core = up(10);
         let mut first = commit_all(&mut core, &[(5, QoS::ExactlyOnce), (6, QoS::ExactlyOnce)]);
-        core.on_event(Ev::OutAck(5));
         core.on_event(Ev::PubRel { pkid: 5 });
         // The broker reuses the released id for the next delivery.
         let mut second = commit(&mut core, 5, QoS::ExactlyOnce);
-        core.on_event(Ev::OutAck(6));
+        core.on_event(Ev::PubRel { pkid: 6 });
         assert_eq!(
             first.try_recv().unwrap(),
             Ok(()),
-            "its own PUBRECs are written"
+            "its own PUBRECs are released"
         );
         assert!(second.try_recv().is_err(), "the reused id's PUBREC is not");
-        core.on_event(Ev::OutAck(5));
+        core.on_event(Ev::PubRel { pkid: 5 });
         assert_eq!(second.try_recv().unwrap(), Ok(()));
     }
 
@@ -1964,7 +1957,8 @@ mod tests {
         reconnect(&mut core, true);
         core.on_event(Ev::PubRel { pkid: 4 });
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
-        // Sent again: the PUBREC goes out again and settles it when written.
+        // Sent again: the PUBREC goes out again, and the PUBREL it brings
+        // settles it.
         let mut rx = commit(&mut core, 5, QoS::ExactlyOnce);
         core.on_connection_lost(Instant::now(), &[], Vec::new());
         reconnect(&mut core, true);
@@ -1973,7 +1967,7 @@ mod tests {
             "not delivered twice"
         );
         assert!(rx.try_recv().is_err());
-        core.on_event(Ev::OutAck(5));
+        core.on_event(Ev::PubRel { pkid: 5 });
         assert_eq!(rx.try_recv().unwrap(), Ok(()));
         // A new session: the broker forgot it and sends it no more.
         let mut rx = commit(&mut core, 6, QoS::ExactlyOnce);

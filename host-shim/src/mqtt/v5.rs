@@ -454,7 +454,6 @@ fn convert(event: Event) -> Ev {
             Outgoing::Subscribe(pkid) => Ev::OutSubscribe(pkid),
             Outgoing::Unsubscribe(pkid) => Ev::OutUnsubscribe(pkid),
             Outgoing::Disconnect => Ev::OutDisconnect,
-            Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid) => Ev::OutAck(pkid),
             Outgoing::AwaitAck(pkid) => {
                 tracing::warn!(pkid, "rumqttc is waiting for a packet identifier");
                 Ev::Other
