@@ -16,11 +16,11 @@
 //! for the new subscriber, a million included) and otherwise its defaults
 //! (`max_inflight_messages 20`).
 //!
-//! For each broker and each of `--counts`: a fresh broker stores that many
+//! For each of `--counts`: a fresh broker of each kind stores that many
 //! retained QoS 1 messages of 64 bytes on `a/0000000`, `a/0000001`, ...
 //! (one level, so `a/#` walks one level holding all of them); then a new
 //! `a/#` subscription at QoS 1 fetches them, `--rounds` times with each
-//! client:
+//! client, the brokers taking turns round by round:
 //!
 //! - `rumqttc`: a rumqttc 3.1.1 client at its defaults, acknowledging
 //!   each message as it arrives; also checks topic order and duplicates.
@@ -110,6 +110,26 @@ fn display(broker: &str) -> &'static str {
     }
 }
 
+/// One broker's fetches with one client: their times, the last fetch,
+/// and its resident memory before them and while they ran.
+struct Rounds {
+    times: Vec<f64>,
+    last: Option<Fetched>,
+    before: u64,
+    sampler: RssSampler,
+}
+
+impl Rounds {
+    fn start(broker: &BrokerProcess) -> Rounds {
+        Rounds {
+            times: Vec::new(),
+            last: None,
+            before: broker.rss_kib().unwrap_or(0),
+            sampler: RssSampler::start(broker.pid()),
+        }
+    }
+}
+
 /// Samples a process's resident memory every 10 ms until stopped; keeps
 /// the highest figure.
 struct RssSampler {
@@ -187,43 +207,59 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>> {
         options.rounds
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for broker_name in &options.brokers {
-        for &count in &options.counts {
-            let broker = start(broker_name).await?;
+    for &count in &options.counts {
+        let mut brokers = Vec::new();
+        for name in &options.brokers {
+            let broker = start(name).await?;
             store_retained(broker.addr(), "a", count, 64, 1).await?;
-            for client in &options.clients {
-                let mut times = Vec::new();
-                let mut last = None;
-                let before = broker.rss_kib().unwrap_or(0);
-                let sampler = RssSampler::start(broker.pid());
-                for _ in 0..options.rounds {
-                    let got = fetch(client, &broker, "a/#", 1, count)
+            brokers.push((name, broker));
+        }
+        for client in &options.clients {
+            let mut rounds: Vec<Rounds> = brokers
+                .iter()
+                .map(|(_, broker)| Rounds::start(broker))
+                .collect();
+            for round in 0..options.rounds {
+                // The brokers take turns, the first going last in the next
+                // round, so a noisy machine's drift falls on both alike.
+                for turn in 0..brokers.len() {
+                    let i = if round % 2 == 0 {
+                        turn
+                    } else {
+                        brokers.len() - 1 - turn
+                    };
+                    let (name, broker) = &brokers[i];
+                    let got = fetch(client, broker, "a/#", 1, count)
                         .await
-                        .with_context(|| format!("{client} on {}", display(broker_name)))?;
-                    times.push(got.elapsed.as_secs_f64());
-                    last = Some(got);
+                        .with_context(|| format!("{client} on {}", display(name)))?;
+                    rounds[i].times.push(got.elapsed.as_secs_f64());
+                    rounds[i].last = Some(got);
                 }
-                let peak = sampler.stop().await.max(before);
-                let last = last.context("at least one round")?;
+            }
+            for ((name, _), rounds) in brokers.iter().zip(rounds) {
+                let peak = rounds.sampler.stop().await.max(rounds.before);
+                let last = rounds.last.context("at least one round")?;
                 results.push(Fetches {
-                    broker: broker_name.clone(),
+                    broker: name.to_string(),
                     client: client.clone(),
                     count,
-                    median_secs: median(&times),
-                    growth_mib: mib(peak - before),
+                    median_secs: median(&rounds.times),
+                    growth_mib: mib(peak - rounds.before),
                 });
                 println!(
                     "| {} | {client} QoS 1 | {count} | {} | {} | {} | {:.1} -> {:.1}, {:.1} |",
-                    display(broker_name),
-                    secs(times),
+                    display(name),
+                    secs(rounds.times),
                     last.received,
                     in_order(last),
-                    mib(before),
+                    mib(rounds.before),
                     mib(peak),
-                    mib(peak - before),
+                    mib(peak - rounds.before),
                 );
             }
         }
+    }
+    for broker_name in &options.brokers {
         if options.qos0 > 0 {
             let broker = start(broker_name).await?;
             store_retained(broker.addr(), "q", options.qos0, 64, 0).await?;
