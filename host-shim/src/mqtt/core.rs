@@ -1940,6 +1940,28 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_ahead_of_an_earlier_delivery_is_settled_with_that_ones_commit() {
+        let mut core = up(10);
+        deliver(&mut core, 1, QoS::ExactlyOnce);
+        deliver(&mut core, 2, QoS::ExactlyOnce);
+        let ids: Vec<u64> = core.take_ready(2).iter().map(|m| m.id).collect();
+        core.ack(&ids[1..]);
+        let (tx, mut ahead) = oneshot::channel();
+        core.when_acks_settled(tx);
+        // Waiting here would hang a pipeline that commits the earlier one
+        // after this call returns.
+        assert_eq!(ahead.try_recv().unwrap(), Ok(()), "nothing was sent");
+        assert!(core.outlet.0.is_empty(), "its PUBREC waits for the first");
+        core.ack(&ids[..1]);
+        let (tx, mut both) = oneshot::channel();
+        core.when_acks_settled(tx);
+        core.on_event(Ev::PubRel { pkid: 1 });
+        assert!(both.try_recv().is_err(), "the later PUBREC is not released");
+        core.on_event(Ev::PubRel { pkid: 2 });
+        assert_eq!(both.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
     fn a_commit_of_qos1_deliveries_returns_at_once() {
         let mut core = up(10);
         let mut rx = commit(&mut core, 3, QoS::AtLeastOnce);
