@@ -435,9 +435,12 @@ pub(crate) struct Core<O> {
     /// read yet. PUBACKs are not waited for: a crash before the broker has
     /// one brings the message again, which QoS 1 allows, and waiting would
     /// cost a listener the overlap of its next batch with the writes.
+    /// Not `awaiting_release`: a send timeout or close forgets these (their
+    /// waiters were answered) but keeps that for recognising resends, so a
+    /// later commit does not wait for ids an earlier one gave up on.
     unreleased_pubrecs: HashSet<u16>,
-    /// Callers waiting until the acknowledgements unsettled when they asked
-    /// are settled (see [`Core::when_acks_settled`]), each with the ids it
+    /// Callers waiting until the PUBRECs unreleased when they asked are
+    /// released (see [`Core::when_acks_settled`]), each with the ids it
     /// still waits for, sorted: a waiter whose list is empty is done.
     ack_waiters: Vec<(Vec<u16>, Reply<()>)>,
     dropped_qos0: u64,
