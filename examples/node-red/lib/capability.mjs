@@ -112,7 +112,7 @@ export class MqttCapability {
       }
       case 'ack':
         try {
-          this.#client(args[0]).ack(args[1]);
+          await this.#client(args[0]).ack(args[1]);
           return ok(undefined);
         } catch (e) {
           if (e instanceof Error) throw e;

@@ -15,7 +15,8 @@
 //   session's resend instead).
 // - Received messages wait in a queue for `receive`; QoS 1 and 2 messages
 //   are acknowledged (PUBACK / PUBREC) only when `ack` names them, and then
-//   in the order they arrived (MQTT-4.6.0-2).
+//   in the order they arrived (MQTT-4.6.0-2). `ack` resolves once the
+//   broker has released the PUBRECs handed to MQTT.js with its PUBREL.
 //
 // Acknowledging later: MQTT.js acknowledges a QoS 1 or 2 PUBLISH as soon as
 // it has handled it, and its `customHandleAcks` hook (5.0 only) delays
@@ -50,6 +51,11 @@ const sendTimedOut = (ms) =>
   );
 const connectionLost = () =>
   witError('connection-failed', 'the connection to the broker was lost before the broker acknowledged it');
+const acksUnconfirmed = (ms) =>
+  witError(
+    ms === 0 ? 'connection-failed' : 'timeout',
+    `committed, but the connection to the broker was lost before it had the acknowledgements (PUBREC) and did not come back within send_timeout_ms (${ms} ms): they are sent on the next connection; if this process stops first, the broker delivers those messages again`,
+  );
 
 /** A 3.1.1 CONNACK return code as its 5.0 equivalent. */
 function v5ReturnCode(code) {
@@ -257,6 +263,14 @@ export class MqttClient {
   // broker sends one again (DUP) when our PUBREC was lost, and it must not
   // reach the pipeline twice (MQTT-4.3.3-10).
   #awaitingRelease = new Set();
+  // PUBRECs handed to MQTT.js that the broker has not released with its
+  // PUBREL yet: written is not enough, a connection reset can discard them
+  // unread. Not `#awaitingRelease`: a send timeout forgets these (their
+  // waiters were answered) but keeps that for recognising resends.
+  #unreleasedPubrecs = new Set();
+  // Calls of `ack` waiting for PUBRELs: `{ pkids, resolve, reject }`, each
+  // with the identifiers it still waits for.
+  #ackWaiters = [];
   // QoS 1 and 2 delivery ids of lost connections, oldest first.
   #voided = new Set();
   #receiveWaiter = null;
@@ -375,6 +389,7 @@ export class MqttClient {
         this.#onPublish(packet);
       } else if (packet.cmd === 'pubrel') {
         this.#awaitingRelease.delete(packet.messageId);
+        this.#settleRelease(packet.messageId);
       }
     });
     client.on('error', (e) => this.#log('debug', `mqtt client ${this.#url}: ${e.message}`));
@@ -441,8 +456,12 @@ export class MqttClient {
     this.#expired = false;
     for (const wake of this.#connectedWaiters) wake();
     this.#connectedWaiters.clear();
-    // A new session forgets what waited for release.
-    if (!this.#caps.sessionPresent) this.#awaitingRelease.clear();
+    // A new session forgets what waited for release: the broker sends
+    // none of those messages again.
+    if (!this.#caps.sessionPresent) {
+      this.#awaitingRelease.clear();
+      this.#endAckWaiters(null);
+    }
     if (!this.#caps.sessionPresent && this.#subscriptions.size > 0) {
       this.#log('info', `new session: restoring ${this.#subscriptions.size} subscription(s)`);
       const subs = [...this.#subscriptions.values()];
@@ -474,13 +493,16 @@ export class MqttClient {
     this.#pending.clear();
     this.#inflight = 0;
     // Messages not yet written wait for the next connection.
+    // So do PUBRECs the broker has not released: its PUBREL comes then.
     if (this.#sendTimeoutMs === 0) {
       for (const { resolve } of this.#outbox.splice(0)) resolve(err(connectionLost()));
+      this.#endAckWaiters(acksUnconfirmed(0));
     } else if (wasUp) {
       this.#outageTimer = setTimeout(() => {
         this.#outageTimer = null;
         this.#expired = true;
         for (const { resolve } of this.#outbox.splice(0)) resolve(err(sendTimedOut(this.#sendTimeoutMs)));
+        this.#endAckWaiters(acksUnconfirmed(this.#sendTimeoutMs));
       }, this.#sendTimeoutMs);
     }
     // Deliveries of the lost connection are void: the broker redelivers.
@@ -806,10 +828,17 @@ export class MqttClient {
 
   /**
    * Acknowledges deliveries: each PUBACK / PUBREC goes out once every
-   * earlier QoS 1 or 2 delivery is acknowledged too. Unknown ids, QoS 0
-   * ids and ids of a lost connection are ignored.
+   * earlier QoS 1 or 2 delivery is acknowledged too. Unknown ids and QoS 0
+   * ids are ignored. Resolves once the broker has answered every PUBREC
+   * handed to MQTT.js so far with its PUBREL, so a crash after it cannot
+   * make the broker send those QoS 2 messages again (a PUBACK is not
+   * waited for: QoS 1 allows the message again). A PUBREC the connection
+   * lost waits for the next connection up to the send timeout, then
+   * throws `timeout`. Throws `connection-failed` for ids of a connection
+   * since lost: the broker delivers those again (the others are
+   * acknowledged).
    */
-  ack(ids) {
+  async ack(ids) {
     if (this.#phase === 'closed') throw closed();
     let voided = 0;
     for (const id of ids) {
@@ -821,6 +850,7 @@ export class MqttClient {
       }
     }
     this.#flushAcks();
+    await this.#acksReleased();
     if (voided > 0) {
       throw witError(
         'connection-failed',
@@ -835,8 +865,39 @@ export class MqttClient {
       if (!delivery.acked || !delivery.sendAck) break;
       this.#unacked.delete(id);
       this.#unackedByPkid.delete(delivery.pkid);
-      if (delivery.qos === 2) this.#awaitingRelease.add(delivery.pkid);
+      if (delivery.qos === 2) {
+        this.#awaitingRelease.add(delivery.pkid);
+        this.#unreleasedPubrecs.add(delivery.pkid);
+      }
       delivery.sendAck();
+    }
+  }
+
+  /** Resolves once the PUBRECs unreleased now are released. */
+  #acksReleased() {
+    if (this.#unreleasedPubrecs.size === 0) return Promise.resolve();
+    const pkids = new Set(this.#unreleasedPubrecs);
+    return new Promise((resolve, reject) => this.#ackWaiters.push({ pkids, resolve, reject }));
+  }
+
+  #settleRelease(pkid) {
+    if (!this.#unreleasedPubrecs.delete(pkid)) return;
+    // An identifier released here and reused by a later delivery is not
+    // waited for again.
+    this.#ackWaiters = this.#ackWaiters.filter((waiter) => {
+      waiter.pkids.delete(pkid);
+      if (waiter.pkids.size > 0) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+
+  /** Forgets every unreleased PUBREC; its waiters resolve, or get `error`. */
+  #endAckWaiters(error) {
+    this.#unreleasedPubrecs.clear();
+    for (const waiter of this.#ackWaiters.splice(0)) {
+      if (error) waiter.reject(error);
+      else waiter.resolve();
     }
   }
 
@@ -853,6 +914,7 @@ export class MqttClient {
     this.#qos0Ready = 0;
     this.#unacked.clear();
     this.#unackedByPkid.clear();
+    this.#endAckWaiters(error);
     for (const wake of this.#connectedWaiters) wake();
     this.#wakeReceiver();
   }

@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ConnectorError, Listener, Sender, describe as describeConnector, validate } from '../lib/connector.mjs';
 import { startBroker, startTrap } from './support/broker.mjs';
+import { startScriptedBroker } from './support/scripted-broker.mjs';
+import { sleep, within } from './support/wait.mjs';
 
 let broker;
 let trap;
@@ -128,4 +130,33 @@ describe('the connector component in the JavaScript host', () => {
       await sender.close();
     });
   }
+
+  it('returns from a QoS 2 commit once the broker releases its PUBREC, from QoS 1 at once', async () => {
+    const scripted = await startScriptedBroker();
+    try {
+      const listener = await Listener.open({ url: scripted.url, mqtt_version: '3.1.1' },
+        { subscriptions: [{ filter: 'held/#', qos: 2 }] }, only(scripted.url));
+      scripted.send({ cmd: 'publish', topic: 'held/2', payload: Buffer.from('two'), qos: 2, messageId: 7 });
+      let docs = await take(listener, 1);
+      assert.deepEqual(docs.map(decode), ['two']);
+      let committed = false;
+      const commit = listener.commit([docs[0].id]).then(() => {
+        committed = true;
+      });
+      await scripted.expect('the PUBREC', (p) => p.cmd === 'pubrec' && p.messageId === 7);
+      await sleep(300);
+      assert.equal(committed, false, 'a crash now would bring the message again: the commit waits');
+      scripted.send({ cmd: 'pubrel', messageId: 7 });
+      await within(5000, 'the commit after the PUBREL', commit);
+      await scripted.expect('the PUBCOMP', (p) => p.cmd === 'pubcomp' && p.messageId === 7);
+
+      scripted.send({ cmd: 'publish', topic: 'held/1', payload: Buffer.from('one'), qos: 1, messageId: 8 });
+      docs = await take(listener, 1);
+      await within(5000, 'the QoS 1 commit', listener.commit([docs[0].id]));
+      await scripted.expect('the PUBACK', (p) => p.cmd === 'puback' && p.messageId === 8);
+      await listener.close();
+    } finally {
+      await scripted.stop();
+    }
+  });
 });
