@@ -882,14 +882,17 @@ export class MqttClient {
 
   #settleRelease(pkid) {
     if (!this.#unreleasedPubrecs.delete(pkid)) return;
+    // Called for every PUBREL: waiters change in place, no array per call.
     // An identifier released here and reused by a later delivery is not
     // waited for again.
-    this.#ackWaiters = this.#ackWaiters.filter((waiter) => {
+    for (let i = this.#ackWaiters.length - 1; i >= 0; i -= 1) {
+      const waiter = this.#ackWaiters[i];
       waiter.pkids.delete(pkid);
-      if (waiter.pkids.size > 0) return true;
-      waiter.resolve();
-      return false;
-    });
+      if (waiter.pkids.size === 0) {
+        this.#ackWaiters.splice(i, 1);
+        waiter.resolve();
+      }
+    }
   }
 
   /** Forgets every unreleased PUBREC; its waiters resolve, or get `error`. */
