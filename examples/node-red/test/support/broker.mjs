@@ -1,5 +1,5 @@
-// The built-in broker of the workspace (`host-shim broker --port 0`) on a
-// free loopback port, for one test file.
+// Brokers for the tests on free loopback ports: the built-in broker of the
+// workspace (`host-shim broker --port 0`), and bare TCP servers.
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -51,26 +51,41 @@ export async function startBroker() {
 }
 
 /**
+ * A TCP server on a free loopback port that hands each connection to
+ * `onSocket`; resolves `{ url, stop() }`, and `stop` drops every
+ * connection still open.
+ */
+export async function serveLoopback(onSocket) {
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    onSocket(socket);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `mqtt://127.0.0.1:${server.address().port}`,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
  * A loopback TCP server that only counts the connections it gets: a
  * broker address the nodes must never reach.
  */
 export async function startTrap() {
   let connections = 0;
-  const sockets = new Set();
-  const server = net.createServer((socket) => {
+  const { url, stop } = await serveLoopback(() => {
     connections += 1;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
-    url: `mqtt://127.0.0.1:${server.address().port}`,
+    url,
     get connections() {
       return connections;
     },
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
+    stop,
   };
 }

@@ -3,8 +3,8 @@
 // everything else to the test, so a test can hold back a PUBREL and see
 // what the client does meanwhile.
 
-import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
+import { serveLoopback } from './broker.mjs';
 import { within } from './wait.mjs';
 
 const PROTOCOL = { protocolVersion: 4 };
@@ -14,12 +14,8 @@ export async function startScriptedBroker() {
   const received = [];
   let socket = null;
   let arrived = () => {};
-  const sockets = new Set();
-
-  const server = net.createServer((s) => {
+  const { url, stop } = await serveLoopback((s) => {
     socket = s;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
     const parser = mqttPacket.parser(PROTOCOL);
     parser.on('packet', (packet) => {
       if (packet.cmd === 'connect') {
@@ -42,9 +38,8 @@ export async function startScriptedBroker() {
     socket.write(mqttPacket.generate(packet, PROTOCOL));
   }
 
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
-    url: `mqtt://127.0.0.1:${server.address().port}`,
+    url,
     /** Writes `packet` (an mqtt-packet object) to the client. */
     send,
     /** The first packet from the client matching `test`, waiting for it. */
@@ -61,9 +56,6 @@ export async function startScriptedBroker() {
         look();
       }));
     },
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
+    stop,
   };
 }
